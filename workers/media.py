@@ -1,0 +1,160 @@
+"""Image thumbnails with libvips.
+
+Everything here is synchronous and CPU-bound: call it from a thread pool, never
+on the event loop. Call :func:`configure_vips` once when the worker starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyvips
+
+from services.core.errors import ApiError
+
+THUMBNAIL = (72, 48)
+SMALL = (161, 107)
+
+TRANSFORMABLE_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/heif",
+        "image/avif",
+        "image/tiff",
+    }
+)
+
+# Loader base classes: unblocking one unblocks its file, buffer and source variants.
+# libvips ignores a misspelt name, so tests check each exists. UltraHDR JPEGs
+# (VipsForeignLoadUhdr) stay blocked and are read by the plain JPEG loader.
+ALLOWED_LOADERS = (
+    "VipsForeignLoadJpeg",
+    "VipsForeignLoadPng",
+    "VipsForeignLoadWebp",
+    "VipsForeignLoadNsgif",
+    "VipsForeignLoadHeif",
+    "VipsForeignLoadTiff",
+)
+
+_FAIL_ON = "error"  # refuse truncated or corrupt data, tolerate mere warnings
+_JPEG_OPTIONS = {"Q": 82, "optimize_coding": True, "interlace": False, "keep": "none"}
+_WHITE = [255, 255, 255]
+_ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the axes
+_CACHE_MAX_OPERATIONS = 100
+
+
+@dataclass(frozen=True)
+class MediaResult:
+    width: int | None
+    height: int | None
+    thumbnail: bytes | None
+    small: bytes | None
+
+
+NO_MEDIA = MediaResult(None, None, None, None)
+
+
+def configure_vips(*, cache_max_mem: int = 0) -> None:
+    """Allow only the expected image loaders and bound libvips' caches.
+
+    ``cache_max_mem`` is the operation cache's budget in bytes; 0 disables the cache.
+    Safe to call more than once.
+    """
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for loader in ALLOWED_LOADERS:
+        pyvips.operation_block_set(loader, False)
+    # A cached operation keeps its input file open: a deleted upload would
+    # keep its disk space until evicted.
+    pyvips.cache_set_max_files(0)
+    pyvips.cache_set_max_mem(cache_max_mem)
+    pyvips.cache_set_max(_CACHE_MAX_OPERATIONS if cache_max_mem else 0)
+
+
+def image_dimensions(path: str) -> tuple[int, int] | None:
+    """Width and height of an image as displayed (EXIF rotation applied), from its header.
+
+    ``None`` if no allowed loader can read it.
+    """
+    try:
+        return _displayed_size(_open_header(path))
+    except pyvips.Error:
+        return None
+
+
+# HEIF is a container whose codec this build may not have; such a file is kept without variants.
+UNDECODABLE_OK = frozenset({"image/heif", "image/avif"})
+
+
+def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResult:
+    """Measure an image and make its :data:`SMALL` and :data:`THUMBNAIL` JPEGs.
+
+    Content types libvips is not meant to transform give :data:`NO_MEDIA`.
+    Raises :class:`ApiError` ``image_too_large`` (checked on the header, before
+    any pixels are decoded) or ``invalid_image`` if the image cannot be decoded.
+    """
+    if content_type not in TRANSFORMABLE_TYPES:
+        return NO_MEDIA
+    width = height = None
+    try:
+        width, height = _displayed_size(_open_header(path))
+        if width * height > max_pixels:
+            raise ApiError(
+                "image_too_large",
+                f"image is {width}x{height} pixels; the limit is {max_pixels}",
+                field="file",
+                status=422,
+            )
+        # One decode, shrunk on load; the thumbnail is cut from the small variant.
+        decoded = pyvips.Image.thumbnail(
+            path, SMALL[0], height=SMALL[1], crop="centre", fail_on=_FAIL_ON
+        )
+        small = _flatten_to_srgb(decoded).copy_memory()
+        thumbnail = small.thumbnail_image(THUMBNAIL[0], height=THUMBNAIL[1], crop="centre")
+        return MediaResult(
+            width,
+            height,
+            thumbnail=thumbnail.jpegsave_buffer(**_JPEG_OPTIONS),
+            small=small.jpegsave_buffer(**_JPEG_OPTIONS),
+        )
+    except pyvips.Error as exc:
+        if content_type in UNDECODABLE_OK:
+            # This libvips build may lack the codec (HEVC in iPhone photos): keep the file, no variants.
+            return MediaResult(width, height, None, None)
+        raise ApiError(
+            "invalid_image",
+            f"the image could not be decoded: {_reason(exc, path)}",
+            field="file",
+            status=422,
+        ) from None
+
+
+def _open_header(path: str) -> pyvips.Image:
+    # Lazy: reads the header only; pixels are decoded when something needs them.
+    return pyvips.Image.new_from_file(path, access="sequential", fail_on=_FAIL_ON)
+
+
+def _displayed_size(image: pyvips.Image) -> tuple[int, int]:
+    has_orientation = image.get_typeof("orientation") != 0
+    if has_orientation and image.get("orientation") in _ROTATED_ORIENTATIONS:
+        return image.height, image.width
+    return image.width, image.height
+
+
+def _flatten_to_srgb(image: pyvips.Image) -> pyvips.Image:
+    """Three 8-bit sRGB bands, whatever came in (CMYK, 16-bit, greyscale, alpha)."""
+    if image.interpretation != "srgb":
+        image = image.colourspace("srgb")
+    if image.hasalpha():
+        image = image.flatten(background=_WHITE)
+    return image.cast("uchar") if image.format != "uchar" else image
+
+
+def _reason(exc: pyvips.Error, path: str) -> str:
+    """The most specific line of libvips' error log, without our temporary path."""
+    lines = [line for line in (exc.detail or exc.message).splitlines() if line.strip()]
+    reason = lines[-1] if lines else exc.message
+    return reason.replace(path, "file").strip()[:200]
