@@ -1,0 +1,97 @@
+"""Bearer JWTs (PyJWT): who is calling, for which account, with which rights."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from services.core.errors import ApiError
+from services.core.validation import parse_account_id
+
+READ = "attachments:read"
+WRITE = "attachments:write"
+# The BookingSync seed's scopes mean the same rights.
+SCOPE_ALIASES = {"task_management_read": READ, "task_management_write": WRITE}
+# Writing implies reading, as in the seed ("task_management_read / task_management_write" may list).
+IMPLIED = {WRITE: {READ}}
+ACTOR_TYPES = ("User", "Application", "Contact", "Resource")
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: str
+    actor_type: str
+    actor_id: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise ApiError("insufficient_scope", f"this token lacks the {scope} scope", status=403,
+                           headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError("unauthorized", message, status=401,
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def normalize_scopes(raw: object) -> frozenset[str]:
+    items = raw.split() if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else []
+    scopes = {SCOPE_ALIASES.get(s, s) for s in items if isinstance(s, str)}
+    for scope in list(scopes):
+        scopes |= IMPLIED.get(scope, set())
+    return frozenset(scopes)
+
+
+class TokenVerifier:
+    def __init__(self, secret: str = "", public_key: str = "", leeway_s: int = 30) -> None:
+        if not secret and not public_key:
+            raise RuntimeError("ATTACHD_JWT_SECRET or ATTACHD_JWT_PUBLIC_KEY must be set")
+        self._keys = []
+        if secret:
+            self._keys.append((secret, ["HS256"]))
+        if public_key:
+            self._keys.append((public_key, ["RS256"]))
+        self._leeway = leeway_s
+
+    def verify_header(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise _unauthorized("an Authorization: Bearer token is required")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+        return self.verify(token.strip())
+
+    def verify(self, token: str) -> Principal:
+        claims = None
+        error = "the token is invalid"
+        for key, algorithms in self._keys:
+            try:
+                claims = jwt.decode(token, key, algorithms=algorithms, leeway=self._leeway,
+                                    options={"require": ["account", "sub"]})
+                break
+            except jwt.ExpiredSignatureError:
+                error = "the token has expired"
+            except jwt.InvalidTokenError as exc:
+                error = f"the token is invalid: {exc}"
+        if claims is None:
+            raise _unauthorized(error)
+        actor_type = claims.get("sub_type", "User")
+        if actor_type not in ACTOR_TYPES:
+            raise _unauthorized(f"sub_type must be one of {', '.join(ACTOR_TYPES)}")
+        try:
+            account = parse_account_id(claims["account"])
+        except ApiError as exc:
+            raise _unauthorized(exc.message) from None
+        return Principal(account_id=account, actor_type=actor_type, actor_id=str(claims["sub"]),
+                         scopes=normalize_scopes(claims.get("scope", "")))
+
+
+def mint_token(secret: str, *, account: str, sub: str = "dev", sub_type: str = "User",
+               scope: str = f"{READ} {WRITE}", ttl_s: int = 30 * 24 * 3600, now: float | None = None) -> str:
+    issued = int(time.time() if now is None else now)
+    claims = {"account": account, "sub": sub, "sub_type": sub_type, "scope": scope,
+              "iat": issued, "exp": issued + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")

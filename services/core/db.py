@@ -1,0 +1,38 @@
+"""Postgres access: the pool and the schema migration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
+# Any fixed key works; it only has to be the same for every process that migrates.
+_MIGRATE_LOCK = 0x61747461636864
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                                     command_timeout=30)
+
+
+async def migrate(dsn: str, schema_path: Path = SCHEMA_PATH) -> None:
+    """Apply schema.sql; it is idempotent, and the advisory lock keeps replicas from racing."""
+    sql = schema_path.read_text()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATE_LOCK)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATE_LOCK)
+    finally:
+        await conn.close()

@@ -1,0 +1,141 @@
+"""The job contract between writers (the ingress, internal services) and the workers.
+
+Jobs travel through arq as JSON (orjson), never pickle, so any service can
+enqueue them; ``workers/JOBS.md`` documents the payloads. Each write job
+reports its outcome under ``attachd:outcome:<job id>`` (kept for a day) and
+announces it on the ``attachd:outcomes`` channel, so a waiting ingress
+replica wakes at once instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+QUEUE = "attachd:queue"
+OUTCOME_CHANNEL = "attachd:outcomes"
+OUTCOME_TTL_S = 24 * 3600
+CONTRACT_VERSION = 1
+
+INGEST = "ingest"
+UPDATE = "update_attachment"
+CANCEL = "cancel_attachment"
+
+
+def serialize(data: dict[str, Any]) -> bytes:
+    return orjson.dumps(data)
+
+
+def deserialize(data: bytes) -> dict[str, Any]:
+    return orjson.loads(data)
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 10
+    settings.retry_on_timeout = True
+    return settings
+
+
+async def connect(url: str) -> ArqRedis:
+    return await create_pool(
+        redis_settings(url), job_serializer=serialize, job_deserializer=deserialize, default_queue_name=QUEUE
+    )
+
+
+def outcome_key(job_id: str) -> str:
+    return f"attachd:outcome:{job_id}"
+
+
+async def enqueue(redis: ArqRedis, function: str, job_id: str, payload: Mapping[str, Any]) -> bool:
+    """Enqueue one job; False when a job with this id is already queued or done (arq's uniqueness)."""
+    body = {"v": CONTRACT_VERSION, "job_id": job_id, **payload}
+    return await redis.enqueue_job(function, body, _job_id=job_id) is not None
+
+
+async def publish_outcome(redis, job_id: str, outcome: Mapping[str, Any]) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(outcome_key(job_id), orjson.dumps(outcome), ex=OUTCOME_TTL_S)
+        pipe.publish(OUTCOME_CHANNEL, job_id)
+        await pipe.execute()
+
+
+async def read_outcome(redis, job_id: str) -> dict[str, Any] | None:
+    raw = await redis.get(outcome_key(job_id))
+    return None if raw is None else orjson.loads(raw)
+
+
+class OutcomeWaiter:
+    """One pub/sub subscription per process, fanned out to the requests waiting on it."""
+
+    def __init__(self, redis) -> None:
+        self._redis = redis
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="attachd-outcome-listener")
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(OUTCOME_CHANNEL)
+                    self._ready.set()
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._wake(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A dropped connection: waiters re-read the outcome key, so nothing is missed.
+                for futures in self._waiting.values():
+                    for fut in futures:
+                        if not fut.done():
+                            fut.set_result(None)
+                await asyncio.sleep(0.5)
+
+    def _wake(self, job_id: str) -> None:
+        for fut in self._waiting.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """The job's outcome, or None if it has not finished within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            fut = loop.create_future()
+            self._waiting.setdefault(job_id, []).append(fut)
+            try:
+                # Registered before reading, so a publish in between still wakes us.
+                outcome = await read_outcome(self._redis, job_id)
+                if outcome is not None:
+                    return outcome
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(fut, remaining)
+                except asyncio.TimeoutError:
+                    return await read_outcome(self._redis, job_id)
+            finally:
+                waiting = self._waiting.get(job_id)
+                if waiting is not None:
+                    with contextlib.suppress(ValueError):
+                        waiting.remove(fut)
+                    if not waiting:
+                        del self._waiting[job_id]

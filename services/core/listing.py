@@ -1,0 +1,145 @@
+"""List parameters, ``order_by`` and keyset cursors, compiled to SQL. Pure.
+
+A cursor carries the sort key of the last row it returned plus the order it
+was made for; the next page starts strictly after that key, so pages never
+skip or repeat rows while others are inserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.core.errors import bad_request
+
+# API name -> (SQL expression, kind). Nullable columns are coalesced so the keyset stays total.
+ORDERABLE = {
+    "display_order": ("display_order", "int"),
+    "created_at": ("created_at", "datetime"),
+    "updated_at": ("updated_at", "datetime"),
+    "name": ("name", "text"),
+    "size": ("coalesce(size, -1)", "int"),
+    "seq": ("seq", "int"),
+    "version": ("version", "int"),
+}
+DEFAULT_ORDER = "display_order,created_at"
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class SortKey:
+    field: str
+    descending: bool
+
+
+def parse_order_by(text: str | None) -> tuple[SortKey, ...]:
+    keys = []
+    for raw in (text or DEFAULT_ORDER).split(","):
+        raw = raw.strip()
+        descending = raw.startswith("-")
+        name = raw.lstrip("-+")
+        if name not in ORDERABLE:
+            raise bad_request("invalid_order_by", f"cannot order by {name!r}; choose from "
+                              f"{', '.join(ORDERABLE)} (prefix - for descending)", "order_by")
+        if any(k.field == name for k in keys):
+            raise bad_request("invalid_order_by", f"{name} appears twice in order_by", "order_by")
+        keys.append(SortKey(name, descending))
+    return tuple(keys)
+
+
+def parse_limit(text: str | None, *, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT,
+                field: str = "limit") -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request("invalid_value", f"{field} must be an integer", field) from None
+    if not 1 <= value <= maximum:
+        raise bad_request("invalid_value", f"{field} must be between 1 and {maximum}", field)
+    return value
+
+
+def parse_bool(text: str | None, field: str, default: bool = False) -> bool:
+    if text is None or text == "":
+        return default
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise bad_request("invalid_value", f"{field} must be true or false", field)
+
+
+def _order_tag(order: tuple[SortKey, ...]) -> str:
+    return ",".join(("-" if k.descending else "") + k.field for k in order)
+
+
+def encode_cursor(order: tuple[SortKey, ...], row: Mapping[str, Any]) -> str:
+    values = []
+    for key in order:
+        value = row[key.field]
+        if key.field == "size" and value is None:
+            value = -1
+        values.append(value.isoformat() if isinstance(value, dt.datetime) else value)
+    payload = orjson.dumps({"o": _order_tag(order), "k": values, "id": str(row["id"])})
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: tuple[SortKey, ...]) -> tuple[list[Any], uuid.UUID]:
+    def invalid(why: str):
+        return bad_request("invalid_cursor", f"cursor is not valid: {why}", "cursor")
+
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        tag, raw_values, last_id = data["o"], data["k"], uuid.UUID(data["id"])
+    except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        raise invalid("it was not made by this service") from None
+    if tag != _order_tag(order) or not isinstance(raw_values, list) or len(raw_values) != len(order):
+        raise invalid("it was made for another order_by")
+    values = []
+    for key, raw in zip(order, raw_values):
+        kind = ORDERABLE[key.field][1]
+        if kind == "datetime" and isinstance(raw, str):
+            try:
+                values.append(dt.datetime.fromisoformat(raw))
+            except ValueError:
+                raise invalid("bad timestamp") from None
+        elif kind == "int" and isinstance(raw, int) and not isinstance(raw, bool):
+            values.append(raw)
+        elif kind == "text" and isinstance(raw, str):
+            values.append(raw)
+        else:
+            raise invalid(f"bad value for {key.field}")
+    return values, last_id
+
+
+def order_sql(order: tuple[SortKey, ...]) -> str:
+    parts = [f"{ORDERABLE[k.field][0]} {'DESC' if k.descending else 'ASC'}" for k in order]
+    return ", ".join(parts + ["id ASC"])
+
+
+def after_sql(order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID,
+              first_param: int) -> tuple[str, list[Any]]:
+    """``WHERE`` clause for "strictly after this key" under a mixed-direction order."""
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${first_param + len(params) - 1}"
+
+    clause = f"id > {param(last_id)}"
+    for key, value in reversed(list(zip(order, values))):
+        expr = ORDERABLE[key.field][0]
+        p = param(value)
+        op = "<" if key.descending else ">"
+        clause = f"({expr} {op} {p} OR ({expr} = {p} AND {clause}))"
+    return clause, params

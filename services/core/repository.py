@@ -1,0 +1,170 @@
+"""SQL for attachments. Every statement is scoped by account; every change writes its outbox event
+in the same transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from services.core import listing
+from services.core.records import COLUMNS, row_to_dict
+
+INSERT_COLUMNS = (
+    "id", "account_id", "target_type", "target_id", "field", "parent_type", "parent_attachment_id", "version",
+    "ancestors", "attachment_type", "name", "filename", "content_type", "size", "sha256", "storage_key", "url",
+    "width", "height", "variants", "display_order", "available", "status", "created_from", "publish",
+    "session_token", "created_by_type", "created_by_id", "impersonator_id",
+)
+_INSERT_SQL = (
+    f"INSERT INTO attachments ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(INSERT_COLUMNS) + 1))}) "
+    f"ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
+)
+
+
+async def write_event(conn: asyncpg.Connection, account_id: str, event_type: str,
+                      attachment_id: uuid.UUID | str | None, job_id: str, payload: Mapping[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (account_id, event_type, attachment_id, job_id, payload) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        account_id, event_type, attachment_id, job_id, {"type": event_type, **payload},
+    )
+
+
+async def job_already_applied(conn, job_id: str, attachment_id: uuid.UUID) -> bool:
+    """True when this job's change is committed: a re-run must report success, not "not found"."""
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND attachment_id = $2)",
+                               job_id, attachment_id)
+
+
+async def insert_attachment(conn: asyncpg.Connection, values: Mapping[str, Any], job_id: str, *,
+                            emit_event: bool = True) -> tuple[asyncpg.Record, bool]:
+    """Insert once: a re-run of the same job finds the row and writes no second event."""
+    row = await conn.fetchrow(_INSERT_SQL, *(values.get(c) for c in INSERT_COLUMNS))
+    if row is None:
+        existing = await conn.fetchrow(f"SELECT {COLUMNS} FROM attachments WHERE id = $1", values["id"])
+        return existing, False
+    if emit_event:
+        await write_event(conn, row["account_id"], "attachment.created", row["id"], job_id,
+                          {"attachment": row_to_dict(row)})
+    return row, True
+
+
+async def get_attachment(conn, account_id: str, attachment_id: uuid.UUID, *,
+                         include_canceled: bool = False) -> asyncpg.Record | None:
+    sql = f"SELECT {COLUMNS} FROM attachments WHERE id = $1 AND account_id = $2"
+    if not include_canceled:
+        sql += " AND canceled_at IS NULL"
+    return await conn.fetchrow(sql, attachment_id, account_id)
+
+
+async def get_for_download(conn, attachment_id: uuid.UUID) -> asyncpg.Record | None:
+    """By id alone: only for signed links, whose signature already proves the caller was given it."""
+    return await conn.fetchrow(f"SELECT {COLUMNS} FROM attachments WHERE id = $1 AND canceled_at IS NULL",
+                               attachment_id)
+
+
+async def update_attachment(conn: asyncpg.Connection, account_id: str, attachment_id: uuid.UUID,
+                            changes: Mapping[str, Any], job_id: str) -> asyncpg.Record | None:
+    names = list(changes)
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
+    row = await conn.fetchrow(
+        f"UPDATE attachments SET {assignments}, updated_at = now() "
+        f"WHERE id = $1 AND account_id = $2 AND canceled_at IS NULL RETURNING {COLUMNS}",
+        attachment_id, account_id, *(changes[n] for n in names),
+    )
+    if row is not None:
+        await write_event(conn, account_id, "attachment.updated", attachment_id, job_id,
+                          {"changes": dict(changes), "attachment": row_to_dict(row)})
+    return row
+
+
+async def cancel_attachment(conn: asyncpg.Connection, account_id: str,
+                            attachment_id: uuid.UUID, job_id: str) -> asyncpg.Record | None:
+    row = await conn.fetchrow(
+        f"UPDATE attachments SET canceled_at = now(), updated_at = now() "
+        f"WHERE id = $1 AND account_id = $2 AND canceled_at IS NULL RETURNING {COLUMNS}",
+        attachment_id, account_id,
+    )
+    if row is not None:
+        await write_event(conn, account_id, "attachment.canceled", attachment_id, job_id,
+                          {"attachment": row_to_dict(row)})
+    return row
+
+
+async def count_live_on_target(conn, account_id: str, target_type: str, target_id: str) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM attachments WHERE account_id = $1 AND target_type = $2 AND target_id = $3 "
+        "AND canceled_at IS NULL",
+        account_id, target_type, target_id,
+    )
+
+
+@dataclass
+class Where:
+    """A growing ``WHERE`` clause with its positional parameters."""
+
+    clauses: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def add(self, clause: str, *values: Any) -> None:
+        for value in values:
+            clause = clause.replace("?", self.param(value), 1)
+        self.clauses.append(clause)
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) or "TRUE"
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    account_id: str
+    target_type: str | None = None
+    target_id: str | None = None
+    include_canceled: bool = False
+    available_only: bool = False
+
+
+def list_where(f: ListFilter) -> Where:
+    where = Where()
+    where.add("account_id = ?", f.account_id)
+    if f.target_type is not None:
+        where.add("target_type = ?", f.target_type)
+    if f.target_id is not None:
+        where.add("target_id = ?", f.target_id)
+    if not f.include_canceled:
+        where.add("canceled_at IS NULL")
+    if f.available_only:
+        where.add("available")
+    return where
+
+
+async def list_attachments(conn, f: ListFilter, order: Sequence[listing.SortKey], limit: int,
+                           cursor: str | None) -> tuple[list[asyncpg.Record], str | None]:
+    order = tuple(order)
+    where = list_where(f)
+    if cursor:
+        values, last_id = listing.decode_cursor(cursor, order)
+        clause, params = listing.after_sql(order, values, last_id, len(where.params) + 1)
+        where.clauses.append(clause)
+        where.params.extend(params)
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY {listing.order_sql(order)} "
+        f"LIMIT {int(limit) + 1}",
+        *where.params,
+    )
+    next_cursor = listing.encode_cursor(order, rows[limit - 1]) if len(rows) > limit else None
+    return list(rows[:limit]), next_cursor
+
+
+async def count_attachments(conn, f: ListFilter) -> int:
+    where = list_where(f)
+    return await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params)

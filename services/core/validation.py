@@ -1,0 +1,254 @@
+"""Rules for what a client may send: create fields, changes, form coercion. Pure, no I/O.
+
+The ingress runs these to answer a bad request at once; the worker runs them
+again on every job, because internal services enqueue jobs directly.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from services.core.errors import ApiError, bad_request
+from services.core.fields import FIELDS, PICKLISTS
+from services.core.filenames import sanitize_filename
+
+LINK_TYPES = frozenset({"URL", "FILE_LINK", "FOLDER_LINK"})
+SOURCES = ("data", "url", "file")
+CREATE_FIELDS = frozenset({
+    "target_type", "target_id", "field", "parent_type", "name", "filename", "content_type",
+    "data", "url", "attachment_type", "display_order", "available", "status", "created_from",
+    "publish", "parent_attachment_id", "session_token", "impersonator_id", "size",
+})
+CHANGE_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.updatable)
+_TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_:.\-]*$")
+_INT32 = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    """A validated create request for one attachment; JSON-ready through ``asdict``."""
+
+    source: str                       # "data" | "url" | "file" | "link"
+    target_type: str | None
+    target_id: str | None
+    field: str | None
+    parent_type: str | None
+    attachment_type: str
+    name: str | None                  # None: the worker names it after the file
+    filename: str | None
+    content_type: str | None
+    url: str | None
+    display_order: int
+    available: bool
+    status: str | None
+    created_from: str
+    publish: str
+    parent_attachment_id: str | None
+    session_token: str | None
+    impersonator_id: str | None
+    declared_size: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NewAttachment:
+        return cls(**data)
+
+
+def _picklist(name: str, value: Any, field: str) -> str:
+    allowed = [v.value for v in PICKLISTS[name]]
+    if value not in allowed:
+        raise bad_request("invalid_value", f"{field} must be one of {', '.join(allowed)}", field)
+    return value
+
+
+def _text(value: Any, field: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise bad_request("missing_field", f"{field} is required", field)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise bad_request("invalid_type", f"{field} must be a string", field)
+    text = str(value)
+    if required and not text.strip():
+        raise bad_request("missing_field", f"{field} must not be empty", field)
+    max_length = FIELDS[field].max_length
+    if max_length is not None and len(text) > max_length:
+        raise bad_request("too_long", f"{field} is longer than {max_length} characters", field)
+    if any(ord(c) < 32 for c in text):
+        raise bad_request("invalid_value", f"{field} must not contain control characters", field)
+    return text
+
+
+def _type_name(value: Any, field: str) -> str | None:
+    text = _text(value, field)
+    if text is not None and not _TYPE_NAME.match(text):
+        raise bad_request("invalid_value", f"{field} must start with a letter and contain only "
+                          "letters, digits and _ : . -", field)
+    return text
+
+
+def _integer(value: Any, field: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not -_INT32 <= value <= _INT32:
+        raise bad_request("invalid_type", f"{field} must be an integer", field)
+    return value
+
+
+def _boolean(value: Any, field: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_request("invalid_type", f"{field} must be true or false", field)
+    return value
+
+
+def _uuid(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise bad_request("invalid_value", f"{field} must be an attachment id (a UUID)", field) from None
+
+
+def parse_new_attachment(body: Mapping[str, Any], *, has_file: bool = False,
+                         filename_hint: str | None = None) -> NewAttachment:
+    """Validate one create request; ``has_file`` says a multipart file part carries the bytes."""
+    if not isinstance(body, Mapping):
+        raise bad_request("invalid_body", "an attachment must be a JSON object", None)
+    for key in body:
+        if key not in CREATE_FIELDS:
+            raise bad_request("unknown_field", f"{key} is not a field of an attachment", key)
+
+    attachment_type = _picklist("attachment_type", body.get("attachment_type") or "FILE_ATTACHMENT",
+                                "attachment_type")
+    given = [s for s in SOURCES if (has_file if s == "file" else body.get(s) is not None)]
+    if attachment_type in LINK_TYPES:
+        if body.get("data") is not None or has_file:
+            field = "data" if body.get("data") is not None else "file"
+            raise bad_request("invalid_source", f"a {attachment_type} attachment stores no bytes: "
+                              f"give url only", field)
+        if body.get("url") is None:
+            raise bad_request("missing_field", f"a {attachment_type} attachment needs url", "url")
+        source = "link"
+    elif len(given) == 1:
+        source = given[0]
+    elif not given:
+        raise bad_request("missing_source", "give exactly one source: data (base64 or a data: URI), "
+                          "url, or a multipart file part", "data")
+    else:
+        # Blame a field the client typed, not the file part it most likely meant.
+        blamed = given[1] if given[1] != "file" else given[0]
+        raise bad_request("too_many_sources", f"give exactly one source, not {' and '.join(given)}", blamed)
+
+    url = _text(body.get("url"), "url")
+    if url is not None and not re.match(r"^https?://", url, re.IGNORECASE):
+        raise bad_request("invalid_url", "url must be an http:// or https:// URL", "url")
+
+    target_type = _type_name(body.get("target_type"), "target_type")
+    target_id = _text(body.get("target_id"), "target_id")
+    parent_type = _type_name(body.get("parent_type"), "parent_type")
+    if (target_type is None) != (target_id is None):
+        missing = "target_id" if target_id is None else "target_type"
+        raise bad_request("missing_field", "target_type and target_id go together", missing)
+    if target_type is None and parent_type is None:
+        raise bad_request("missing_field", "target_type and target_id are required "
+                          "(or parent_type and field, to link the upload later)", "target_type")
+
+    raw_name = _text(body.get("name"), "name")
+    filename = body.get("filename")
+    if filename is not None and not isinstance(filename, str):
+        raise bad_request("invalid_type", "filename must be a string", "filename")
+    filename = filename or filename_hint
+    declared_size = body.get("size")
+    if declared_size is not None and (isinstance(declared_size, bool) or not isinstance(declared_size, int)
+                                      or declared_size < 0):
+        raise bad_request("invalid_type", "size must be a non-negative integer", "size")
+    status = body.get("status")
+
+    return NewAttachment(
+        source=source,
+        target_type=target_type,
+        target_id=target_id,
+        field=_text(body.get("field"), "field"),
+        parent_type=parent_type,
+        attachment_type=attachment_type,
+        name=raw_name.strip() if raw_name and raw_name.strip() else None,
+        filename=sanitize_filename(filename) if filename else None,
+        content_type=_text(body.get("content_type"), "content_type"),
+        url=url,
+        display_order=_integer(body.get("display_order"), "display_order", 0),
+        available=_boolean(body.get("available"), "available", True),
+        status=None if status is None else _picklist("status", status, "status"),
+        created_from=_picklist("created_from", body.get("created_from") or "api", "created_from"),
+        publish=_picklist("publish", body.get("publish") or "all", "publish"),
+        parent_attachment_id=_uuid(body.get("parent_attachment_id"), "parent_attachment_id"),
+        session_token=_text(body.get("session_token"), "session_token"),
+        impersonator_id=_text(body.get("impersonator_id"), "impersonator_id"),
+        declared_size=declared_size,
+    )
+
+
+def parse_changes(body: Any) -> dict[str, Any]:
+    """Validate a PATCH body: only the updatable fields, at least one of them."""
+    if not isinstance(body, Mapping):
+        raise bad_request("invalid_body", "the body must be a JSON object", None)
+    if not body:
+        raise bad_request("missing_field", f"give at least one of {', '.join(sorted(CHANGE_FIELDS))}", None)
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        if key not in CHANGE_FIELDS:
+            raise bad_request("not_updatable", f"{key} cannot be changed; changeable fields are "
+                              f"{', '.join(sorted(CHANGE_FIELDS))}", key)
+        if key == "name":
+            changes[key] = _text(value, "name", required=True).strip()
+        elif key == "display_order":
+            changes[key] = _integer(value, key, 0) if value is not None else _raise_null(key)
+        elif key == "available":
+            changes[key] = _boolean(value, key, True) if value is not None else _raise_null(key)
+        elif key == "status":
+            changes[key] = None if value is None else _picklist("status", value, "status")
+    return changes
+
+
+def _raise_null(field: str):
+    raise bad_request("invalid_type", f"{field} cannot be null", field)
+
+
+_FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def coerce_form(fields: Mapping[str, str]) -> dict[str, Any]:
+    """Multipart form values are strings; give them the JSON types the rules expect."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        spec = FIELDS.get(key)
+        if value in ("", "null") and key != "name":
+            out[key] = None
+        elif spec is not None and spec.type == "boolean":
+            if value.lower() not in _FORM_BOOLEANS:
+                raise bad_request("invalid_type", f"{key} must be true or false", key)
+            out[key] = _FORM_BOOLEANS[value.lower()]
+        elif spec is not None and spec.type == "integer" or key == "size":
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise bad_request("invalid_type", f"{key} must be an integer", key) from None
+        else:
+            out[key] = value
+    return out
+
+
+def parse_account_id(value: Any) -> str:
+    """Tenant ids become part of storage keys, so they are held to a safe alphabet."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", text) or text in (".", ".."):
+        raise ApiError("invalid_token", "the token's account claim is not a valid account id", status=401)
+    return text

