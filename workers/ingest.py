@@ -1,0 +1,300 @@
+"""The ingest job: turn sources (staged bytes, base64, a URL, a bare link) into committed attachments.
+
+For each item: fetch or decode into a private temp file, sniff, validate,
+hash and thumbnail off the event loop, then move the bytes to their final
+keys. Only then are the rows and their outbox events committed, in one
+transaction. ``mode`` decides what one bad item does: ``atomic`` commits
+nothing, ``partial`` commits the rest and reports it. The job id is the
+upload id; rows are keyed by their own ids, so a re-run finds them and makes
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import mimetypes
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from arq import Retry
+
+from services.core import encoding, jobs, repository, storage
+from services.core.errors import ApiError
+from services.core.filenames import extension_of, sanitize_filename
+from services.core.records import row_to_dict
+from services.core.sniff import check_content, sniff
+from services.core.validation import NewAttachment, parse_new_attachment
+from workers.context import WorkerContext
+from workers.fetch import fetch_to_file
+from workers.media import SMALL, THUMBNAIL, MediaResult, make_variants
+
+log = logging.getLogger("attachd.ingest")
+
+MAX_TRIES = 3
+# Source kinds whose bytes travel outside the item's fields, and the field their errors name.
+BYTE_SOURCES = {"staged": "file", "base64": "data", "rejected": "file"}
+# Preferred extension for a sniffed type, for bytes that arrive with no file name.
+TYPE_EXTENSIONS = {
+    "image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp", "image/heif": "heic",
+    "image/avif": "avif", "image/tiff": "tiff", "image/bmp": "bmp", "application/pdf": "pdf",
+    "text/plain": "txt", "application/zip": "zip", "application/gzip": "gz", "audio/mpeg": "mp3",
+    "video/mp4": "mp4", "audio/wav": "wav",
+}
+
+
+@dataclass
+class Prepared:
+    """An item that passed every check, with its bytes at their final keys."""
+
+    values: dict[str, Any]
+    stored_keys: list[str]
+
+
+def _digest_file(path: str) -> tuple[str, bytes, int]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        h.update(head)
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+        size = f.tell()
+    return sniff(head), h.digest(), size
+
+
+def _file_name(new: NewAttachment, hint: str | None, sniffed: str, attachment_id: str) -> str:
+    for candidate in (new.filename, hint, new.name):
+        if candidate and extension_of(candidate):
+            return sanitize_filename(candidate)
+    stem = sanitize_filename(new.filename or hint or new.name or attachment_id)
+    ext = TYPE_EXTENSIONS.get(sniffed)
+    return f"{stem}.{ext}" if ext else stem
+
+
+def _content_type(sniffed: str, filename: str) -> str:
+    # The sniffed type already agrees with the extension's family; the extension names the member
+    # (a .docx sniffs as zip, a .csv as text).
+    if sniffed.startswith("image/"):
+        return sniffed
+    return mimetypes.guess_type(filename, strict=False)[0] or sniffed
+
+
+class IngestJob:
+    def __init__(self, ctx: WorkerContext, job: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.job_id: str = job["job_id"]
+        self.account_id: str = job["account_id"]
+        self.actor: dict[str, Any] = job.get("actor") or {}
+        self.mode: str = job.get("mode", "atomic")
+        self.items: list[dict[str, Any]] = job["items"]
+        self.many: bool = job.get("many", len(self.items) > 1)
+
+    async def run(self) -> dict[str, Any]:
+        settings = self.ctx.settings
+        sem = asyncio.Semaphore(settings.worker_concurrency)
+
+        async def guarded(index: int, item: dict[str, Any]) -> Prepared | ApiError:
+            async with sem:
+                try:
+                    return await self.prepare(item)
+                except ApiError as exc:
+                    return exc
+
+        results = await asyncio.gather(*(guarded(i, item) for i, item in enumerate(self.items)))
+        errors = [self._item_error(i, r) for i, r in enumerate(results) if isinstance(r, ApiError)]
+        good = [r for r in results if isinstance(r, Prepared)]
+        if errors and (self.mode == "atomic" or not good):
+            await self._discard(good)
+            return self._failed(errors)
+        try:
+            rows = await self.commit(good)
+        except BaseException:
+            await self._discard(good)
+            raise
+        await self.ctx.storage.delete_prefix(storage.staging_prefix(self.job_id))
+        outcome: dict[str, Any] = {"state": "complete", "attachments": [row_to_dict(r) for r in rows],
+                                   "errors": errors, "many": self.many}
+        if self.many:
+            outcome["files_q"] = await self._files_q(rows)
+        return outcome
+
+    def _item_error(self, index: int, error: ApiError) -> dict[str, Any]:
+        fields = self.items[index].get("fields", {})
+        return {"index": index, "filename": fields.get("filename") or fields.get("name"), **error.to_dict()}
+
+    def _failed(self, errors: list[dict[str, Any]]) -> dict[str, Any]:
+        if not self.many:
+            error = dict(errors[0])
+            error.pop("index", None)
+            error.pop("filename", None)
+            return {"state": "failed", "error": error}
+        first_status = errors[0]["status"]
+        status = first_status if all(e["status"] == first_status for e in errors) else 400
+        message = (f"{len(errors)} of {len(self.items)} files were refused; nothing was stored"
+                   if self.mode == "atomic" else "every file was refused")
+        return {"state": "failed", "error": {"code": "upload_refused", "message": message, "status": status},
+                "errors": errors, "many": True}
+
+    async def _discard(self, prepared: list[Prepared]) -> None:
+        keys = [k for p in prepared for k in p.stored_keys]
+        with contextlib.suppress(Exception):
+            await self.ctx.storage.delete(*keys)
+            await self.ctx.storage.delete_prefix(storage.staging_prefix(self.job_id))
+
+    async def _files_q(self, rows) -> int | None:
+        target = next(((r["target_type"], r["target_id"]) for r in rows if r["target_id"] is not None), None)
+        if target is None:
+            first = self.items[0].get("fields", {})
+            if first.get("target_type") is None:
+                return None
+            target = (first["target_type"], str(first["target_id"]))
+        async with self.ctx.pool.acquire() as conn:
+            return await repository.count_live_on_target(conn, self.account_id, *target)
+
+    async def prepare(self, item: dict[str, Any]) -> Prepared:
+        settings = self.ctx.settings
+        source = item["source"]
+        if source["kind"] == "rejected":  # refused while streaming; reported here so `mode` applies
+            raise ApiError.from_dict(source["error"])
+        new = parse_new_attachment(item.get("fields", {}), has_file=source["kind"] in BYTE_SOURCES,
+                                   filename_hint=source.get("filename"))
+        bytes_field = BYTE_SOURCES.get(source["kind"], "url")
+        attachment_id = str(uuid.UUID(item["id"]))
+        if new.declared_size is not None and new.declared_size > settings.max_file_bytes:
+            raise _too_large(settings.max_file_bytes, "size")
+        values = self._base_values(attachment_id, new)
+        if new.source == "link":
+            values["name"] = new.name or new.url
+            return Prepared(values, [])
+
+        # Bytes staged in a local directory are read where they lie; anything else lands in a temp file.
+        local = self.ctx.storage.local_path(source["key"]) if source["kind"] == "staged" else None
+        path = local or self._temp_path()
+        try:
+            hint = source.get("filename")
+            if local is None:
+                hint = await self._materialize(source, new, path) or hint
+            sniffed, digest, size = await asyncio.to_thread(_digest_file, path)
+            if size > settings.max_file_bytes:
+                raise _too_large(settings.max_file_bytes, bytes_field)
+            if size == 0:
+                raise ApiError("empty_file", "the file is empty", field=bytes_field, status=400)
+            filename = _file_name(new, hint, sniffed, attachment_id)
+            check_content(extension_of(filename), sniffed, allowed=settings.allowed_extensions)
+            media: MediaResult = await asyncio.get_running_loop().run_in_executor(
+                self.ctx.media_executor,
+                lambda: make_variants(path, sniffed, max_pixels=settings.max_image_pixels),
+            )
+            keys = await self._store(source, path, attachment_id, media)
+        finally:
+            if path != local:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+        values.update(
+            name=new.name or filename, filename=filename, content_type=_content_type(sniffed, filename),
+            size=size, sha256=digest, storage_key=keys[0], width=media.width, height=media.height,
+            variants={"thumbnail": {"key": keys[1], "size": len(media.thumbnail), "width": THUMBNAIL[0],
+                                    "height": THUMBNAIL[1]},
+                      "small": {"key": keys[2], "size": len(media.small), "width": SMALL[0], "height": SMALL[1]}}
+            if media.thumbnail else None,
+        )
+        return Prepared(values, keys)
+
+    def _temp_path(self) -> str:
+        fd, path = tempfile.mkstemp(dir=self.ctx.tmp_dir, prefix="ingest-")
+        os.close(fd)
+        return path
+
+    async def _materialize(self, source: dict[str, Any], new: NewAttachment, path: str) -> str | None:
+        """Write the item's bytes to ``path``; returns a file name the source suggested, if any."""
+        settings = self.ctx.settings
+        kind = source["kind"]
+        if kind == "staged":
+            await self.ctx.storage.download_to(source["key"], path)
+            return None
+        if kind == "base64":
+            text = source.get("data")
+            if text is None:
+                text = (await self.ctx.storage.get_bytes(source["key"])).decode("ascii", "replace")
+            data = encoding.parse_data(text)
+            encoding.check_size(data.base64, settings.max_file_bytes)
+            with open(path, "wb") as f:
+                await asyncio.to_thread(encoding.decode_to, data.base64, f.write)
+            return None
+        if kind == "url":
+            with open(path, "wb") as f:
+                result = await fetch_to_file(
+                    new.url, f, max_bytes=settings.max_file_bytes, allow_cidrs=settings.fetch_allow_cidrs,
+                    connect_timeout=settings.fetch_connect_timeout_s,
+                    total_timeout=settings.fetch_total_timeout_s,
+                )
+            return result.filename
+        raise ApiError("invalid_source", f"unknown source kind {kind!r}", field="source")
+
+    async def _store(self, source: dict[str, Any], path: str, attachment_id: str,
+                     media: MediaResult) -> list[str]:
+        st = self.ctx.storage
+        original = storage.object_key(self.account_id, attachment_id, "original")
+        keys = [original]
+        if source["kind"] == "staged":
+            # Copy, not move: a retried job must still find its staged bytes.
+            await st.copy(source["key"], original)
+        else:
+            await st.put_file(original, path)
+        if media.thumbnail is not None:
+            thumb = storage.object_key(self.account_id, attachment_id, "thumbnail")
+            small = storage.object_key(self.account_id, attachment_id, "small")
+            await asyncio.gather(st.put_bytes(thumb, media.thumbnail), st.put_bytes(small, media.small))
+            keys += [thumb, small]
+        return keys
+
+    def _base_values(self, attachment_id: str, new: NewAttachment) -> dict[str, Any]:
+        return {
+            "id": uuid.UUID(attachment_id), "account_id": self.account_id,
+            "target_type": new.target_type, "target_id": new.target_id, "field": new.field,
+            "parent_type": new.parent_type, "parent_attachment_id": new.parent_attachment_id and
+            uuid.UUID(new.parent_attachment_id), "version": 1, "ancestors": [],
+            "attachment_type": new.attachment_type, "name": new.name, "filename": None,
+            "content_type": None, "size": None, "sha256": None, "storage_key": None,
+            "url": new.url, "width": None, "height": None, "variants": None,
+            "display_order": new.display_order, "available": new.available, "status": new.status,
+            "created_from": new.created_from, "publish": new.publish, "session_token": new.session_token,
+            "created_by_type": self.actor.get("type", "User"), "created_by_id": self.actor.get("id"),
+            "impersonator_id": new.impersonator_id,
+        }
+
+    async def commit(self, prepared: list[Prepared]):
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            rows = []
+            for p in prepared:
+                row, _ = await repository.insert_attachment(conn, p.values, self.job_id)
+                rows.append(row)
+            return rows
+
+
+def _too_large(limit: int, field: str) -> ApiError:
+    return ApiError("size_exceeded", f"the file is larger than the limit of {limit} bytes", field=field, status=413)
+
+
+async def ingest(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """arq entry point; the outcome goes to Redis for the waiting ingress, the return value to arq."""
+    wctx: WorkerContext = ctx["attachd"]
+    job_id = job["job_id"]
+    try:
+        outcome = await IngestJob(wctx, job).run()
+    except Exception:
+        if ctx.get("job_try", 1) < MAX_TRIES:
+            log.warning("ingest %s failed; retrying", job_id, exc_info=True)
+            raise Retry(defer=ctx.get("job_try", 1) * 2) from None
+        log.exception("ingest %s failed for good", job_id)
+        outcome = {"state": "failed", "error": {"code": "internal_error", "status": 500,
+                                                "message": "the upload could not be processed; try again"}}
+    await jobs.publish_outcome(ctx["redis"], job_id, outcome)
+    return {"state": outcome["state"]}

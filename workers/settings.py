@@ -1,0 +1,64 @@
+"""arq worker settings: the job functions, the crons, and the engines they share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from arq import cron
+from arq.worker import Worker, func
+
+from services.core import jobs
+from services.core.settings import Settings
+from workers.context import WorkerContext
+from workers.ingest import ingest
+from workers.mutations import cancel_attachment, update_attachment
+from workers.sweep import sweep_staging
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["attachd"] = await WorkerContext.open(settings)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if "attachd" in ctx:
+            await ctx["attachd"].close()
+
+    return {
+        "functions": [
+            func(ingest, name=jobs.INGEST, timeout=settings.job_timeout_s),
+            func(update_attachment, name=jobs.UPDATE, timeout=60),
+            func(cancel_attachment, name=jobs.CANCEL, timeout=60),
+        ],
+        "cron_jobs": [cron(sweep_staging, second={0, 30}, run_at_startup=False, unique=True, timeout=300)],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": jobs.redis_settings(settings.redis_url),
+        "queue_name": jobs.QUEUE,
+        "job_serializer": jobs.serialize,
+        "job_deserializer": jobs.deserialize,
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": settings.job_timeout_s,
+        "keep_result": 3600,
+        "max_tries": 5,
+        "poll_delay": 0.05,
+        "job_completion_wait": settings.shutdown_grace_s,
+    }
+
+
+def create_worker(settings: Settings, *, handle_signals: bool = True, **overrides: Any) -> Worker:
+    return Worker(**{**worker_options(settings), "handle_signals": handle_signals, **overrides})
+
+
+async def stop_worker(worker: Worker, grace_s: float) -> None:
+    """Pick no new jobs, let running ones finish (up to ``grace_s``), then close."""
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=grace_s)
+    if worker.main_task is not None:
+        worker.main_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.main_task
+    await worker.close()
