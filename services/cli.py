@@ -1,0 +1,180 @@
+"""The ``attachd`` command: run the parts, or all of them at once with ``attachd dev``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from services.core import db
+from services.core.auth import READ, WRITE, mint_token
+from services.core.settings import Settings, load_settings
+
+log = logging.getLogger("attachd")
+DEFAULT_DATA_DIR = ".attachd"
+
+
+def combined_app(settings: Settings) -> web.Application:
+    """Reads and writes on one port, the two route tables side by side (``attachd dev``, tests)."""
+    from services.ingress import app as ingress
+    from services.query import app as query
+    from services.web.engines import pool_ctx, redis_ctx, storage_ctx
+    from services.web.http import base_app
+
+    app = base_app("attachd", settings)
+    app.cleanup_ctx.extend([redis_ctx, pool_ctx, storage_ctx])
+    query.add_routes(app)
+    ingress.add_routes(app)
+    return app
+
+
+def _dev_secret(data_dir: Path) -> str:
+    path = data_dir / "jwt-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve_dev(settings: Settings, account: str) -> None:
+    from workers.settings import create_worker, stop_worker
+
+    runner = web.AppRunner(combined_app(settings), shutdown_timeout=settings.shutdown_grace_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    worker = create_worker(settings, handle_signals=False)
+    worker_task = asyncio.create_task(worker.async_run())
+    try:
+        token = mint_token(settings.jwt_secret, account=account, sub="dev-user", scope=f"{READ} {WRITE}")
+        shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+        print(f"attachd is running on http://{shown_host}:{settings.port}", flush=True)
+        print(f"export ATTACHD_TOKEN={token}", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        await _until_stopped()
+    finally:
+        print("stopping…", flush=True)
+        await stop_worker(worker, settings.shutdown_grace_s)
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker_task
+        await runner.cleanup()
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from services.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    postgres, redis = EmbeddedPostgres(data_dir / "postgres"), EmbeddedRedis(data_dir / "redis")
+    try:
+        print("starting Postgres and Redis from their wheels…", flush=True)
+        database_url = postgres.start()
+        redis_url = redis.start()
+        settings = load_settings(
+            database_url=database_url, redis_url=redis_url, storage_url=f"file://{data_dir / 'files'}",
+            jwt_secret=_dev_secret(data_dir), host=args.host, port=args.port,
+        )
+        asyncio.run(db.migrate(settings.database_url))
+        asyncio.run(_serve_dev(settings, args.account))
+    finally:
+        redis.stop()
+        postgres.stop()
+
+
+def _run_app(app_factory, args: argparse.Namespace) -> None:
+    settings = load_settings(**({"port": args.port} if args.port else {}))
+    web.run_app(app_factory(settings), host=settings.host, port=settings.port,
+                shutdown_timeout=settings.shutdown_grace_s, access_log=None)
+
+
+def cmd_ingress(args: argparse.Namespace) -> None:
+    from services.ingress.app import create_app
+
+    _run_app(create_app, args)
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from services.query.app import create_app
+
+    _run_app(create_app, args)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from workers.health import run_worker
+
+    asyncio.run(run_worker(load_settings(), health_port=args.port or 8081))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    asyncio.run(db.migrate(load_settings().database_url))
+    print("schema is up to date")
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    secret = os.environ.get("ATTACHD_JWT_SECRET") or ""
+    if args.data_dir or not secret:
+        secret_path = Path(args.data_dir or DEFAULT_DATA_DIR) / "jwt-secret"
+        if not secret_path.exists():
+            sys.exit(f"no secret: set ATTACHD_JWT_SECRET or run `attachd dev` first ({secret_path} is missing)")
+        secret = secret_path.read_text().strip()
+    print(mint_token(secret, account=args.account, sub=args.sub, sub_type=args.sub_type, scope=args.scope,
+                     ttl_s=args.ttl))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attachd", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run everything on embedded Postgres, Redis and file storage")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    dev.add_argument("--account", default="dev", help="account of the printed token")
+    dev.set_defaults(run=cmd_dev)
+
+    for name, run, what in (("ingress", cmd_ingress, "the write API"), ("query", cmd_query, "the read API"),
+                            ("worker", cmd_worker, "an arq worker (health on --port, default 8081)")):
+        part = sub.add_parser(name, help=f"run {what} from ATTACHD_* settings")
+        part.add_argument("--port", type=int, default=None)
+        part.set_defaults(run=run)
+
+    sub.add_parser("migrate", help="apply schema.sql").set_defaults(run=cmd_migrate)
+
+    token = sub.add_parser("token", help="print a bearer token for development")
+    token.add_argument("--account", required=True)
+    token.add_argument("--sub", default="dev-user")
+    token.add_argument("--sub-type", default="User", choices=["User", "Application", "Contact", "Resource"])
+    token.add_argument("--scope", default=f"{READ} {WRITE}")
+    token.add_argument("--ttl", type=int, default=30 * 24 * 3600, help="lifetime in seconds")
+    token.add_argument("--data-dir", default=None, help="use the secret of `attachd dev --data-dir DIR`")
+    token.set_defaults(run=cmd_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("ATTACHD_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The ingress app: thin writes. It talks to Redis and storage, never to Postgres."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.core.settings import Settings
+from services.ingress import handlers
+from services.web.engines import redis_ctx, storage_ctx
+from services.web.http import base_app
+
+ID = r"{id:[0-9a-fA-F-]{36}}"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/attachments", handlers.create)
+    app.router.add_patch(f"/v1/attachments/{ID}", handlers.update)
+    app.router.add_delete(f"/v1/attachments/{ID}", handlers.cancel)
+    app.router.add_get(f"/v1/uploads/{ID}", handlers.upload_status)
+
+
+def add_engines(app: web.Application) -> None:
+    app.cleanup_ctx.extend([redis_ctx, storage_ctx])
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app("ingress", settings)
+    add_engines(app)
+    add_routes(app)
+    return app

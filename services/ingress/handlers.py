@@ -1,0 +1,195 @@
+"""Ingress routes: parse, authorize, stage bytes, queue the job, answer with its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+import uuid_utils
+from aiohttp import web
+
+from services.core import encoding, jobs, storage
+from services.core.auth import READ, WRITE, Principal
+from services.core.errors import ApiError, bad_request
+from services.core.validation import coerce_form, parse_changes, parse_new_attachment
+from services.ingress import writes
+from services.ingress.multipart import read_form
+from services.web.engines import STORAGE
+from services.web.http import SETTINGS, principal, read_json
+
+# base64 up to this size rides in the job itself; larger payloads are staged as objects.
+INLINE_BASE64_CHARS = 1 << 20
+MODES = ("atomic", "partial")
+_INDEXED = re.compile(r"^(names?|display_orders?)\[(\d+)\]$")
+
+
+def new_id() -> str:
+    return str(uuid_utils.uuid7())
+
+
+def _attachment_id(request: web.Request) -> str:
+    try:
+        return str(uuid.UUID(request.match_info["id"]))
+    except ValueError:
+        raise ApiError("not_found", "attachment not found", status=404) from None
+
+
+def _prefixed(exc: ApiError, prefix: str) -> ApiError:
+    exc.field = f"{prefix}.{exc.field}" if exc.field else prefix
+    return exc
+
+
+def _mode(value: Any, default: str = "atomic") -> str:
+    if value is None:
+        return default
+    if value not in MODES:
+        raise bad_request("invalid_value", "mode must be atomic or partial", "mode")
+    return value
+
+
+async def create(request: web.Request) -> web.Response:
+    who = principal(request, WRITE)
+    upload_id = new_id()
+    earlier = await writes.claim_idempotency_key(request, who, upload_id)
+    if earlier is not None:
+        return await writes.respond(request, earlier, kind="create")
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
+            if request.content_type.startswith("multipart/"):
+                payload = await _from_multipart(request, upload_id)
+            else:
+                payload = await _from_json(request, upload_id)
+        if not payload["many"]:  # one attachment: its id is the upload's, so the status URL names it
+            payload["items"][0]["id"] = upload_id
+        await writes.submit(request, who, jobs.INGEST, upload_id, payload, manifest=True)
+    except TimeoutError:
+        await writes.release_idempotency_key(request, who)
+        raise ApiError("request_timeout", "the request body arrived too slowly", status=408) from None
+    except BaseException:
+        await writes.release_idempotency_key(request, who)
+        raise
+    return await writes.respond(request, upload_id, kind="create", many=payload["many"])
+
+
+async def _from_json(request: web.Request, upload_id: str) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    body = await read_json(request, max_bytes=settings.max_json_bytes)
+    if isinstance(body, dict) and "attachments" in body:
+        objects = body["attachments"]
+        extra = set(body) - {"attachments", "mode"}
+        if extra:
+            raise bad_request("unknown_field", f"{sorted(extra)[0]} is not a field of a bulk request", sorted(extra)[0])
+        if not isinstance(objects, list) or not objects:
+            raise bad_request("invalid_value", "attachments must be a non-empty list", "attachments")
+        if len(objects) > settings.max_files_per_request:
+            raise bad_request("too_many_files", f"at most {settings.max_files_per_request} attachments per "
+                              f"request, not {len(objects)}", "attachments")
+        mode, many, prefix = _mode(body.get("mode")), True, "attachments[{}]"
+    else:
+        objects, mode, many, prefix = [body], "atomic", False, "{}"
+    items = []
+    for index, obj in enumerate(objects):
+        field_prefix = prefix.format(index)
+        try:
+            items.append(await _json_item(request, upload_id, index, obj))
+        except ApiError as exc:
+            if many:
+                raise _prefixed(exc, field_prefix) from None
+            raise
+    return {"mode": mode, "many": many, "items": items}
+
+
+async def _json_item(request: web.Request, upload_id: str, index: int, obj: Any) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    parse_new_attachment(obj)
+    fields = dict(obj)
+    item: dict[str, Any] = {"id": new_id(), "fields": fields}
+    data = fields.pop("data", None)
+    if data is None:
+        item["source"] = {"kind": "url" if fields.get("attachment_type") in (None, "FILE_ATTACHMENT") else "link"}
+        return item
+    parsed = encoding.parse_data(data)
+    encoding.check_size(parsed.base64, settings.max_file_bytes)
+    if fields.get("content_type") is None and parsed.declared_type:
+        fields["content_type"] = parsed.declared_type[:100]
+    if len(parsed.base64) <= INLINE_BASE64_CHARS:
+        item["source"] = {"kind": "base64", "data": parsed.base64}
+    else:
+        key = storage.staged_key(upload_id, index)
+        await request.app[STORAGE].put_bytes(key, parsed.base64.encode("ascii", "replace"))
+        item["source"] = {"kind": "base64", "key": key}
+    return item
+
+
+async def _from_multipart(request: web.Request, upload_id: str) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    form = await read_form(request, request.app[STORAGE], upload_id, max_file_bytes=settings.max_file_bytes,
+                           max_files=settings.max_files_per_request)
+    try:
+        return _multipart_payload(form)
+    except BaseException:
+        await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))
+        raise
+
+
+def _multipart_payload(form) -> dict[str, Any]:
+    raw = dict(form.fields)
+    explicit_mode = raw.pop("mode", None)
+    per_file: dict[int, dict[str, str]] = {}
+    for key in list(raw):
+        if m := _INDEXED.match(key):
+            name = "name" if m.group(1).startswith("name") else "display_order"
+            per_file.setdefault(int(m.group(2)), {})[name] = raw.pop(key)
+    common = coerce_form(raw)
+    if not form.files:
+        parse_new_attachment(common)
+        kind = "url" if common.get("attachment_type") in (None, "FILE_ATTACHMENT") else "link"
+        if common.get("data") is not None:
+            raise bad_request("invalid_source", "send base64 data as JSON, or the bytes as a file part", "data")
+        return {"mode": "atomic", "many": False, "items": [{"id": new_id(), "fields": common, "source": {"kind": kind}}]}
+    items = []
+    for part in form.files:
+        fields = {**common, **coerce_form(per_file.get(part.index, {}))}
+        parse_new_attachment(fields, has_file=True, filename_hint=part.filename)
+        if part.error is not None:
+            source = {"kind": "rejected", "error": part.error.to_dict()}
+        else:
+            source = {"kind": "staged", "key": part.key, "filename": part.filename, "size": part.size}
+        if part.filename and "filename" not in fields:
+            fields["filename"] = part.filename
+        items.append({"id": new_id(), "fields": fields, "source": source})
+    many = len(items) > 1 or explicit_mode is not None
+    return {"mode": _mode(explicit_mode), "many": many, "items": items}
+
+
+async def update(request: web.Request) -> web.Response:
+    who = principal(request, WRITE)
+    attachment_id = _attachment_id(request)
+    changes = parse_changes(await read_json(request, max_bytes=64 * 1024))
+    return await _mutate(request, who, jobs.UPDATE, {"attachment_id": attachment_id, "changes": changes}, "update")
+
+
+async def cancel(request: web.Request) -> web.Response:
+    who = principal(request, WRITE)
+    return await _mutate(request, who, jobs.CANCEL, {"attachment_id": _attachment_id(request)}, "cancel")
+
+
+async def _mutate(request: web.Request, who: Principal, function: str, payload: dict[str, Any],
+                  kind: str) -> web.Response:
+    job_id = new_id()
+    earlier = await writes.claim_idempotency_key(request, who, job_id)
+    if earlier is not None:
+        return await writes.respond(request, earlier, kind=kind)
+    await writes.submit(request, who, function, job_id, payload)
+    return await writes.respond(request, job_id, kind=kind)
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    who = principal(request, READ)
+    try:
+        job_id = str(uuid.UUID(request.match_info["id"]))
+    except ValueError:
+        raise ApiError("not_found", "upload not found", status=404) from None
+    return await writes.upload_status(request, who, job_id)

@@ -1,0 +1,121 @@
+"""Serving stored bytes: bearer-authenticated and signed-link downloads, with Range and ETag.
+
+Only raster images may be shown inline; everything else is an attachment, and
+active content (HTML, SVG, XML) is never labelled as what it is. Every
+response carries ``nosniff`` and a sandboxing CSP.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from services.core import ranges, repository, signing
+from services.core.auth import READ
+from services.core.errors import ApiError, not_found
+from services.core.filenames import content_disposition
+from services.core.sniff import is_raster_image
+from services.query.handlers import attachment_id
+from services.web.engines import POOL, STORAGE
+from services.web.http import SETTINGS, principal
+
+VARIANTS = ("original", "thumbnail", "small")
+ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xml", "text/xml", "application/xhtml+xml",
+                "application/javascript", "text/javascript")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "Cross-Origin-Resource-Policy": "same-site",
+}
+
+
+def _variant(request: web.Request) -> str:
+    variant = request.match_info.get("variant", "original")
+    if variant not in VARIANTS:
+        raise not_found("file variant")
+    return variant
+
+
+async def by_bearer(request: web.Request) -> web.StreamResponse:
+    who = principal(request, READ)
+    async with request.app[POOL].acquire() as conn:
+        row = await repository.get_attachment(conn, who.account_id, attachment_id(request))
+    if row is None:
+        raise not_found()
+    return await serve(request, row, _variant(request))
+
+
+async def by_signed_link(request: web.Request) -> web.StreamResponse:
+    variant = _variant(request)
+    try:
+        ident = uuid.UUID(request.match_info["id"])
+    except ValueError:
+        raise not_found() from None
+    signing.verify(request.app[SETTINGS].link_secret, str(ident), variant, request.query.get("expires"),
+                   request.query.get("signature"), now=time.time())
+    async with request.app[POOL].acquire() as conn:
+        row = await repository.get_for_download(conn, ident)
+    if row is None:
+        raise not_found()
+    return await serve(request, row, variant)
+
+
+def _object(row: Mapping[str, Any], variant: str) -> tuple[str, int, str, str]:
+    """The storage key, size, content type and ETag of one variant."""
+    if not row["storage_key"]:
+        raise ApiError("no_file", "this attachment is a link and has no stored file", status=404)
+    if variant == "original":
+        content_type = row["content_type"] or "application/octet-stream"
+        return row["storage_key"], row["size"], content_type, f'"{row["sha256"]}"'
+    stored = (row["variants"] or {}).get(variant)
+    if not stored:
+        raise ApiError("no_variant", f"this attachment has no {variant} (it is not a transformable image)",
+                       status=404)
+    return stored["key"], stored["size"], "image/jpeg", f'"{row["sha256"]}-{variant}"'
+
+
+def _disposition(request: web.Request, content_type: str) -> str:
+    if request.query.get("download") in ("1", "true"):
+        return "attachment"
+    return "inline" if is_raster_image(content_type) else "attachment"
+
+
+async def serve(request: web.Request, row: Mapping[str, Any], variant: str) -> web.StreamResponse:
+    key, size, content_type, etag = _object(row, variant)
+    filename = row["filename"] or "file"
+    if variant != "original":
+        filename = f"{filename.rsplit('.', 1)[0]}-{variant}.jpg"
+    headers = {
+        **SECURITY_HEADERS,
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=86400, immutable",
+        "Content-Disposition": content_disposition(_disposition(request, content_type), filename),
+    }
+    if ranges.etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    if content_type.split(";")[0].strip().lower() in ACTIVE_TYPES:
+        content_type = "application/octet-stream"
+    headers["Content-Type"] = content_type
+
+    span = None
+    if ranges.if_range_matches(request.headers.get("If-Range"), etag):
+        span = ranges.parse_range(request.headers.get("Range"), size)
+    if span is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        (start, end), status = span, 206
+        headers["Content-Range"] = ranges.content_range(start, end, size)
+    headers["Content-Length"] = str(end - start + 1 if size else 0)
+
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    if request.method != "HEAD" and size:
+        async for chunk in request.app[STORAGE].read(key, start, end):
+            await response.write(chunk)
+    await response.write_eof()
+    return response

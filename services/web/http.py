@@ -1,0 +1,142 @@
+"""What every attachd HTTP app shares: app keys, JSON in and out, the error shape, auth, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from services.core.auth import Principal, TokenVerifier
+from services.core.errors import ApiError
+from services.core.settings import Settings
+
+log = logging.getLogger("attachd.http")
+
+SETTINGS = web.AppKey("settings", Settings)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+READY = web.AppKey("ready_checks", list)
+APP_NAME = web.AppKey("app_name", str)
+
+REQUESTS = Counter("attachd_http_requests_total", "HTTP requests", ["app", "method", "route", "status"])
+LATENCY = Histogram("attachd_http_request_seconds", "HTTP request latency", ["app", "route"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_response(error: ApiError) -> web.Response:
+    return json_response(error.body(), status=error.status, headers=error.headers)
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+               413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            status = exc.status
+            raise
+        status = exc.status
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 404 else "no such route"
+        if exc.status == 413:
+            message = "the request body is too large"
+        return json_response({"error": {"code": code, "message": message}}, status=exc.status,
+                             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response({"error": {"code": "internal_error", "message": "something went wrong on our side"}},
+                             status=500)
+    finally:
+        app = request.app[APP_NAME] if APP_NAME in request.app else "attachd"
+        REQUESTS.labels(app, request.method, route, str(status)).inc()
+        LATENCY.labels(app, route).observe(time.perf_counter() - started)
+
+
+def principal(request: web.Request, scope: str) -> Principal:
+    who = request.app[VERIFIER].verify_header(request.headers.get("Authorization"))
+    who.require(scope)
+    return who
+
+
+async def read_json(request: web.Request, *, max_bytes: int) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError("unsupported_media_type", "send application/json (or multipart/form-data for files)",
+                       status=415)
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413) from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError("invalid_json", f"the body is not valid JSON: {exc}", status=400) from None
+
+
+def base_url(request: web.Request) -> str:
+    configured = request.app[SETTINGS].public_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    failures = {}
+    for name, check in request.app[READY]:
+        try:
+            await asyncio.wait_for(check(), 2)
+        except Exception as exc:  # any failing dependency makes us unready, whatever it raised
+            failures[name] = str(exc) or type(exc).__name__
+    if failures:
+        return json_response({"status": "unavailable", "failing": failures}, status=503)
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = await asyncio.to_thread(generate_latest)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def base_app(name: str, settings: Settings, *, client_max_size: int | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=client_max_size or settings.max_json_bytes)
+    app[APP_NAME] = name
+    app[SETTINGS] = settings
+    app[VERIFIER] = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
+    app[READY] = []
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def add_ready_check(app: web.Application, name: str, check: Callable[[], Awaitable[Any]]) -> None:
+    app[READY].append((name, check))
