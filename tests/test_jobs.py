@@ -1,0 +1,90 @@
+"""The job contract: JSON jobs internal services can enqueue, idempotent re-runs, the sweeper."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+import orjson
+import uuid_utils
+
+from services.core import jobs, storage
+from workers.context import WorkerContext
+from workers.ingest import ingest
+from workers.sweep import sweep_staging
+
+
+def ingest_job(svc, *, text: bytes = b"from a service") -> tuple[str, dict]:
+    job_id = str(uuid_utils.uuid7())
+    return job_id, {
+        "v": 1, "job_id": job_id, "account_id": svc.account, "actor": {"type": "Application", "id": "billing"},
+        "mode": "atomic", "items": [{"id": job_id, "fields": {"target_type": "Invoice", "target_id": "A-1",
+                                                              "filename": "note.txt"},
+                                     "source": {"kind": "base64", "data": base64.b64encode(text).decode()}}],
+    }
+
+
+async def wait_outcome(svc, job_id: str) -> dict:
+    redis = await jobs.connect(svc.settings.redis_url)
+    try:
+        waiter = jobs.OutcomeWaiter(redis)
+        await waiter.start()
+        outcome = await waiter.wait(job_id, 20)
+        await waiter.stop()
+        return outcome
+    finally:
+        await redis.aclose()
+
+
+async def test_an_internal_service_can_enqueue_an_ingest_job_directly(service):
+    job_id, payload = ingest_job(service)
+    redis = await jobs.connect(service.settings.redis_url)
+    raw = orjson.dumps({"t": 1, "f": "ingest", "a": [payload], "k": {}, "et": int(time.time() * 1000)})
+    # What a non-Python service does: the arq wire format, JSON, by hand.
+    await redis.psetex(f"arq:job:{job_id}", 60_000, raw)
+    await redis.zadd(jobs.QUEUE, {job_id: int(time.time() * 1000)})
+    await redis.aclose()
+    outcome = await wait_outcome(service, job_id)
+    assert outcome["state"] == "complete", outcome
+    [row] = await service.rows()
+    assert row["created_by_type"] == "Application" and row["created_by_id"] == "billing"
+    assert await service.storage.get_bytes(row["storage_key"]) == b"from a service"
+
+
+async def test_a_job_run_twice_makes_one_row_and_one_event(service):
+    job_id, payload = ingest_job(service)
+    redis = await jobs.connect(service.settings.redis_url)
+    ctx = {"redis": redis, "attachd": None, "job_try": 1}
+    ctx["attachd"] = await WorkerContext.open(service.settings)
+    try:
+        first = await ingest(ctx, payload)
+        second = await ingest(ctx, payload)
+    finally:
+        await ctx["attachd"].close()
+        await redis.aclose()
+    assert first == second == {"state": "complete"}
+    assert len(await service.rows()) == 1
+    assert len(await service.events()) == 1
+
+
+async def test_the_sweeper_re_enqueues_a_staged_upload_whose_job_was_lost(service):
+    job_id, payload = ingest_job(service, text=b"survived a redis flush")
+    manifest = {"function": jobs.INGEST, "job": payload}
+    await service.storage.put_bytes(storage.manifest_key(job_id), orjson.dumps(manifest))
+    if (path := service.storage.local_path(storage.manifest_key(job_id))) is not None:
+        old = time.time() - 3600
+        os.utime(path, (old, old))
+    redis = await jobs.connect(service.settings.redis_url)
+    wctx = await WorkerContext.open(service.settings)
+    try:
+        result = await sweep_staging({"redis": redis, "attachd": wctx})
+    finally:
+        await wctx.close()
+        await redis.aclose()
+    assert result == {"requeued": 1, "deleted": 0}
+    outcome = await wait_outcome(service, job_id)
+    assert outcome["state"] == "complete"
+    [row] = await service.rows()
+    assert await service.storage.get_bytes(row["storage_key"]) == b"survived a redis flush"
+    assert [o.key async for o in service.storage.list("staging/")] == []
