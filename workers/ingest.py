@@ -274,7 +274,11 @@ class IngestJob:
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             rows = []
             for p in prepared:
-                row, _ = await repository.insert_attachment(conn, p.values, self.job_id)
+                token = p.values["session_token"]
+                # A session's uploads are announced together, by one event when the session closes.
+                row, _ = await repository.insert_attachment(conn, p.values, self.job_id, emit_event=token is None)
+                if token is not None:
+                    await repository.touch_upload_session(conn, self.account_id, token)
                 rows.append(row)
             return rows
 

@@ -54,6 +54,15 @@ async def insert_attachment(conn: asyncpg.Connection, values: Mapping[str, Any],
     return row, True
 
 
+async def touch_upload_session(conn, account_id: str, token: str) -> None:
+    """Open the session, or keep it open: an upload to a closed session reopens it."""
+    await conn.execute(
+        "INSERT INTO upload_sessions (account_id, session_token) VALUES ($1, $2) "
+        "ON CONFLICT (account_id, session_token) DO UPDATE SET last_upload_at = now(), closed_at = NULL",
+        account_id, token,
+    )
+
+
 async def get_attachment(conn, account_id: str, attachment_id: uuid.UUID, *,
                          include_canceled: bool = False) -> asyncpg.Record | None:
     sql = f"SELECT {COLUMNS} FROM attachments WHERE id = $1 AND account_id = $2"
