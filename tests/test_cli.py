@@ -1,0 +1,133 @@
+"""The attachd command as a user runs it: `attachd dev`, the separate parts, `attachd token`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import jwt
+import psutil
+
+from services.embedded import free_port
+from tests.conftest import JWT_SECRET, jpeg_bytes
+
+ATTACHD = [sys.executable, "-m", "services.cli"]
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([*ATTACHD, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def read_until(proc: subprocess.Popen, marker: str, timeout: float = 90) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line.rstrip())
+        if marker in line:
+            return lines
+    raise AssertionError(f"{marker!r} never appeared:\n" + "\n".join(lines))
+
+
+def processes_using(path: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(str(path) in part for part in proc.info["cmdline"] or ()):
+                found.append(proc)
+    return found
+
+
+async def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{url} never became ready")
+
+
+async def upload_and_list(http: aiohttp.ClientSession, write_url: str, read_url: str, token: str) -> dict:
+    auth = {"Authorization": f"Bearer {token}"}
+    form = aiohttp.FormData()
+    form.add_field("target_type", "Task")
+    form.add_field("target_id", "42")
+    form.add_field("file", jpeg_bytes(640, 480), filename="photo.jpg", content_type="image/jpeg")
+    async with http.post(f"{write_url}/v1/attachments", data=form, headers=auth) as resp:
+        assert resp.status == 201, await resp.text()
+        record = await resp.json()
+    async with http.get(f"{read_url}/v1/attachments?target_type=Task&target_id=42", headers=auth) as resp:
+        listed = await resp.json()
+    assert [a["id"] for a in listed["attachments"]] == [record["id"]]
+    async with http.get(f"{read_url}/v1/attachments/{record['id']}/file/thumbnail", headers=auth) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "image/jpeg"
+    return record
+
+
+async def test_attachd_dev_runs_everything_and_stops_cleanly(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    proc = spawn("dev", "--port", str(port), "--data-dir", str(data_dir))
+    try:
+        lines = await asyncio.to_thread(read_until, proc, "export ATTACHD_TOKEN=")
+        assert f"http://127.0.0.1:{port}" in "\n".join(lines)
+        token = lines[-1].split("=", 1)[1]
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(f"{base}/readyz")
+        async with aiohttp.ClientSession() as http:
+            await upload_and_list(http, base, base, token)
+        assert processes_using(data_dir), "embedded Postgres and Redis should be running"
+
+        minted = subprocess.run([*ATTACHD, "token", "--data-dir", str(data_dir), "--account", "dev"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        secret = (data_dir / "jwt-secret").read_text().strip()
+        assert jwt.decode(minted, secret, algorithms=["HS256"])["account"] == "dev"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0
+    deadline = time.monotonic() + 15
+    while processes_using(data_dir) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert processes_using(data_dir) == []
+
+
+async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
+    ingress_port, query_port, worker_port = free_port(), free_port(), free_port()
+    env = {"ATTACHD_DATABASE_URL": pg_url, "ATTACHD_REDIS_URL": redis_url,
+           "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}", "ATTACHD_JWT_SECRET": JWT_SECRET,
+           "ATTACHD_HOST": "127.0.0.1"}
+    procs = [spawn("ingress", "--port", str(ingress_port), env=env),
+             spawn("query", "--port", str(query_port), env=env),
+             spawn("worker", "--port", str(worker_port), env=env)]
+    try:
+        for port in (ingress_port, query_port, worker_port):
+            await wait_ready(f"http://127.0.0.1:{port}/readyz")
+        token = jwt.encode({"account": "parts", "sub": "u1", "scope": "attachments:read attachments:write"},
+                           JWT_SECRET, algorithm="HS256")
+        async with aiohttp.ClientSession() as http:
+            await upload_and_list(http, f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{query_port}", token)
+            async with http.get(f"http://127.0.0.1:{worker_port}/metrics") as resp:
+                assert resp.status == 200
+            # The ingress serves writes only and the query service reads only.
+            async with http.get(f"http://127.0.0.1:{ingress_port}/v1/attachments") as resp:
+                assert resp.status == 405
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(60)
+    assert [p.returncode for p in procs] == [0, 0, 0]
