@@ -101,8 +101,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 def _run_app(app_factory, args: argparse.Namespace) -> None:
     settings = load_settings(**({"port": args.port} if args.port else {}))
+    log.info("listening on %s:%s", settings.host, settings.port)
     web.run_app(app_factory(settings), host=settings.host, port=settings.port,
-                shutdown_timeout=settings.shutdown_grace_s, access_log=None)
+                shutdown_timeout=settings.shutdown_grace_s, access_log=None, print=None)
 
 
 def cmd_ingress(args: argparse.Namespace) -> None:

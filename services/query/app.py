@@ -17,6 +17,9 @@ def add_routes(app: web.Application) -> None:
     # Fixed paths first: /v1/attachments/count must not be read as an id.
     r.add_get("/v1/attachments", handlers.list_attachments)
     r.add_get("/v1/attachments/count", handlers.count_attachments)
+    r.add_get("/v1/attachments/fields", handlers.fields)
+    r.add_post("/v1/attachments/query", handlers.query_attachments)
+    r.add_post("/v1/attachments/query/count", handlers.query_count)
     r.add_get(f"/v1/attachments/{ID}", handlers.get_attachment)
     r.add_get(f"/v1/attachments/{ID}/file", downloads.by_bearer)
     r.add_get(f"/v1/attachments/{ID}/file/{{variant}}", downloads.by_bearer)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from services.core import listing, records, repository, signing
+from services.core import listing, querylang, records, repository, signing
 from services.core.auth import READ
 from services.core.errors import bad_request, not_found
+from services.core.fields import describe_fields
+from services.core.records import COLUMNS
 from services.web.engines import POOL
-from services.web.http import SETTINGS, base_url, json_response, principal
+from services.web.http import SETTINGS, base_url, json_response, principal, read_json
 
 LIST_PARAMS = frozenset({"target_type", "target_id", "order_by", "limit", "cursor", "include_canceled",
                          "available"})
@@ -75,3 +79,69 @@ async def get_attachment(request: web.Request) -> web.Response:
     if row is None:
         raise not_found()
     return json_response(render(request, [row])[0])
+
+
+async def fields(request: web.Request) -> web.Response:
+    principal(request, READ)
+    return json_response({"fields": describe_fields()})
+
+
+def mentions(nodes: Any, field: str) -> bool:
+    """Whether a filter tree has a condition on ``field`` anywhere."""
+    if isinstance(nodes, list):
+        return any(mentions(n, field) for n in nodes)
+    if isinstance(nodes, dict):
+        return nodes.get("field") == field or mentions(nodes.get("items"), field)
+    return False
+
+
+def _query_where(body: Any, account_id: str, **parse_options: Any) -> tuple[querylang.QueryRequest, repository.Where]:
+    query = querylang.parse_query_request(body, first_param=2, **parse_options)
+    where = repository.Where(clauses=[], params=[account_id])
+    where.clauses.append("account_id = $1")
+    where.clauses.append(f"({query.filter.sql})")
+    where.params.extend(query.filter.params)
+    # Canceled rows stay hidden unless the query asks about cancellation itself.
+    if not mentions(body.get("filter"), "canceled_at"):
+        where.add("canceled_at IS NULL")
+    return query, where
+
+
+def _encode_query_cursor(last_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(last_id.bytes).decode().rstrip("=")
+
+
+def _decode_query_cursor(cursor: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise bad_request("invalid_cursor", "cursor is not valid: it was not made by this service",
+                          "cursor") from None
+
+
+async def query_attachments(request: web.Request) -> web.Response:
+    who = principal(request, READ)
+    body = await read_json(request, max_bytes=256 * 1024)
+    query, where = _query_where(body, who.account_id)
+    if query.cursor:
+        where.add("id > ?", _decode_query_cursor(query.cursor))
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch(f"SELECT {COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
+                                f"LIMIT {query.max_records + 1}", *where.params)
+    more = len(rows) > query.max_records
+    rows = rows[: query.max_records]
+    rendered = render(request, rows)
+    if query.include_fields:
+        keep = ("id", *query.include_fields)
+        rendered = [{k: r[k] for k in keep if k in r} for r in rendered]
+    return json_response({"attachments": rendered,
+                          "next_cursor": _encode_query_cursor(rows[-1]["id"]) if more else None})
+
+
+async def query_count(request: web.Request) -> web.Response:
+    who = principal(request, READ)
+    body = await read_json(request, max_bytes=256 * 1024)
+    _, where = _query_where(body, who.account_id)
+    async with request.app[POOL].acquire() as conn:
+        count = await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params)
+    return json_response({"count": count})
