@@ -9,9 +9,11 @@ CREATE TABLE IF NOT EXISTS attachments (
     target_id             text,
     field                 text,
     parent_type           text,                        -- where an unlinked upload is headed (EspoCRM parentType)
-    parent_attachment_id  uuid,
+    parent_attachment_id  uuid,                        -- the attachment this one nests under or revises
     version               integer NOT NULL DEFAULT 1,
-    ancestors             text[] NOT NULL DEFAULT '{}',  -- 'Ticket:42' for every ancestor of the target
+    version_root          uuid,                        -- the first version, for every later one
+    is_latest             boolean NOT NULL DEFAULT true,
+    ancestors             text[] NOT NULL DEFAULT '{}',  -- 'Ticket:42': the target and all its ancestors
     -- content
     attachment_type       text NOT NULL DEFAULT 'FILE_ATTACHMENT'
                           CHECK (attachment_type IN ('FILE_ATTACHMENT', 'FILE_LINK', 'FOLDER_LINK', 'URL')),
@@ -46,12 +48,13 @@ CREATE TABLE IF NOT EXISTS attachments (
 -- List by target in the default order, live rows only: the hot read.
 CREATE INDEX IF NOT EXISTS attachments_target_live
     ON attachments (account_id, target_type, target_id, display_order, created_at, id)
-    WHERE canceled_at IS NULL;
+    WHERE canceled_at IS NULL AND is_latest;
 -- Everything under an ancestor ("Ticket:42") is one GIN probe.
 CREATE INDEX IF NOT EXISTS attachments_ancestors ON attachments USING gin (ancestors);
 CREATE INDEX IF NOT EXISTS attachments_account_created ON attachments (account_id, created_at, id);
 CREATE INDEX IF NOT EXISTS attachments_parent ON attachments (parent_attachment_id)
     WHERE parent_attachment_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS attachments_versions ON attachments (version_root) WHERE version_root IS NOT NULL;
 CREATE INDEX IF NOT EXISTS attachments_session ON attachments (account_id, session_token)
     WHERE session_token IS NOT NULL;
 CREATE INDEX IF NOT EXISTS attachments_unlinked ON attachments (created_at)
@@ -64,7 +67,7 @@ CREATE TABLE IF NOT EXISTS targets (
     target_id    text NOT NULL,
     parent_type  text,
     parent_id    text,
-    ancestors    text[] NOT NULL DEFAULT '{}',   -- the parent chain, nearest first, 'Type:id'
+    ancestors    text[] NOT NULL DEFAULT '{}',   -- itself, then its parent chain, nearest first: 'Type:id'
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, target_type, target_id)
 );
@@ -93,3 +96,5 @@ CREATE TABLE IF NOT EXISTS upload_sessions (
     closed_at      timestamptz,
     PRIMARY KEY (account_id, session_token)
 );
+-- The idle-session closer's scan: open sessions, oldest upload first.
+CREATE INDEX IF NOT EXISTS upload_sessions_open ON upload_sessions (last_upload_at) WHERE closed_at IS NULL;

@@ -140,6 +140,41 @@ def cmd_token(args: argparse.Namespace) -> None:
                      ttl_s=args.ttl))
 
 
+def _limit_value(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def cmd_limits(args: argparse.Namespace) -> None:
+    import redis
+
+    from services.core import budget
+
+    key = budget.limits_key(args.account)
+    changes = {name: value for name in budget.LIMIT_MINIMUMS if (value := getattr(args, name)) is not None}
+    client = redis.Redis.from_url(load_settings().redis_url)
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            if args.clear:
+                pipe.delete(key)
+            if changes:
+                pipe.hset(key, mapping=changes)
+            pipe.hgetall(key)
+            overrides = pipe.execute()[-1]
+    finally:
+        client.close()
+    own = {name.decode() for name in overrides}
+    limits = budget.merge_limits(load_settings(), overrides)
+    print(f"account {args.account}")
+    for name in budget.LIMIT_MINIMUMS:
+        print(f"{name:<22}{getattr(limits, name):>12}  ({'account' if name in own else 'default'})")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attachd", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,6 +202,17 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=30 * 24 * 3600, help="lifetime in seconds")
     token.add_argument("--data-dir", default=None, help="use the secret of `attachd dev --data-dir DIR`")
     token.set_defaults(run=cmd_token)
+
+    limits = sub.add_parser("limits", help="set an account's own upload limits (in ATTACHD_REDIS_URL) and "
+                            "print the limits in force")
+    limits.add_argument("--account", required=True)
+    limits.add_argument("--byte-budget", dest="byte_budget", metavar="N", type=_limit_value(0),
+                        help="bytes per window; 0: no budget for this account")
+    limits.add_argument("--window-s", dest="byte_budget_window_s", metavar="N", type=_limit_value(1))
+    limits.add_argument("--lockout-s", dest="byte_budget_lockout_s", metavar="N", type=_limit_value(0))
+    limits.add_argument("--max-file-bytes", dest="max_file_bytes", metavar="N", type=_limit_value(1))
+    limits.add_argument("--clear", action="store_true", help="drop the account's own limits first")
+    limits.set_defaults(run=cmd_limits)
     return p
 
 

@@ -64,8 +64,8 @@ def refused(nodes: Any) -> ApiError:
      [dt.datetime(2024, 5, 1, 12, tzinfo=UTC)]),
     ("canceled_at", "eq", "2024-05-01T12:00:00.5+00:00", "canceled_at = $1::timestamptz",
      [dt.datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)]),
-    ("canceled_at", "notIn", ["2024-05-01T12:00:00Z"], "(canceled_at IS NULL OR canceled_at <> ALL($1::timestamptz[]))",
-     [[dt.datetime(2024, 5, 1, 12, tzinfo=UTC)]]),
+    ("canceled_at", "notIn", ["2024-05-01T12:00:00Z"],
+     "(canceled_at IS NULL OR canceled_at <> ALL($1::timestamptz[]))", [[dt.datetime(2024, 5, 1, 12, tzinfo=UTC)]]),
     ("canceled_at", "exist", None, "canceled_at IS NOT NULL", []),
     # text
     ("name", "eq", "Report.pdf", "name = $1::text", ["Report.pdf"]),

@@ -24,12 +24,12 @@ from typing import Any
 
 from arq import Retry
 
-from services.core import encoding, jobs, repository, storage
+from services.core import encoding, hierarchy, jobs, repository, storage, targets
 from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
 from services.core.records import row_to_dict
 from services.core.sniff import check_content, sniff
-from services.core.validation import NewAttachment, parse_new_attachment
+from services.core.validation import NESTED_TARGET_TYPE, NewAttachment, parse_new_attachment
 from workers.context import WorkerContext
 from workers.fetch import fetch_to_file
 from workers.media import SMALL, THUMBNAIL, MediaResult, make_variants
@@ -54,6 +54,8 @@ class Prepared:
 
     values: dict[str, Any]
     stored_keys: list[str]
+    new: NewAttachment
+    placement: str | None = None     # "version" or "nested" when parent_attachment_id is given
 
 
 def _digest_file(path: str) -> tuple[str, bytes, int]:
@@ -94,6 +96,8 @@ class IngestJob:
         self.mode: str = job.get("mode", "atomic")
         self.items: list[dict[str, Any]] = job["items"]
         self.many: bool = job.get("many", len(self.items) > 1)
+        # The ingress puts the account's own limit in the job; jobs from elsewhere get the default.
+        self.max_file_bytes: int = job.get("max_file_bytes") or ctx.settings.max_file_bytes
 
     async def run(self) -> dict[str, Any]:
         settings = self.ctx.settings
@@ -114,6 +118,9 @@ class IngestJob:
             return self._failed(errors)
         try:
             rows = await self.commit(good)
+        except ApiError as exc:  # the parent changed under us between checking and committing
+            await self._discard(good)
+            return self._failed([{"index": 0, **exc.to_dict()}])
         except BaseException:
             await self._discard(good)
             raise
@@ -166,12 +173,13 @@ class IngestJob:
                                    filename_hint=source.get("filename"))
         bytes_field = BYTE_SOURCES.get(source["kind"], "url")
         attachment_id = str(uuid.UUID(item["id"]))
-        if new.declared_size is not None and new.declared_size > settings.max_file_bytes:
-            raise _too_large(settings.max_file_bytes, "size")
+        if new.declared_size is not None and new.declared_size > self.max_file_bytes:
+            raise _too_large(self.max_file_bytes, "size")
         values = self._base_values(attachment_id, new)
+        placement = await self._placement(new, values)
         if new.source == "link":
             values["name"] = new.name or new.url
-            return Prepared(values, [])
+            return Prepared(values, [], new, placement)
 
         # Bytes staged in a local directory are read where they lie; anything else lands in a temp file.
         local = self.ctx.storage.local_path(source["key"]) if source["kind"] == "staged" else None
@@ -181,8 +189,8 @@ class IngestJob:
             if local is None:
                 hint = await self._materialize(source, new, path) or hint
             sniffed, digest, size = await asyncio.to_thread(_digest_file, path)
-            if size > settings.max_file_bytes:
-                raise _too_large(settings.max_file_bytes, bytes_field)
+            if size > self.max_file_bytes:
+                raise _too_large(self.max_file_bytes, bytes_field)
             if size == 0:
                 raise ApiError("empty_file", "the file is empty", field=bytes_field, status=400)
             filename = _file_name(new, hint, sniffed, attachment_id)
@@ -205,7 +213,7 @@ class IngestJob:
                       "small": {"key": keys[2], "size": len(media.small), "width": SMALL[0], "height": SMALL[1]}}
             if media.thumbnail else None,
         )
-        return Prepared(values, keys)
+        return Prepared(values, keys, new, placement)
 
     def _temp_path(self) -> str:
         fd, path = tempfile.mkstemp(dir=self.ctx.tmp_dir, prefix="ingest-")
@@ -224,14 +232,14 @@ class IngestJob:
             if text is None:
                 text = (await self.ctx.storage.get_bytes(source["key"])).decode("ascii", "replace")
             data = encoding.parse_data(text)
-            encoding.check_size(data.base64, settings.max_file_bytes)
+            encoding.check_size(data.base64, self.max_file_bytes)
             with open(path, "wb") as f:
                 await asyncio.to_thread(encoding.decode_to, data.base64, f.write)
             return None
         if kind == "url":
             with open(path, "wb") as f:
                 result = await fetch_to_file(
-                    new.url, f, max_bytes=settings.max_file_bytes, allow_cidrs=settings.fetch_allow_cidrs,
+                    new.url, f, max_bytes=self.max_file_bytes, allow_cidrs=settings.fetch_allow_cidrs,
                     connect_timeout=settings.fetch_connect_timeout_s,
                     total_timeout=settings.fetch_total_timeout_s,
                 )
@@ -260,7 +268,8 @@ class IngestJob:
             "id": uuid.UUID(attachment_id), "account_id": self.account_id,
             "target_type": new.target_type, "target_id": new.target_id, "field": new.field,
             "parent_type": new.parent_type, "parent_attachment_id": new.parent_attachment_id and
-            uuid.UUID(new.parent_attachment_id), "version": 1, "ancestors": [],
+            uuid.UUID(new.parent_attachment_id), "version": 1, "version_root": None,
+            "ancestors": [],
             "attachment_type": new.attachment_type, "name": new.name, "filename": None,
             "content_type": None, "size": None, "sha256": None, "storage_key": None,
             "url": new.url, "width": None, "height": None, "variants": None,
@@ -270,17 +279,69 @@ class IngestJob:
             "impersonator_id": new.impersonator_id,
         }
 
+    async def _placement(self, new: NewAttachment, values: dict[str, Any]) -> str | None:
+        """Check ``parent_attachment_id`` before any bytes move: a version on the parent's target, or an
+        attachment nested under it (with no target of its own); nothing else."""
+        if new.parent_attachment_id is None:
+            return None
+        async with self.ctx.pool.acquire() as conn:
+            parent = await repository.get_attachment(conn, self.account_id, uuid.UUID(new.parent_attachment_id))
+        field = "parent_attachment_id"
+        if parent is None:
+            raise ApiError("invalid_parent", "parent_attachment_id names no attachment of this account",
+                           field=field)
+        if new.target_type in (None, NESTED_TARGET_TYPE):
+            if new.target_id not in (None, str(parent["id"])):
+                raise ApiError("invalid_parent", "a nested attachment's target is its parent", field="target_id")
+            if parent["target_type"] in self.ctx.settings.no_nesting_types:
+                raise ApiError("nesting_not_allowed", f"attachments of a {parent['target_type']} cannot have "
+                               "nested attachments", field=field)
+            values.update(target_type=NESTED_TARGET_TYPE, target_id=str(parent["id"]))
+            return "nested"
+        if (new.target_type, new.target_id) != (parent["target_type"], parent["target_id"]):
+            raise ApiError("invalid_parent", "a new version goes on its parent's target; to nest an "
+                           "attachment under another, leave target_type and target_id out", field=field)
+        return "version"
+
     async def commit(self, prepared: list[Prepared]):
         async with self.ctx.pool.acquire() as conn, conn.transaction():
-            rows = []
+            moves = any(p.new.parent is not None for p in prepared)
+            await targets.lock_hierarchy(conn, self.account_id, shared=not moves)
+            rows, announce, moves = [], [], []
             for p in prepared:
+                if (moved := await self._place(conn, p)) is not None:
+                    moves.append(moved)
                 token = p.values["session_token"]
-                # A session's uploads are announced together, by one event when the session closes.
-                row, _ = await repository.insert_attachment(conn, p.values, self.job_id, emit_event=token is None)
+                row, inserted = await repository.insert_attachment(conn, p.values, self.job_id, emit_event=False)
                 if token is not None:
                     await repository.touch_upload_session(conn, self.account_id, token)
+                elif inserted:  # a session's uploads are announced together, when the session closes
+                    announce.append(row)
                 rows.append(row)
+            # Events last: see repository.write_event.
+            for moved in moves:
+                await repository.write_event(conn, self.account_id, "target.moved", None, self.job_id, moved)
+            for row in announce:
+                await repository.announce_created(conn, row, self.job_id)
             return rows
+
+    async def _place(self, conn, p: Prepared) -> dict | None:
+        """Fill in the row's ancestors and, for a new version, its number; inside the commit.
+        Returns the ``target.moved`` payload when an inline parent moved the target."""
+        values, new, moved = p.values, p.new, None
+        if p.placement == "nested":
+            parent_chain = await conn.fetchval("SELECT ancestors FROM attachments WHERE id = $1",
+                                               values["parent_attachment_id"])
+            values["ancestors"] = [hierarchy.node(NESTED_TARGET_TYPE, values["target_id"]), *parent_chain]
+        elif new.parent is not None:
+            values["ancestors"], moved = await targets.place_target(conn, self.account_id, new.target_type,
+                                                                    new.target_id, new.parent)
+        elif new.target_type is not None:
+            values["ancestors"] = await targets.chain_of(conn, self.account_id, new.target_type, new.target_id)
+        if p.placement == "version":
+            values["version"], values["version_root"] = await repository.next_version(
+                conn, self.account_id, values["parent_attachment_id"], values["id"])
+        return moved
 
 
 def _too_large(limit: int, field: str) -> ApiError:

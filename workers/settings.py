@@ -12,16 +12,25 @@ from arq.worker import Worker, func
 from services.core import jobs
 from services.core.settings import Settings
 from workers.context import WorkerContext
+from workers.events import close_idle, close_session, relay_forever
 from workers.ingest import ingest
 from workers.mutations import cancel_attachment, update_attachment
 from workers.sweep import sweep_staging
+from workers.targets import purge_unlinked, put_target, set_links
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["attachd"] = await WorkerContext.open(settings)
+        if settings.relay_interval_s > 0:
+            # A loop, not a cron: events reach the stream within relay_interval_s, not the next cron second.
+            ctx["relay"] = asyncio.create_task(relay_forever(ctx["attachd"].pool, ctx["redis"], settings))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if "relay" in ctx:
+            ctx["relay"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ctx["relay"]
         if "attachd" in ctx:
             await ctx["attachd"].close()
 
@@ -30,8 +39,15 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             func(ingest, name=jobs.INGEST, timeout=settings.job_timeout_s),
             func(update_attachment, name=jobs.UPDATE, timeout=60),
             func(cancel_attachment, name=jobs.CANCEL, timeout=60),
+            func(close_session, name=jobs.CLOSE_SESSION, timeout=60),
+            func(put_target, name=jobs.PUT_TARGET, timeout=300),
+            func(set_links, name=jobs.SET_LINKS, timeout=60),
         ],
-        "cron_jobs": [cron(sweep_staging, second={0, 30}, run_at_startup=False, unique=True, timeout=300)],
+        "cron_jobs": [
+            cron(sweep_staging, second={0, 30}, run_at_startup=False, unique=True, timeout=300),
+            cron(close_idle, second=set(range(5, 60, 10)), unique=True, timeout=120),
+            cron(purge_unlinked, minute=set(range(0, 60, 5)), second=15, unique=True, timeout=300),
+        ],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": jobs.redis_settings(settings.redis_url),

@@ -25,6 +25,9 @@ CONTRACT_VERSION = 1
 INGEST = "ingest"
 UPDATE = "update_attachment"
 CANCEL = "cancel_attachment"
+CLOSE_SESSION = "close_session"
+PUT_TARGET = "put_target"
+SET_LINKS = "set_links"
 
 
 def serialize(data: dict[str, Any]) -> bytes:

@@ -214,12 +214,13 @@ class _Compiler:
 
         op = node.get("op")
         if op not in OPERATORS:
-            raise bad_request("invalid_operator", f"unknown operator {_show(op)}; use one of {', '.join(OPERATORS)}",
-                              f"{path}.op")
+            raise bad_request("invalid_operator", f"unknown operator {_show(op)}; "
+                              f"use one of {', '.join(OPERATORS)}", f"{path}.op")
         templates = _VIRTUAL.get(spec.name, _TEMPLATES)
-        if op not in templates or (spec.column is not None and op not in _OPERATORS_BY_TYPE[spec.type]):
-            raise bad_request("invalid_operator", f"{op} does not apply to {spec.type} field {spec.name}",
-                              f"{path}.op")
+        allowed = templates.keys() if spec.name in _VIRTUAL else _OPERATORS_BY_TYPE[spec.type]
+        if op not in allowed:
+            raise bad_request("invalid_operator", f"{op} does not apply to {spec.name}; use one of "
+                              f"{', '.join(o for o in OPERATORS if o in allowed)}", f"{path}.op")
 
         value, value_path = node.get("value"), f"{path}.value"
         pg_type = _PG_TYPES[spec.type]
@@ -230,7 +231,8 @@ class _Compiler:
         elif op in ("in", "notIn"):
             if not isinstance(value, list) or not 1 <= len(value) <= MAX_LIST:
                 raise bad_request("invalid_value", f"{op} takes a list of 1 to {MAX_LIST} values", value_path)
-            param = self.bind([_coerce(spec, v, f"{value_path}[{i}]") for i, v in enumerate(value)], f"{pg_type}[]")
+            values = [_coerce(spec, v, f"{value_path}[{i}]") for i, v in enumerate(value)]
+            param = self.bind(values, f"{pg_type}[]")
         elif op in _PATTERNS:
             literal = _coerce(spec, value, value_path).translate(_LIKE_ESCAPES)
             param = self.bind(_PATTERNS[op].format(literal), "text")

@@ -12,14 +12,14 @@ from services.core import signing
 # Selected everywhere a row is read, so every reader sees the same shape.
 COLUMNS = (
     "id, seq, account_id, target_type, target_id, field, parent_type, parent_attachment_id, version, "
-    "ancestors, attachment_type, name, filename, content_type, size, encode(sha256, 'hex') AS sha256, "
+    "version_root, is_latest, ancestors, attachment_type, name, filename, content_type, size, encode(sha256, 'hex') AS sha256, "
     "storage_key, url, width, height, variants, display_order, available, status, created_from, publish, "
     "session_token, created_by_type, created_by_id, impersonator_id, created_at, updated_at, canceled_at"
 )
 
 _PUBLIC = (
     "id", "seq", "account_id", "target_type", "target_id", "field", "parent_type", "parent_attachment_id",
-    "version", "ancestors", "attachment_type", "name", "filename", "content_type", "size", "sha256", "url",
+    "version", "is_latest", "ancestors", "attachment_type", "name", "filename", "content_type", "size", "sha256", "url",
     "width", "height", "display_order", "available", "status", "created_from", "publish", "session_token",
 )
 

@@ -15,7 +15,7 @@ from services.core.records import COLUMNS, row_to_dict
 
 INSERT_COLUMNS = (
     "id", "account_id", "target_type", "target_id", "field", "parent_type", "parent_attachment_id", "version",
-    "ancestors", "attachment_type", "name", "filename", "content_type", "size", "sha256", "storage_key", "url",
+    "version_root", "ancestors", "attachment_type", "name", "filename", "content_type", "size", "sha256", "storage_key", "url",
     "width", "height", "variants", "display_order", "available", "status", "created_from", "publish",
     "session_token", "created_by_type", "created_by_id", "impersonator_id",
 )
@@ -26,8 +26,18 @@ _INSERT_SQL = (
 )
 
 
+SESSION_CLOSED = "upload_session.closed"
+SESSION_COLUMNS = "session_token, opened_at, last_upload_at, closed_at"
+_EVENT_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('attachd-events:' || $1, 0))"
+
+
 async def write_event(conn: asyncpg.Connection, account_id: str, event_type: str,
-                      attachment_id: uuid.UUID | str | None, job_id: str, payload: Mapping[str, Any]) -> None:
+                      attachment_id: uuid.UUID | str | None, job_id: str | None,
+                      payload: Mapping[str, Any]) -> None:
+    """Add an event to the outbox. Write events last in a transaction: the first takes the account's
+    event lock, held until commit, so one account's events commit in ``seq`` order (the relay
+    publishes them in that order); a transaction holding it must not wait for any other lock."""
+    await conn.execute(_EVENT_LOCK_SQL, account_id)
     await conn.execute(
         "INSERT INTO outbox (account_id, event_type, attachment_id, job_id, payload) "
         "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -49,9 +59,13 @@ async def insert_attachment(conn: asyncpg.Connection, values: Mapping[str, Any],
         existing = await conn.fetchrow(f"SELECT {COLUMNS} FROM attachments WHERE id = $1", values["id"])
         return existing, False
     if emit_event:
-        await write_event(conn, row["account_id"], "attachment.created", row["id"], job_id,
-                          {"attachment": row_to_dict(row)})
+        await announce_created(conn, row, job_id)
     return row, True
+
+
+async def announce_created(conn, row: asyncpg.Record, job_id: str) -> None:
+    await write_event(conn, row["account_id"], "attachment.created", row["id"], job_id,
+                      {"attachment": row_to_dict(row)})
 
 
 async def touch_upload_session(conn, account_id: str, token: str) -> None:
@@ -61,6 +75,60 @@ async def touch_upload_session(conn, account_id: str, token: str) -> None:
         "ON CONFLICT (account_id, session_token) DO UPDATE SET last_upload_at = now(), closed_at = NULL",
         account_id, token,
     )
+
+
+async def get_upload_session(conn, account_id: str, token: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {SESSION_COLUMNS} FROM upload_sessions "
+                               f"WHERE account_id = $1 AND session_token = $2", account_id, token)
+
+
+async def session_attachments(conn, account_id: str, token: str) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND session_token = $2 "
+                            f"AND canceled_at IS NULL ORDER BY seq", account_id, token)
+
+
+async def close_upload_session(conn, account_id: str, token: str, job_id: str | None, *,
+                               idle_s: float | None = None) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+    """Close an open session (with ``idle_s``, only one idle that long) and announce its live attachments
+    in one event. None when it was not open: a closed session is never announced twice."""
+    session = await conn.fetchrow(
+        f"UPDATE upload_sessions SET closed_at = now() WHERE account_id = $1 AND session_token = $2 "
+        f"AND closed_at IS NULL AND ($3::float8 IS NULL OR last_upload_at < now() - make_interval(secs => $3)) "
+        f"RETURNING {SESSION_COLUMNS}",
+        account_id, token, idle_s,
+    )
+    if session is None:
+        return None
+    rows = await session_attachments(conn, account_id, token)
+    await write_event(conn, account_id, SESSION_CLOSED, None, job_id, {
+        "session": {**row_to_dict(session), "reason": "request" if idle_s is None else "idle"},
+        "attachment_ids": [str(r["id"]) for r in rows],
+        "attachments": [row_to_dict(r) for r in rows],
+    })
+    return session, rows
+
+
+async def job_wrote_event(conn, job_id: str, event_type: str) -> bool:
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND event_type = $2)",
+                               job_id, event_type)
+
+
+async def next_version(conn, account_id: str, parent_id: uuid.UUID,
+                       new_id: uuid.UUID) -> tuple[int, uuid.UUID]:
+    """The number and root of a new version of ``parent_id``'s file; the old latest stops being latest."""
+    root = await conn.fetchval("SELECT coalesce(version_root, id) FROM attachments WHERE id = $1 AND "
+                               "account_id = $2 FOR UPDATE", parent_id, account_id)
+    # Locking the root serializes concurrent versions of one file.
+    await conn.execute("SELECT 1 FROM attachments WHERE id = $1 FOR UPDATE", root)
+    existing = await conn.fetchval("SELECT version FROM attachments WHERE id = $1", new_id)
+    if existing is not None:  # a re-run of the job that made it
+        return existing, root
+    latest = await conn.fetchval(
+        "SELECT max(version) FROM attachments WHERE account_id = $1 AND (id = $2 OR version_root = $2)",
+        account_id, root)
+    await conn.execute("UPDATE attachments SET is_latest = false WHERE account_id = $1 AND (id = $2 OR "
+                       "version_root = $2) AND is_latest", account_id, root)
+    return latest + 1, root
 
 
 async def get_attachment(conn, account_id: str, attachment_id: uuid.UUID, *,
@@ -100,6 +168,13 @@ async def cancel_attachment(conn: asyncpg.Connection, account_id: str,
         attachment_id, account_id,
     )
     if row is not None:
+        # Deleting the latest version brings back the one before it.
+        await conn.execute(
+            "UPDATE attachments SET is_latest = true WHERE id = (SELECT id FROM attachments WHERE account_id = $1 "
+            "AND (id = $2 OR version_root = $2) AND canceled_at IS NULL ORDER BY version DESC LIMIT 1) "
+            "AND NOT EXISTS (SELECT 1 FROM attachments WHERE account_id = $1 AND (id = $2 OR version_root = $2) "
+            "AND canceled_at IS NULL AND is_latest)",
+            account_id, row["version_root"] or row["id"])
         await write_event(conn, account_id, "attachment.canceled", attachment_id, job_id,
                           {"attachment": row_to_dict(row)})
     return row
@@ -138,19 +213,26 @@ class ListFilter:
     account_id: str
     target_type: str | None = None
     target_id: str | None = None
+    ancestor: str | None = None          # 'Ticket:42': everything on it or anywhere below it
     include_canceled: bool = False
     available_only: bool = False
+    all_versions: bool = False
 
 
 def list_where(f: ListFilter) -> Where:
     where = Where()
     where.add("account_id = ?", f.account_id)
-    if f.target_type is not None:
-        where.add("target_type = ?", f.target_type)
-    if f.target_id is not None:
-        where.add("target_id = ?", f.target_id)
+    if f.ancestor is not None:
+        where.add("ancestors @> ARRAY[?]::text[]", f.ancestor)
+    else:
+        if f.target_type is not None:
+            where.add("target_type = ?", f.target_type)
+        if f.target_id is not None:
+            where.add("target_id = ?", f.target_id)
     if not f.include_canceled:
         where.add("canceled_at IS NULL")
+    if not f.all_versions:
+        where.add("is_latest")
     if f.available_only:
         where.add("available")
     return where

@@ -34,6 +34,9 @@ class Settings:
     max_file_bytes: int = 25 * 1024 * 1024
     max_json_bytes: int = 48 * 1024 * 1024   # a JSON body carries base64 (4/3 of the bytes)
     max_files_per_request: int = 10
+    byte_budget: int = 10_000_000     # per account and window; 0 turns the budget off
+    byte_budget_window_s: int = 300
+    byte_budget_lockout_s: int = 300
     allowed_extensions: frozenset[str] = DEFAULT_ALLOWED_EXTENSIONS
     max_image_pixels: int = 100_000_000
     sync_wait_s: float = 30.0
@@ -44,6 +47,14 @@ class Settings:
     job_timeout_s: int = 300
     worker_concurrency: int = 8
     staging_grace_s: int = 900
+    session_idle_s: int = 600         # an upload session with no upload for this long is closed
+    relay_interval_s: float = 0.2     # how often a worker polls the outbox; 0: this worker does not relay
+    events_maxlen: int = 1_000_000    # approximate cap of the attachd:events stream
+    unlinked_ttl_s: int = 24 * 3600
+    # Parent types whose attachments cannot have nested attachments (Autotask's list), as data.
+    no_nesting_types: frozenset[str] = frozenset({
+        "Account", "SalesOrder", "ExpenseReport", "Resource", "AccountNote", "ContractNote", "Project",
+        "ProjectNote"})
     body_read_timeout_s: float = 300.0
     shutdown_grace_s: float = 25.0
     host: str = "0.0.0.0"
@@ -65,6 +76,9 @@ _PARSERS = {
     "max_file_bytes": int,
     "max_json_bytes": int,
     "max_files_per_request": int,
+    "byte_budget": int,
+    "byte_budget_window_s": int,
+    "byte_budget_lockout_s": int,
     "max_image_pixels": int,
     "sync_wait_s": float,
     "fetch_connect_timeout_s": float,
@@ -73,6 +87,11 @@ _PARSERS = {
     "job_timeout_s": int,
     "worker_concurrency": int,
     "staging_grace_s": int,
+    "session_idle_s": int,
+    "relay_interval_s": float,
+    "events_maxlen": int,
+    "unlinked_ttl_s": int,
+    "no_nesting_types": lambda v: frozenset(t.strip() for t in v.split(",") if t.strip()),
     "body_read_timeout_s": float,
     "shutdown_grace_s": float,
     "port": int,

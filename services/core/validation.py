@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
+
 from services.core.errors import ApiError, bad_request
 from services.core.fields import FIELDS, PICKLISTS
 from services.core.filenames import sanitize_filename
@@ -21,8 +23,9 @@ SOURCES = ("data", "url", "file")
 CREATE_FIELDS = frozenset({
     "target_type", "target_id", "field", "parent_type", "name", "filename", "content_type",
     "data", "url", "attachment_type", "display_order", "available", "status", "created_from",
-    "publish", "parent_attachment_id", "session_token", "impersonator_id", "size",
+    "publish", "parent_attachment_id", "session_token", "impersonator_id", "size", "parent",
 })
+NESTED_TARGET_TYPE = "Attachment"
 CHANGE_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.updatable)
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_:.\-]*$")
 _INT32 = 2**31 - 1
@@ -51,13 +54,15 @@ class NewAttachment:
     session_token: str | None
     impersonator_id: str | None
     declared_size: int | None
+    parent: tuple[str, str] | None = None   # the target's parent, to place the target in the hierarchy
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NewAttachment:
-        return cls(**data)
+        parent = data.get("parent")
+        return cls(**{**data, "parent": tuple(parent) if parent else None})
 
 
 def _picklist(name: str, value: Any, field: str) -> str:
@@ -158,9 +163,13 @@ def parse_new_attachment(body: Mapping[str, Any], *, has_file: bool = False,
     if (target_type is None) != (target_id is None):
         missing = "target_id" if target_id is None else "target_type"
         raise bad_request("missing_field", "target_type and target_id go together", missing)
-    if target_type is None and parent_type is None:
+    if target_type is None and parent_type is None and body.get("parent_attachment_id") is None:
         raise bad_request("missing_field", "target_type and target_id are required "
                           "(or parent_type and field, to link the upload later)", "target_type")
+    parent = parse_parent(body.get("parent"))
+    if parent is not None and target_type is None:
+        raise bad_request("missing_field", "parent places the target in the hierarchy: give target_type and "
+                          "target_id too", "target_type")
 
     raw_name = _text(body.get("name"), "name")
     filename = body.get("filename")
@@ -193,7 +202,21 @@ def parse_new_attachment(body: Mapping[str, Any], *, has_file: bool = False,
         session_token=_text(body.get("session_token"), "session_token"),
         impersonator_id=_text(body.get("impersonator_id"), "impersonator_id"),
         declared_size=declared_size,
+        parent=parent,
     )
+
+
+def parse_parent(value: Any, field: str = "parent") -> tuple[str, str] | None:
+    """A target's parent, ``{"type": "Ticket", "id": "42"}``, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {"type", "id"}:
+        raise bad_request("invalid_value", f'{field} must be {{"type": ..., "id": ...}} or null', field)
+    parent_type = _type_name(value["type"], "target_type")
+    parent_id = _text(value["id"], "target_id")
+    if not parent_type or not parent_id:
+        raise bad_request("invalid_value", f"{field} needs a type and an id", field)
+    return parent_type, parent_id
 
 
 def parse_changes(body: Any) -> dict[str, Any]:
@@ -232,6 +255,11 @@ def coerce_form(fields: Mapping[str, str]) -> dict[str, Any]:
         spec = FIELDS.get(key)
         if value in ("", "null") and key != "name":
             out[key] = None
+        elif key == "parent":
+            try:
+                out[key] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise bad_request("invalid_value", 'parent must be JSON: {"type": ..., "id": ...}', key) from None
         elif spec is not None and spec.type == "boolean":
             if value.lower() not in _FORM_BOOLEANS:
                 raise bad_request("invalid_type", f"{key} must be true or false", key)

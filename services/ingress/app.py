@@ -17,6 +17,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch(f"/v1/attachments/{ID}", handlers.update)
     app.router.add_delete(f"/v1/attachments/{ID}", handlers.cancel)
     app.router.add_get(f"/v1/uploads/{ID}", handlers.upload_status)
+    app.router.add_post("/v1/sessions/{token}/close", handlers.close_session)
+    app.router.add_put("/v1/targets/{type}/{target_id}", handlers.put_target)
+    app.router.add_put("/v1/targets/{type}/{target_id}/links/{field}", handlers.set_links)
 
 
 def add_engines(app: web.Application) -> None:

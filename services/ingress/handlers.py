@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from typing import Any
@@ -10,13 +11,13 @@ from typing import Any
 import uuid_utils
 from aiohttp import web
 
-from services.core import encoding, jobs, storage
+from services.core import budget, encoding, jobs, storage
 from services.core.auth import READ, WRITE, Principal
 from services.core.errors import ApiError, bad_request
-from services.core.validation import coerce_form, parse_changes, parse_new_attachment
+from services.core.validation import coerce_form, parse_changes, parse_new_attachment, parse_parent
 from services.ingress import writes
 from services.ingress.multipart import read_form
-from services.web.engines import STORAGE
+from services.web.engines import BUDGET, REDIS, STORAGE
 from services.web.http import SETTINGS, principal, read_json
 
 # base64 up to this size rides in the job itself; larger payloads are staged as objects.
@@ -56,11 +57,18 @@ async def create(request: web.Request) -> web.Response:
     if earlier is not None:
         return await writes.respond(request, earlier, kind="create")
     try:
+        limits = await budget.load_limits(request.app[REDIS], request.app[SETTINGS], who.account_id)
+        spend = functools.partial(request.app[BUDGET].enforce, who.account_id, upload_id, limits=limits)
         async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
+            # The byte budget is charged before anything is staged: a refused upload leaves nothing behind.
             if request.content_type.startswith("multipart/"):
-                payload = await _from_multipart(request, upload_id)
+                await spend(budget.multipart_charge(request.content_length, limits))
+                payload = await _from_multipart(request, upload_id, limits.max_file_bytes)
             else:
-                payload = await _from_json(request, upload_id)
+                payload = await _from_json(request, limits.max_file_bytes)
+                await spend(budget.base64_charge(payload["items"]))
+                await _stage_large_base64(request, upload_id, payload["items"])
+        payload["max_file_bytes"] = limits.max_file_bytes  # the worker holds the file to the same limit
         if not payload["many"]:  # one attachment: its id is the upload's, so the status URL names it
             payload["items"][0]["id"] = upload_id
         await writes.submit(request, who, jobs.INGEST, upload_id, payload, manifest=True)
@@ -73,7 +81,7 @@ async def create(request: web.Request) -> web.Response:
     return await writes.respond(request, upload_id, kind="create", many=payload["many"])
 
 
-async def _from_json(request: web.Request, upload_id: str) -> dict[str, Any]:
+async def _from_json(request: web.Request, max_file_bytes: int) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     body = await read_json(request, max_bytes=settings.max_json_bytes)
     if isinstance(body, dict) and "attachments" in body:
@@ -93,7 +101,7 @@ async def _from_json(request: web.Request, upload_id: str) -> dict[str, Any]:
     for index, obj in enumerate(objects):
         field_prefix = prefix.format(index)
         try:
-            items.append(await _json_item(request, upload_id, index, obj))
+            items.append(_json_item(obj, max_file_bytes))
         except ApiError as exc:
             if many:
                 raise _prefixed(exc, field_prefix) from None
@@ -101,8 +109,7 @@ async def _from_json(request: web.Request, upload_id: str) -> dict[str, Any]:
     return {"mode": mode, "many": many, "items": items}
 
 
-async def _json_item(request: web.Request, upload_id: str, index: int, obj: Any) -> dict[str, Any]:
-    settings = request.app[SETTINGS]
+def _json_item(obj: Any, max_file_bytes: int) -> dict[str, Any]:
     parse_new_attachment(obj)
     fields = dict(obj)
     item: dict[str, Any] = {"id": new_id(), "fields": fields}
@@ -111,21 +118,25 @@ async def _json_item(request: web.Request, upload_id: str, index: int, obj: Any)
         item["source"] = {"kind": "url" if fields.get("attachment_type") in (None, "FILE_ATTACHMENT") else "link"}
         return item
     parsed = encoding.parse_data(data)
-    encoding.check_size(parsed.base64, settings.max_file_bytes)
+    encoding.check_size(parsed.base64, max_file_bytes)
     if fields.get("content_type") is None and parsed.declared_type:
         fields["content_type"] = parsed.declared_type[:100]
-    if len(parsed.base64) <= INLINE_BASE64_CHARS:
-        item["source"] = {"kind": "base64", "data": parsed.base64}
-    else:
-        key = storage.staged_key(upload_id, index)
-        await request.app[STORAGE].put_bytes(key, parsed.base64.encode("ascii", "replace"))
-        item["source"] = {"kind": "base64", "key": key}
+    item["source"] = {"kind": "base64", "data": parsed.base64}
     return item
 
 
-async def _from_multipart(request: web.Request, upload_id: str) -> dict[str, Any]:
+async def _stage_large_base64(request: web.Request, upload_id: str, items: list[dict[str, Any]]) -> None:
+    for index, item in enumerate(items):
+        source = item["source"]
+        if source["kind"] == "base64" and len(source["data"]) > INLINE_BASE64_CHARS:
+            key = storage.staged_key(upload_id, index)
+            await request.app[STORAGE].put_bytes(key, source.pop("data").encode("ascii", "replace"))
+            source["key"] = key
+
+
+async def _from_multipart(request: web.Request, upload_id: str, max_file_bytes: int) -> dict[str, Any]:
     settings = request.app[SETTINGS]
-    form = await read_form(request, request.app[STORAGE], upload_id, max_file_bytes=settings.max_file_bytes,
+    form = await read_form(request, request.app[STORAGE], upload_id, max_file_bytes=max_file_bytes,
                            max_files=settings.max_files_per_request)
     try:
         return _multipart_payload(form)
@@ -186,6 +197,55 @@ async def _mutate(request: web.Request, who: Principal, function: str, payload: 
     return await writes.respond(request, job_id, kind=kind)
 
 
+def _target(request: web.Request) -> tuple[str, str]:
+    """The target named in the path, held to the same rules as target_type and target_id in a body."""
+    return parse_parent({"type": request.match_info["type"], "id": request.match_info["target_id"]}, "target")
+
+
+async def put_target(request: web.Request) -> web.Response:
+    who = principal(request, WRITE)
+    target_type, target_id = _target(request)
+    body = await read_json(request, max_bytes=16 * 1024)
+    if not isinstance(body, dict) or set(body) - {"parent"}:
+        raise bad_request("invalid_body", 'the body is {"parent": {"type": ..., "id": ...} or null}', "parent")
+    parent = parse_parent(body.get("parent"))
+    payload = {"target_type": target_type, "target_id": target_id,
+               "parent": None if parent is None else {"type": parent[0], "id": parent[1]}}
+    return await _mutate(request, who, jobs.PUT_TARGET, payload, "target")
+
+
+async def set_links(request: web.Request) -> web.Response:
+    """EspoCRM's second step: the field's list of attachments becomes exactly these."""
+    who = principal(request, WRITE)
+    target_type, target_id = _target(request)
+    field = _text_field(request.match_info["field"])
+    body = await read_json(request, max_bytes=64 * 1024)
+    if isinstance(body, dict) and set(body) == {"ids"} and isinstance(body["ids"], list):
+        ids = body["ids"]
+    elif isinstance(body, dict) and set(body) == {"id"}:
+        ids = [] if body["id"] is None else [body["id"]]  # a single-file field: the new file replaces the old
+    else:
+        raise bad_request("invalid_body", 'the body is {"ids": [...]} or, for a single-file field, {"id": ...}',
+                          "ids")
+    if len(ids) > 500:
+        raise bad_request("too_many", "at most 500 attachments per field", "ids")
+    checked = []
+    for index, value in enumerate(ids):
+        try:
+            checked.append(str(uuid.UUID(str(value))))
+        except ValueError:
+            raise bad_request("invalid_value", f"{value!r} is not an attachment id", f"ids[{index}]") from None
+    payload = {"target_type": target_type, "target_id": target_id, "field": field,
+               "ids": list(dict.fromkeys(checked))}
+    return await _mutate(request, who, jobs.SET_LINKS, payload, "links")
+
+
+def _text_field(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,99}", value):
+        raise bad_request("invalid_value", "a field name is letters, digits and _", "field")
+    return value
+
+
 async def upload_status(request: web.Request) -> web.Response:
     who = principal(request, READ)
     try:
@@ -193,3 +253,12 @@ async def upload_status(request: web.Request) -> web.Response:
     except ValueError:
         raise ApiError("not_found", "upload not found", status=404) from None
     return await writes.upload_status(request, who, job_id)
+
+
+async def close_session(request: web.Request) -> web.Response:
+    """Close an upload session: one event announces all its uploads."""
+    who = principal(request, WRITE)
+    token = request.match_info["token"]
+    if len(token) > 255:  # longer than any session_token an upload can carry
+        raise ApiError("not_found", "session not found", status=404)
+    return await _mutate(request, who, jobs.CLOSE_SESSION, {"session_token": token}, "session")

@@ -102,7 +102,13 @@ def outcome_response(request: web.Request, outcome: dict[str, Any], *, kind: str
         if outcome.get("errors"):
             body["errors"] = _public_errors(outcome["errors"])
         return json_response(body, status=error.status)
+    if kind == "target":
+        return json_response(outcome["target"])
     rows = outcome["attachments"]
+    if kind == "session":
+        return json_response({**outcome["session"], "attachments": [_record(request, r) for r in rows]})
+    if kind == "links":
+        return json_response({"attachments": [_record(request, r) for r in rows]})
     if kind == "cancel":
         return web.Response(status=204)
     if kind == "update":
@@ -133,8 +139,11 @@ async def upload_status(request: web.Request, who: Principal, job_id: str) -> we
         if outcome.get("errors"):
             body["errors"] = _public_errors(outcome["errors"])
     else:
-        rendered = [_record(request, r) for r in outcome["attachments"]]
+        rendered = [_record(request, r) for r in outcome.get("attachments", [])]
         body.update(status="complete", attachments=rendered, errors=_public_errors(outcome.get("errors", [])))
+        for extra in ("session", "target"):
+            if extra in outcome:
+                body[extra] = outcome[extra]
         if len(rendered) == 1:
             body["attachment"] = rendered[0]
         if "files_q" in outcome:

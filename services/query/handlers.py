@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core import listing, querylang, records, repository, signing
+from services.core import hierarchy, listing, querylang, records, repository, signing
 from services.core.auth import READ
 from services.core.errors import bad_request, not_found
 from services.core.fields import describe_fields
@@ -18,8 +18,8 @@ from services.core.records import COLUMNS
 from services.web.engines import POOL
 from services.web.http import SETTINGS, base_url, json_response, principal, read_json
 
-LIST_PARAMS = frozenset({"target_type", "target_id", "order_by", "limit", "cursor", "include_canceled",
-                         "available"})
+LIST_PARAMS = frozenset({"target_type", "target_id", "descendants", "ancestor", "versions", "order_by", "limit",
+                         "cursor", "include_canceled", "available"})
 
 
 def attachment_id(request: web.Request) -> uuid.UUID:
@@ -43,12 +43,26 @@ def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str])
             raise bad_request("unknown_parameter", f"{key} is not a parameter of this route", key)
     if ("target_id" in q) and ("target_type" not in q):
         raise bad_request("missing_field", "target_id needs target_type", "target_type")
+    versions = q.get("versions", "latest")
+    if versions not in ("latest", "all"):
+        raise bad_request("invalid_value", "versions must be latest or all", "versions")
+    ancestor = q.get("ancestor")
+    if ancestor is not None and ":" not in ancestor:
+        raise bad_request("invalid_value", "ancestor is Type:id, like Ticket:42", "ancestor")
+    if listing.parse_bool(q.get("descendants"), "descendants"):
+        if "target_id" not in q:
+            raise bad_request("missing_field", "descendants needs target_type and target_id", "target_id")
+        ancestor = hierarchy.node(q["target_type"], q["target_id"])
+    elif "target_id" in q:
+        ancestor = None  # an entity named outright wins over an ancestor, as in AttachmentInfo
     return repository.ListFilter(
         account_id=account_id,
         target_type=q.get("target_type"),
         target_id=q.get("target_id"),
+        ancestor=ancestor,
         include_canceled=listing.parse_bool(q.get("include_canceled"), "include_canceled"),
         available_only=listing.parse_bool(q.get("available"), "available"),
+        all_versions=versions == "all",
     )
 
 
@@ -101,9 +115,11 @@ def _query_where(body: Any, account_id: str, **parse_options: Any) -> tuple[quer
     where.clauses.append("account_id = $1")
     where.clauses.append(f"({query.filter.sql})")
     where.params.extend(query.filter.params)
-    # Canceled rows stay hidden unless the query asks about cancellation itself.
+    # Canceled rows and old versions stay hidden unless the query asks about them.
     if not mentions(body.get("filter"), "canceled_at"):
         where.add("canceled_at IS NULL")
+    if not any(mentions(body.get("filter"), f) for f in ("version", "is_latest", "canceled_at")):
+        where.add("is_latest")
     return query, where
 
 

@@ -7,12 +7,14 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from services.core import db, jobs
+from services.core.budget import ByteBudget
 from services.core.storage import Storage, open_storage
 from services.web.http import SETTINGS, add_ready_check
 
 REDIS = web.AppKey("redis", ArqRedis)
 WAITER = web.AppKey("outcome_waiter", jobs.OutcomeWaiter)
 POOL = web.AppKey("pool", asyncpg.Pool)
+BUDGET = web.AppKey("byte_budget", ByteBudget)
 STORAGE = web.AppKey("storage", Storage)
 
 
@@ -20,7 +22,7 @@ async def redis_ctx(app: web.Application):
     redis = await jobs.connect(app[SETTINGS].redis_url)
     waiter = jobs.OutcomeWaiter(redis)
     await waiter.start()
-    app[REDIS], app[WAITER] = redis, waiter
+    app[REDIS], app[WAITER], app[BUDGET] = redis, waiter, ByteBudget(redis)
     add_ready_check(app, "redis", redis.ping)
     yield
     await waiter.stop()

@@ -1,0 +1,118 @@
+"""Upload first, link later (EspoCRM), the purge of unclaimed uploads, and the workflow fields."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from workers.context import WorkerContext
+from workers.targets import purge_unlinked
+
+
+async def unlinked(svc, name: str, parent_type: str = "Note", field: str = "attachments") -> dict:
+    resp = await svc.upload_json({"name": name, "parent_type": parent_type, "field": field,
+                                  "data": "data:text/plain;base64," + base64.b64encode(name.encode()).decode()})
+    assert resp.status == 201, await resp.text()
+    record = await resp.json()
+    assert record["target_id"] is None
+    return record
+
+
+async def linked_names(svc, target_id: str = "n1") -> list[str]:
+    resp = await svc.client.get(f"/v1/attachments?target_type=Note&target_id={target_id}&order_by=name",
+                                headers=svc.auth())
+    return [a["name"] for a in (await resp.json())["attachments"]]
+
+
+async def put_links(svc, body: dict, path: str = "/v1/targets/Note/n1/links/attachments"):
+    return await svc.client.put(path, json=body, headers=svc.auth())
+
+
+async def test_uploads_stay_unlinked_until_a_record_lists_them(service):
+    a, b, c = [await unlinked(service, n) for n in ("a.txt", "b.txt", "c.txt")]
+    assert await linked_names(service) == []
+    resp = await put_links(service, {"ids": [a["id"], b["id"]]})
+    assert resp.status == 200, await resp.text()
+    assert [r["field"] for r in (await resp.json())["attachments"]] == ["attachments", "attachments"]
+    assert await linked_names(service) == ["a.txt", "b.txt"]
+    # Setting the list replaces it: b is unlinked (soft-deleted), c joins.
+    await put_links(service, {"ids": [a["id"], c["id"]]})
+    assert await linked_names(service) == ["a.txt", "c.txt"]
+    rows = {r["name"]: r for r in await service.rows()}
+    assert rows["b.txt"]["canceled_at"] is not None
+    events = [e["event_type"] for e in await service.events()]
+    assert events.count("attachment.linked") == 3 and events.count("attachment.unlinked") == 1
+
+
+async def test_a_single_file_field_replaces_its_file(service):
+    first = await unlinked(service, "v1.txt", parent_type="Document", field="file")
+    second = await unlinked(service, "v2.txt", parent_type="Document", field="file")
+    path = "/v1/targets/Document/d1/links/file"
+    assert (await put_links(service, {"id": first["id"]}, path)).status == 200
+    assert (await put_links(service, {"id": second["id"]}, path)).status == 200
+    resp = await service.client.get("/v1/attachments?target_type=Document&target_id=d1", headers=service.auth())
+    assert [a["name"] for a in (await resp.json())["attachments"]] == ["v2.txt"]
+
+
+async def test_linking_someone_elses_or_an_already_linked_upload_is_refused(service):
+    mine = await unlinked(service, "mine.txt")
+    await put_links(service, {"ids": [mine["id"]]})
+    resp = await put_links(service, {"ids": [mine["id"]]}, "/v1/targets/Note/n2/links/attachments")
+    assert resp.status == 400
+    assert (await resp.json())["error"]["field"] == "ids[0]"
+    other = service.other_account()
+    resp = await service.client.put("/v1/targets/Note/n1/links/attachments", json={"ids": [mine["id"]]},
+                                    headers=service.auth(other))
+    assert resp.status == 400
+    assert await linked_names(service) == ["mine.txt"]
+    bad = await put_links(service, {"ids": ["not-a-uuid"]})
+    assert bad.status == 400 and (await bad.json())["error"]["field"] == "ids[0]"
+
+
+async def test_unclaimed_uploads_are_purged_with_their_bytes(make_service):
+    async with make_service(unlinked_ttl_s=0) as svc:
+        orphan = await unlinked(svc, "orphan.txt")
+        keep = await unlinked(svc, "keep.txt")
+        await put_links(svc, {"ids": [keep["id"]]})
+        wctx = await WorkerContext.open(svc.settings)
+        try:
+            assert await purge_unlinked({"attachd": wctx}) == 1
+        finally:
+            await wctx.close()
+        assert [r["name"] for r in await svc.rows()] == ["keep.txt"]
+        assert all(orphan["id"] not in key for key in await svc.stored_keys())
+        assert any(keep["id"] in key for key in await svc.stored_keys())
+
+
+async def test_workflow_fields_are_stored_and_filtered(service):
+    resp = await service.upload_json({
+        "target_type": "Task", "target_id": "1", "filename": "review.txt", "data": "cmV2aWV3",
+        "available": False, "status": "pending", "created_from": "rework", "publish": "internal",
+        "impersonator_id": "res-7", "session_token": None})
+    assert resp.status == 201, await resp.text()
+    record = await resp.json()
+    assert (record["available"], record["status"], record["created_from"], record["publish"],
+            record["impersonator_id"]) == (False, "pending", "rework", "internal", "res-7")
+    await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "ok.txt", "data": "b2s="})
+    resp = await service.client.get("/v1/attachments?target_type=Task&target_id=1&available=true",
+                                    headers=service.auth())
+    assert [a["filename"] for a in (await resp.json())["attachments"]] == ["ok.txt"]
+
+
+@pytest.mark.parametrize("sub_type", ["User", "Application", "Contact", "Resource"])
+async def test_creator_types_come_from_the_token(service, sub_type):
+    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt", "data": "YQ=="},
+                                     headers=service.auth(sub=f"{sub_type.lower()}-1", sub_type=sub_type))
+    assert (await resp.json())["created_by"] == {"type": sub_type, "id": f"{sub_type.lower()}-1"}
+
+
+@pytest.mark.parametrize("field, value", [("status", "done"), ("created_from", "email"), ("publish", "everyone"),
+                                          ("available", "yes"), ("attachment_type", "PHOTO"),
+                                          ("name", "x" * 256), ("content_type", "t/" + "x" * 100)])
+async def test_out_of_range_workflow_values_name_the_field(service, field, value):
+    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt",
+                                      "data": "YQ==", field: value})
+    assert resp.status == 400
+    assert (await resp.json())["error"]["field"] == field
+    assert await service.rows() == []
