@@ -1,0 +1,265 @@
+"""The per-account byte budget: the Lua script on real Redis, the pure rules, and the API that enforces it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.cli import main as attachd
+from services.core import budget
+from services.core.budget import AccountLimits, ByteBudget
+from services.core.errors import ApiError
+from services.core.jobs import QUEUE
+from services.core.settings import Settings, load_settings
+from services.ingress.app import create_app as ingress_app
+from services.web.engines import REDIS
+
+
+def limits(byte_budget: int = 100, window_s: int = 60, lockout_s: int = 0) -> AccountLimits:
+    return AccountLimits(byte_budget, window_s, lockout_s, max_file_bytes=1000)
+
+
+def text_item(size: int, name: str = "notes.txt") -> dict:
+    return {"target_type": "Task", "target_id": "1", "filename": name,
+            "data": base64.b64encode(b"x" * size).decode()}
+
+
+def form(body: bytes, name: str = "notes.txt") -> aiohttp.FormData:
+    data = aiohttp.FormData()
+    data.add_field("target_type", "Task")
+    data.add_field("target_id", "1")
+    data.add_field("file", body, filename=name, content_type="text/plain")
+    return data
+
+
+def printed_limits(out: str) -> dict[str, tuple[int, str]]:
+    """`attachd limits` prints the account, then one `name value (account|default)` line per limit."""
+    return {name: (int(value), origin.strip("()")) for name, value, origin in map(str.split, out.splitlines()[1:])}
+
+
+async def refused(resp, status: int = 429) -> dict:
+    assert resp.status == status, await resp.text()
+    return (await resp.json())["error"]
+
+
+@pytest.fixture
+async def redis(redis_url):
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def account() -> str:
+    return f"acct-{uuid.uuid4().hex[:12]}"
+
+
+# --- the pure rules ---------------------------------------------------------------------------------
+
+def test_account_overrides_win_over_the_settings():
+    settings = Settings(byte_budget=10_000_000, byte_budget_window_s=300, byte_budget_lockout_s=300,
+                        max_file_bytes=5_000)
+    assert budget.merge_limits(settings, {}) == AccountLimits(10_000_000, 300, 300, 5_000)
+    overrides = {b"byte_budget": b"0", b"max_file_bytes": b"9000", "byte_budget_window_s": "60"}
+    merged = budget.merge_limits(settings, overrides)
+    assert merged == AccountLimits(0, 60, 300, 9_000) and not merged.budget_on
+
+
+def test_malformed_or_unknown_overrides_are_ignored():
+    settings = Settings()
+    overrides = {b"byte_budget": b"lots", b"max_file_bytes": b"0", b"byte_budget_window_s": b"-5",
+                 b"colour": b"red"}
+    assert budget.merge_limits(settings, overrides) == budget.merge_limits(settings, {})
+
+
+def test_settings_read_the_budget_from_the_environment():
+    settings = load_settings({"ATTACHD_BYTE_BUDGET": "0", "ATTACHD_BYTE_BUDGET_WINDOW_S": "60",
+                              "ATTACHD_BYTE_BUDGET_LOCKOUT_S": "30"})
+    assert (settings.byte_budget, settings.byte_budget_window_s, settings.byte_budget_lockout_s) == (0, 60, 30)
+    assert Settings().byte_budget == 10_000_000
+
+
+def test_multipart_is_charged_its_content_length_and_needs_one():
+    assert budget.multipart_charge(1234, limits()) == 1234
+    assert budget.multipart_charge(None, limits(byte_budget=0)) == 0
+    with pytest.raises(ApiError) as caught:
+        budget.multipart_charge(None, limits())
+    assert (caught.value.status, caught.value.code) == (411, "length_required")
+
+
+def test_base64_is_charged_its_decoded_size_and_urls_nothing():
+    items = [{"source": {"kind": "base64", "data": base64.b64encode(b"x" * n).decode()}} for n in (1, 2, 3, 1000)]
+    items += [{"source": {"kind": "url"}}, {"source": {"kind": "link"}}]
+    assert budget.base64_charge(items) == 1006
+
+
+# --- the script on real Redis -------------------------------------------------------------------------
+
+async def test_exactly_the_budget_is_allowed_and_one_byte_more_is_not(redis, account):
+    b = ByteBudget(redis)
+    assert (await b.charge(account, "a", 60, limits())).allowed
+    result = await b.charge(account, "b", 40, limits())
+    assert (result.allowed, result.used, result.limit) == (True, 100, 100)
+    result = await b.charge(account, "c", 1, limits())
+    assert not result.allowed and result.used == 100
+    assert 59 <= result.retry_after_s <= 60   # no lockout: until the oldest charge leaves the window
+
+
+async def test_charges_slide_out_of_the_window(redis, account):
+    b, window = ByteBudget(redis), limits(window_s=2)
+    assert (await b.charge(account, "t0", 50, window)).allowed
+    await asyncio.sleep(1.0)
+    assert (await b.charge(account, "t1", 50, window)).used == 100
+    assert not (await b.charge(account, "full", 1, window)).allowed
+    await asyncio.sleep(1.2)   # t0 has left the window, t1 has not
+    result = await b.charge(account, "t2", 50, window)
+    assert (result.allowed, result.used) == (True, 100)
+    assert not (await b.charge(account, "over", 1, window)).allowed
+    charges, total, _ = budget.budget_keys(account)
+    members = await redis.zrange(charges, 0, -1)
+    assert sorted(m.decode() for m in members) == ["t1:50", "t2:50"]
+    assert int(await redis.get(total)) == 100
+    assert 0 < await redis.pttl(charges) <= 2000   # idle accounts leave nothing behind
+
+
+async def test_the_lockout_outlasts_the_window_and_then_clears(redis, account):
+    b, rule = ByteBudget(redis), limits(window_s=1, lockout_s=2)
+    assert (await b.charge(account, "a", 100, rule)).allowed
+    result = await b.charge(account, "b", 1, rule)
+    assert (result.allowed, result.retry_after_s) == (False, 2)
+    await asyncio.sleep(1.2)   # the window is empty now, but the lockout holds
+    result = await b.charge(account, "c", 0, rule)
+    assert (result.allowed, result.retry_after_s, result.used) == (False, 1, 0)
+    await asyncio.sleep(1.0)
+    result = await b.charge(account, "d", 100, rule)
+    assert (result.allowed, result.used) == (True, 100)
+
+
+async def test_a_charge_counts_once_and_a_lost_total_is_recounted(redis, account):
+    b = ByteBudget(redis)
+    await b.charge(account, "a", 30, limits())
+    assert (await b.charge(account, "a", 30, limits())).used == 30
+    await redis.delete(budget.budget_keys(account)[1])
+    assert (await b.charge(account, "b", 20, limits())).used == 50
+
+
+# --- through the API ---------------------------------------------------------------------------------
+
+async def test_uploads_pass_until_the_window_is_full_then_429(make_service):
+    async with make_service(byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60) as svc:
+        for name in ("a.txt", "b.txt"):
+            resp = await svc.upload_json(text_item(4_000, name))
+            assert resp.status == 201, await resp.text()
+        kept = await svc.stored_keys()
+
+        resp = await svc.upload_json(text_item(4_000, "c.txt"))
+        error = await refused(resp)
+        assert resp.headers["Retry-After"] == "60"
+        assert error == {"code": "byte_budget_exceeded", "message": "this account uploaded more than 10000 bytes "
+                         "in the last 60 seconds; try again in 60 seconds"}
+        assert [r["filename"] for r in await svc.rows()] == ["a.txt", "b.txt"]
+        assert await svc.stored_keys() == kept
+        # No job was queued for it (crons may be, by their own ids).
+        assert all(job.startswith(b"cron:") for job in await svc.client.app[REDIS].zrange(QUEUE, 0, -1))
+
+        # locked out: even a tiny upload, a multipart one, or a URL to fetch
+        await refused(await svc.upload_json(text_item(1)))
+        await refused(await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"hi")))
+        await refused(await svc.upload_json({"target_type": "Task", "target_id": "1", "url": "http://x.test/a"}))
+        assert len(await svc.rows()) == 2 and await svc.stored_keys() == kept
+
+        # another account has its own budget
+        resp = await svc.client.post("/v1/attachments", json=text_item(4_000),
+                                     headers=svc.auth(svc.other_account()))
+        assert resp.status == 201, await resp.text()
+
+
+async def test_multipart_is_charged_before_it_is_read(make_service):
+    async with make_service(byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60) as svc:
+        resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"x" * 6_000))
+        assert resp.status == 201, await resp.text()
+        resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"y" * 3_900))
+        await refused(resp)   # 6,000 + 3,900 bytes of file fit, but not with their multipart framing
+        assert len(await svc.rows()) == 1
+
+        async def chunked():
+            yield (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello\r\n'
+                   b"--b--\r\n")
+
+        resp = await svc.client.post("/v1/attachments", data=chunked(), headers={
+            **svc.auth(svc.other_account()), "Content-Type": "multipart/form-data; boundary=b"})
+        assert (await refused(resp, 411))["code"] == "length_required"
+
+
+async def test_a_request_larger_than_the_whole_budget_is_413_without_lockout(make_service):
+    async with make_service(byte_budget=5_000, byte_budget_window_s=60, byte_budget_lockout_s=60) as svc:
+        resp = await svc.upload_json(text_item(6_000))
+        error = await refused(resp, 413)
+        assert error["code"] == "byte_budget_exceeded" and "Retry-After" not in resp.headers
+        assert await svc.stored_keys() == []
+        assert (await svc.upload_json(text_item(4_000))).status == 201
+
+
+async def test_account_limits_raise_and_lower_the_budget_and_the_file_cap(make_service, monkeypatch, capsys):
+    async with make_service(byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60,
+                            max_file_bytes=5_000) as svc:
+        # `attachd limits` reads the same settings as the service
+        for name, value in (("REDIS_URL", svc.settings.redis_url), ("BYTE_BUDGET", "10000"),
+                            ("BYTE_BUDGET_WINDOW_S", "60"), ("BYTE_BUDGET_LOCKOUT_S", "60"),
+                            ("MAX_FILE_BYTES", "5000")):
+            monkeypatch.setenv(f"ATTACHD_{name}", value)
+        big, small = svc.account, svc.other_account()
+        attachd(["limits", "--account", big, "--byte-budget", "30000", "--max-file-bytes", "8000"])
+        assert printed_limits(capsys.readouterr().out) == {
+            "byte_budget": (30_000, "account"), "byte_budget_window_s": (60, "default"),
+            "byte_budget_lockout_s": (60, "default"), "max_file_bytes": (8_000, "account")}
+        attachd(["limits", "--account", small, "--byte-budget", "5000", "--max-file-bytes", "2000"])
+        capsys.readouterr()
+
+        # raised: three times 6,000 bytes, each over the default cap of 5,000
+        resp = await svc.client.post("/v1/attachments", headers=svc.auth(big), data=form(b"x" * 6_000))
+        assert resp.status == 201, await resp.text()
+        for _ in range(2):
+            resp = await svc.upload_json(text_item(6_000))
+            assert resp.status == 201, await resp.text()
+        assert [r["size"] for r in await svc.rows()] == [6_000] * 3
+
+        # lowered: a 3,000-byte file is over this account's cap, in either form ...
+        resp = await svc.client.post("/v1/attachments", headers=svc.auth(small), data=form(b"x" * 3_000))
+        assert (await refused(resp, 413))["field"] == "file"
+        resp = await svc.client.post("/v1/attachments", json=text_item(3_000), headers=svc.auth(small))
+        assert (await refused(resp, 413))["field"] == "data"
+        # ... and the multipart one was still charged its Content-Length: 2,000 more do not fit in 5,000
+        await refused(await svc.client.post("/v1/attachments", json=text_item(2_000), headers=svc.auth(small)))
+        assert await svc.rows(small) == []
+
+        attachd(["limits", "--account", small, "--clear"])
+        shown = printed_limits(capsys.readouterr().out)
+        assert shown["byte_budget"] == (10_000, "default") and shown["max_file_bytes"] == (5_000, "default")
+
+
+async def test_a_budget_of_zero_turns_it_off(make_service):
+    async with make_service(byte_budget=0) as svc:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            assert (await svc.upload_json(text_item(4_000, name))).status == 201
+        assert await svc.client.app[REDIS].keys("attachd:budget:*") == []
+
+
+async def test_every_ingress_replica_spends_the_same_budget(make_service):
+    async with make_service(byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60) as svc:
+        other = TestClient(TestServer(ingress_app(svc.settings)))
+        await other.start_server()
+        try:
+            assert (await svc.upload_json(text_item(6_000))).status == 201
+            resp = await other.post("/v1/attachments", json=text_item(6_000), headers=svc.auth())
+            assert resp.headers["Retry-After"] == "60"
+            await refused(resp)
+            await refused(await svc.upload_json(text_item(1)))
+        finally:
+            await other.close()
