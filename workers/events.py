@@ -1,0 +1,116 @@
+"""Events: the outbox relay to the ``attachd:events`` Redis Stream, and closing upload sessions.
+
+Every committed change wrote its event to the ``outbox`` table in its own
+transaction. The relay copies unpublished rows to the stream in ``seq`` order,
+then marks them published: XADD first, mark after, so a crash in between
+publishes some events twice and never loses one. ``workers/EVENTS.md`` is the
+consumer's side of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.core import jobs, repository
+from services.core.errors import not_found
+from services.core.records import row_to_dict
+from services.core.settings import Settings
+from workers.context import WorkerContext
+
+log = logging.getLogger("attachd.events")
+
+STREAM = "attachd:events"
+BATCH = 500
+_RELAY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(hashtextextended('attachd-relay', 0))"
+
+
+def stream_entry(row: asyncpg.Record) -> dict[str, str | bytes]:
+    r = row_to_dict(row)
+    event = {"seq": r["seq"], "type": r["event_type"], "account_id": r["account_id"],
+             "attachment_id": r["attachment_id"], "occurred_at": r["created_at"], **r["payload"]}
+    return {"seq": str(r["seq"]), "account_id": r["account_id"], "type": r["event_type"], "event": orjson.dumps(event)}
+
+
+async def relay_outbox(pool: asyncpg.Pool, redis, *, batch: int = BATCH, maxlen: int = 1_000_000) -> int:
+    """Publish up to ``batch`` unpublished events in ``seq`` order; how many were published.
+
+    One relay at a time, across every worker: another one running makes this one return 0.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval(_RELAY_LOCK_SQL):
+            return 0
+        rows = await conn.fetch(
+            "SELECT seq, account_id, event_type, attachment_id, payload, created_at FROM outbox "
+            "WHERE published_at IS NULL ORDER BY seq LIMIT $1", batch)
+        if not rows:
+            return 0
+        async with redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.xadd(STREAM, stream_entry(row), maxlen=maxlen, approximate=True)
+            await pipe.execute()
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
+                           [row["seq"] for row in rows])
+    return len(rows)
+
+
+async def relay_forever(pool: asyncpg.Pool, redis, settings: Settings) -> None:
+    """The worker's relay loop: drain the outbox, wait ``relay_interval_s``, again; cancel to stop."""
+    delay = settings.relay_interval_s
+    while True:
+        try:
+            while await relay_outbox(pool, redis, maxlen=settings.events_maxlen) == BATCH:
+                pass
+            delay = settings.relay_interval_s
+        except Exception:
+            log.warning("event relay failed; retrying", exc_info=True)
+            delay = min(max(delay * 2, 1.0), 30.0)
+        await asyncio.sleep(delay)
+
+
+def _session_outcome(session: asyncpg.Record, rows: list[asyncpg.Record]) -> dict[str, Any]:
+    return {"state": "complete", "session": row_to_dict(session), "attachments": [row_to_dict(r) for r in rows]}
+
+
+async def close_session(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """Close an upload session and announce its attachments in one event; closing it again adds none."""
+    wctx: WorkerContext = ctx["attachd"]
+    job_id, account_id, token = job["job_id"], job["account_id"], job["session_token"]
+    async with wctx.pool.acquire() as conn, conn.transaction():
+        closed = None
+        # A re-run of this job must not close the session again if an upload has reopened it since.
+        if not await repository.job_wrote_event(conn, job_id, repository.SESSION_CLOSED):
+            closed = await repository.close_upload_session(conn, account_id, token, job_id)
+        if closed is None and (session := await repository.get_upload_session(conn, account_id, token)):
+            closed = session, await repository.session_attachments(conn, account_id, token)
+    outcome = _session_outcome(*closed) if closed else {"state": "failed", "error": not_found("session").to_dict()}
+    await jobs.publish_outcome(ctx["redis"], job_id, outcome)
+    return {"state": outcome["state"]}
+
+
+async def close_idle_sessions(pool: asyncpg.Pool, idle_s: float, *, limit: int = 500) -> int:
+    """Close the sessions with no upload for ``idle_s`` seconds, each with its event; how many."""
+    idle = await pool.fetch(
+        "SELECT account_id, session_token FROM upload_sessions WHERE closed_at IS NULL "
+        "AND last_upload_at < now() - make_interval(secs => $1) ORDER BY last_upload_at LIMIT $2",
+        idle_s, limit)
+    closed = 0
+    for session in idle:
+        async with pool.acquire() as conn, conn.transaction():
+            # Re-checked inside: an upload since the query keeps the session open.
+            if await repository.close_upload_session(conn, session["account_id"], session["session_token"],
+                                                     None, idle_s=idle_s):
+                closed += 1
+    if closed:
+        log.info("closed %d idle upload sessions", closed)
+    return closed
+
+
+async def close_idle(ctx: dict[str, Any]) -> int:
+    """arq cron: ``close_idle_sessions`` with ``ATTACHD_SESSION_IDLE_S``."""
+    wctx: WorkerContext = ctx["attachd"]
+    return await close_idle_sessions(wctx.pool, wctx.settings.session_idle_s)
