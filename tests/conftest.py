@@ -121,6 +121,15 @@ class Service:
         keys += [o.key async for o in self.storage.list("staging/")]
         return sorted(keys)
 
+    async def finished_upload(self, status_url: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Poll a write's status URL until it is complete or failed, as an async client would."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            status = await (await self.client.get(status_url, headers=self.auth())).json()
+            if status["status"] in ("complete", "failed") or asyncio.get_running_loop().time() > deadline:
+                return status
+            await asyncio.sleep(0.05)
+
     async def upload_json(self, body: dict[str, Any], *, headers: dict[str, str] | None = None):
         return await self.client.post("/v1/attachments", json=body, headers={**self.auth(), **(headers or {})})
 

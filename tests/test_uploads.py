@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 
@@ -181,11 +180,7 @@ async def test_respond_async_gives_202_and_a_status_url(service):
     body = await resp.json()
     assert body["status"] in ("queued", "in_progress", "complete")
     assert body["status_url"] == f"/v1/uploads/{body['id']}"
-    for _ in range(200):
-        status = await (await service.client.get(body["status_url"], headers=service.auth())).json()
-        if status["status"] == "complete":
-            break
-        await asyncio.sleep(0.05)
+    status = await service.finished_upload(body["status_url"])
     assert status["status"] == "complete"
     assert status["attachment"]["id"] == body["id"]
     other = await service.client.get(body["status_url"], headers=service.auth(service.other_account()))
@@ -196,12 +191,7 @@ async def test_failed_async_upload_reports_its_error(service):
     resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt",
                                       "data": "not base64!"}, headers={"Prefer": "respond-async"})
     assert resp.status == 202
-    status_url = (await resp.json())["status_url"]
-    for _ in range(200):
-        status = await (await service.client.get(status_url, headers=service.auth())).json()
-        if status["status"] == "failed":
-            break
-        await asyncio.sleep(0.05)
+    status = await service.finished_upload((await resp.json())["status_url"])
     assert status["status"] == "failed"
     assert status["error"]["code"] == "invalid_base64" and status["error"]["field"] == "data"
 

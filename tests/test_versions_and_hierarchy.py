@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import pytest
@@ -119,10 +118,5 @@ async def test_an_async_target_move_reports_its_state(service):
     resp = await service.client.put("/v1/targets/TicketNote/3", json={"parent": {"type": "Ticket", "id": "1"}},
                                     headers={**service.auth(), "Prefer": "respond-async"})
     assert resp.status == 202
-    status_url = (await resp.json())["status_url"]
-    for _ in range(200):
-        status = await (await service.client.get(status_url, headers=service.auth())).json()
-        if status["status"] == "complete":
-            break
-        await asyncio.sleep(0.05)
+    status = await service.finished_upload((await resp.json())["status_url"])
     assert status["target"]["ancestors"] == ["TicketNote:3", "Ticket:1"]
