@@ -352,6 +352,9 @@ async def ingest(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     """arq entry point; the outcome goes to Redis for the waiting ingress, the return value to arq."""
     wctx: WorkerContext = ctx["attachd"]
     job_id = job["job_id"]
+    if (done := await jobs.read_outcome(ctx["redis"], job_id)) is not None:
+        # Already finished (arq may run a job again): its staged bytes are gone, its outcome stands.
+        return {"state": done["state"]}
     try:
         outcome = await IngestJob(wctx, job).run()
     except Exception:
