@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import uuid
@@ -16,7 +17,7 @@ from services.core.auth import READ, WRITE, Principal
 from services.core.errors import ApiError, bad_request
 from services.core.validation import coerce_form, parse_changes, parse_new_attachment, parse_parent
 from services.ingress import writes
-from services.ingress.multipart import read_form
+from services.ingress.multipart import raw_disposition_filename, read_form
 from services.web.engines import BUDGET, REDIS, STORAGE
 from services.web.http import SETTINGS, principal, read_json
 
@@ -64,6 +65,8 @@ async def create(request: web.Request) -> web.Response:
             if request.content_type.startswith("multipart/"):
                 await spend(budget.multipart_charge(request.content_length, limits))
                 payload = await _from_multipart(request, upload_id, limits.max_file_bytes)
+            elif is_raw_upload(request):
+                payload = await _from_raw(request, upload_id, limits.max_file_bytes, spend, limits)
             else:
                 payload = await _from_json(request, limits.max_file_bytes)
                 await spend(budget.base64_charge(payload["items"]))
@@ -143,6 +146,62 @@ async def _from_multipart(request: web.Request, upload_id: str, max_file_bytes: 
     except BaseException:
         await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))
         raise
+
+
+def is_raw_upload(request: web.Request) -> bool:
+    """A body that is neither JSON nor multipart is the file itself (no Content-Type at all reads as
+    application/octet-stream, as HTTP has it)."""
+    return request.content_type != "application/json" and not request.content_type.startswith("multipart/")
+
+
+def _raw_fields(request: web.Request) -> tuple[dict[str, Any], str | None]:
+    """The create fields of a raw upload, from the query string, checked as a multipart form's are."""
+    fields = coerce_form(dict(request.rel_url.query.items()))
+    hint = None
+    if disposition := request.headers.get("Content-Disposition"):
+        hint = raw_disposition_filename(disposition)
+    parse_new_attachment(fields, has_file=True, filename_hint=hint)
+    if fields.get("content_type") is None and request.content_type != "application/octet-stream":
+        fields["content_type"] = request.content_type[:100]  # declared, as a data: URI's type is
+    return fields, hint
+
+
+async def _from_raw(request: web.Request, upload_id: str, max_file_bytes: int, spend, limits) -> dict[str, Any]:
+    """``POST /v1/attachments?target_type=..&target_id=..`` with the file as the body."""
+    fields, hint = _raw_fields(request)  # a bad request is refused before it costs budget or a byte is read
+    name = hint or fields.get("filename") or "the file"
+    too_large = ApiError("size_exceeded", f"{name} is larger than the limit of {max_file_bytes} bytes",
+                         field="file", status=413)
+    if request.content_length is not None and request.content_length > max_file_bytes:
+        raise too_large
+    if limits.budget_on and request.content_length is None:
+        raise ApiError("length_required", "an upload needs a Content-Length while this account has a byte "
+                       "budget", status=411)
+    await spend(budget.multipart_charge(request.content_length, limits))
+    key = storage.staged_key(upload_id, 0)
+    try:
+        size = await request.app[STORAGE].write_stream(key, _body_chunks(request), limit=max_file_bytes)
+    except BaseException as exc:  # nothing stays staged; over the limit (possible only when chunked): 413
+        with contextlib.suppress(Exception):
+            await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))
+        if isinstance(exc, storage.SizeLimitExceeded):
+            raise too_large from None
+        raise
+    if hint and "filename" not in fields:
+        fields["filename"] = hint
+    source = {"kind": "staged", "key": key, "filename": hint, "size": size}
+    return {"mode": "atomic", "many": False, "items": [{"id": new_id(), "fields": fields, "source": source}]}
+
+
+async def _body_chunks(request: web.Request):
+    """The body as the HTTP parser delivered it, chunk by chunk (no joining)."""
+    content = request.content
+    while True:
+        chunk, end_of_http_chunk = await content.readchunk()
+        if chunk:
+            yield chunk
+        elif not end_of_http_chunk:
+            return
 
 
 def _multipart_payload(form) -> dict[str, Any]:
