@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ SCOPE_ALIASES = {"task_management_read": READ, "task_management_write": WRITE}
 # Writing implies reading, as in the seed ("task_management_read / task_management_write" may list).
 IMPLIED = {WRITE: {READ}}
 ACTOR_TYPES = ("User", "Application", "Contact", "Resource")
+_VERIFIED_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class TokenVerifier:
         if public_key:
             self._keys.append((public_key, ["RS256"]))
         self._leeway = leeway_s
+        # token -> (principal, valid until): a token verified once is not decoded again while it lasts.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify_header(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -65,6 +69,21 @@ class TokenVerifier:
         return self.verify(token.strip())
 
     def verify(self, token: str) -> Principal:
+        """The token's principal. A token verified before is taken from a bounded cache until its
+        ``exp`` (plus the leeway) passes, as PyJWT would judge it: it has the same key, and its
+        ``nbf`` and ``iat`` stay passed once passed."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]
+        principal, valid_until = self._decode(token)
+        if len(self._verified) >= _VERIFIED_MAX:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (principal, valid_until)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float]:
         claims = None
         error = "the token is invalid"
         for key, algorithms in self._keys:
@@ -85,8 +104,11 @@ class TokenVerifier:
             account = parse_account_id(claims["account"])
         except ApiError as exc:
             raise _unauthorized(exc.message) from None
+        exp = claims.get("exp")
+        # PyJWT has checked that int(exp) works and that exp > now - leeway.
+        valid_until = int(exp) + self._leeway if exp is not None else math.inf
         return Principal(account_id=account, actor_type=actor_type, actor_id=str(claims["sub"]),
-                         scopes=normalize_scopes(claims.get("scope", "")))
+                         scopes=normalize_scopes(claims.get("scope", ""))), valid_until
 
 
 def mint_token(secret: str, *, account: str, sub: str = "dev", sub_type: str = "User",

@@ -37,28 +37,60 @@ def row_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return {key: _plain(value) for key, value in dict(row).items()}
 
 
-def file_links(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int) -> dict[str, str | None]:
+def file_links(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int,
+               signer: signing.LinkSigner | None = None) -> dict[str, str | None]:
     if not row.get("storage_key"):
         return {"original": None, "thumbnail": None, "small": None}
+    signer = signer or signing.LinkSigner(secret, expires, base_url)
     variants = row.get("variants") or {}
-    attachment_id = str(row["id"])
-
-    def link(variant: str) -> str:
-        return base_url + signing.signed_path(secret, attachment_id, variant, expires)
-
-    return {
-        "original": link("original"),
-        "thumbnail": link("thumbnail") if variants.get("thumbnail") else None,
-        "small": link("small") if variants.get("small") else None,
-    }
+    return signer.links(str(row["id"]), bool(variants.get("thumbnail")), bool(variants.get("small")))
 
 
-def to_api(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int) -> dict[str, Any]:
-    plain = row_to_dict(row)
-    record = {key: plain.get(key) for key in _PUBLIC}
-    record["created_by"] = {"type": plain.get("created_by_type"), "id": plain.get("created_by_id")}
-    record["impersonator_id"] = plain.get("impersonator_id")
+# Values of these types go out as they are; anything else (UUIDs, date-times) through _plain.
+_READY = frozenset({str, int, bool, type(None), list, float})
+
+
+def to_api(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int,
+           signer: signing.LinkSigner | None = None) -> dict[str, Any]:
+    """The API record of a row (or of a ``row_to_dict`` dict). Pass one ``signer`` for many rows."""
+    get = row.get
+    record = {key: v if type(v := get(key)) in _READY else _plain(v) for key in _PUBLIC}
+    record["created_by"] = {"type": get("created_by_type"), "id": get("created_by_id")}
+    record["impersonator_id"] = get("impersonator_id")
     for key in ("created_at", "updated_at", "canceled_at"):
-        record[key] = plain.get(key)
-    record["file"] = file_links(row, base_url=base_url, secret=secret, expires=expires)
+        record[key] = _plain(get(key))
+    record["file"] = file_links(row, base_url=base_url, secret=secret, expires=expires, signer=signer)
     return record
+
+
+# The read path of the query service: rows selected with API_COLUMNS are the record already, in its
+# field order (created_by built by Postgres), followed by the two columns the links need. One dict()
+# per row and a few changes make the record; see api_records.
+_API_SQL = {"sha256": "encode(sha256, 'hex') AS sha256",
+            "created_by": "json_build_object('type', created_by_type, 'id', created_by_id) AS created_by"}
+API_FIELDS = (*_PUBLIC, "created_by", "impersonator_id", "created_at", "updated_at", "canceled_at")
+_API_KEYS = (*API_FIELDS, "storage_key", "variants")
+API_COLUMNS = ", ".join(_API_SQL.get(name, name) for name in _API_KEYS)
+
+
+def api_records(rows, *, base_url: str, secret: bytes, expires: int) -> list[dict[str, Any]]:
+    """``to_api`` for many rows read with ``API_COLUMNS``, at a third of the cost; the same JSON.
+
+    Date-times stay ``datetime`` objects: ``services.web.http.json_response`` writes them (orjson,
+    ``OPT_UTC_Z``) exactly as ``_plain`` would."""
+    links = signing.LinkSigner(secret, expires, base_url).links
+    keys = _API_KEYS
+    out = []
+    for row in rows:
+        record = dict(zip(keys, row.values()))
+        ident = record["id"] = str(record["id"])
+        if (parent := record["parent_attachment_id"]) is not None:
+            record["parent_attachment_id"] = str(parent)
+        variants = record.pop("variants")
+        if record.pop("storage_key"):
+            record["file"] = links(ident, bool(variants and variants.get("thumbnail")),
+                                   bool(variants and variants.get("small")))
+        else:
+            record["file"] = {"original": None, "thumbnail": None, "small": None}
+        out.append(record)
+    return out

@@ -14,7 +14,7 @@ from services.core import hierarchy, listing, querylang, records, repository, si
 from services.core.auth import READ
 from services.core.errors import bad_request, not_found
 from services.core.fields import describe_fields
-from services.core.records import COLUMNS
+from services.core.records import API_COLUMNS
 from services.web.engines import POOL
 from services.web.http import SETTINGS, base_url, json_response, principal, read_json
 
@@ -30,10 +30,10 @@ def attachment_id(request: web.Request) -> uuid.UUID:
 
 
 def render(request: web.Request, rows) -> list[dict[str, Any]]:
+    """The API records of rows read with ``API_COLUMNS``, for ``json_response``."""
     settings = request.app[SETTINGS]
     expires = signing.expiry(time.time(), settings.link_ttl_s)
-    base, secret = base_url(request), settings.link_secret
-    return [records.to_api(r, base_url=base, secret=secret, expires=expires) for r in rows]
+    return records.api_records(rows, base_url=base_url(request), secret=settings.link_secret, expires=expires)
 
 
 def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str]) -> repository.ListFilter:
@@ -72,7 +72,8 @@ async def list_attachments(request: web.Request) -> web.Response:
     order = listing.parse_order_by(request.query.get("order_by"))
     limit = listing.parse_limit(request.query.get("limit"))
     async with request.app[POOL].acquire() as conn:
-        rows, next_cursor = await repository.list_attachments(conn, f, order, limit, request.query.get("cursor"))
+        rows, next_cursor = await repository.list_attachments(conn, f, order, limit, request.query.get("cursor"),
+                                                              columns=API_COLUMNS)
     return json_response({"attachments": render(request, rows), "next_cursor": next_cursor})
 
 
@@ -89,7 +90,7 @@ async def get_attachment(request: web.Request) -> web.Response:
     include_canceled = listing.parse_bool(request.query.get("include_canceled"), "include_canceled")
     async with request.app[POOL].acquire() as conn:
         row = await repository.get_attachment(conn, who.account_id, attachment_id(request),
-                                              include_canceled=include_canceled)
+                                              include_canceled=include_canceled, columns=API_COLUMNS)
     if row is None:
         raise not_found()
     return json_response(render(request, [row])[0])
@@ -142,7 +143,7 @@ async def query_attachments(request: web.Request) -> web.Response:
     if query.cursor:
         where.add("id > ?", _decode_query_cursor(query.cursor))
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(f"SELECT {COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
+        rows = await conn.fetch(f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
                                 f"LIMIT {query.max_records + 1}", *where.params)
     more = len(rows) > query.max_records
     rows = rows[: query.max_records]

@@ -30,7 +30,8 @@ async def redis_ctx(app: web.Application):
 
 
 async def pool_ctx(app: web.Application):
-    pool = await db.create_pool(app[SETTINGS].database_url, min_size=2, max_size=20)
+    # HTTP handlers run plain reads and change no session state: no reset round trip per request.
+    pool = await db.create_pool(app[SETTINGS].database_url, min_size=2, max_size=20, reset_session=False)
     app[POOL] = pool
 
     async def ping() -> None:

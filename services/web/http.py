@@ -29,7 +29,8 @@ LATENCY = Histogram("attachd_http_request_seconds", "HTTP request latency", ["ap
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+    # A date-time goes out as records._plain writes it: ISO 8601, UTC as "Z".
+    return web.Response(body=orjson.dumps(data, option=orjson.OPT_UTC_Z), status=status, headers=headers,
                         content_type="application/json")
 
 
