@@ -136,6 +136,14 @@ def after_sql(order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID,
         params.append(value)
         return f"${first_param + len(params) - 1}"
 
+    if not any(k.descending for k in order):
+        # All ascending (the default order): a row comparison, which a btree uses to start the scan
+        # right after the cursor (attachments_target_live: Index Cond, not a Filter over the earlier
+        # pages). The keys are never null (NOT NULL columns or coalesced), so it is the same predicate.
+        exprs = [ORDERABLE[k.field][0] for k in order]
+        values_sql = [param(v) for v in values]
+        return f"(({', '.join(exprs)}, id) > ({', '.join(values_sql)}, {param(last_id)}))", params
+
     clause = f"id > {param(last_id)}"
     for key, value in reversed(list(zip(order, values))):
         expr = ORDERABLE[key.field][0]

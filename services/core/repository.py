@@ -132,8 +132,8 @@ async def next_version(conn, account_id: str, parent_id: uuid.UUID,
 
 
 async def get_attachment(conn, account_id: str, attachment_id: uuid.UUID, *,
-                         include_canceled: bool = False) -> asyncpg.Record | None:
-    sql = f"SELECT {COLUMNS} FROM attachments WHERE id = $1 AND account_id = $2"
+                         include_canceled: bool = False, columns: str = COLUMNS) -> asyncpg.Record | None:
+    sql = f"SELECT {columns} FROM attachments WHERE id = $1 AND account_id = $2"
     if not include_canceled:
         sql += " AND canceled_at IS NULL"
     return await conn.fetchrow(sql, attachment_id, account_id)
@@ -239,7 +239,7 @@ def list_where(f: ListFilter) -> Where:
 
 
 async def list_attachments(conn, f: ListFilter, order: Sequence[listing.SortKey], limit: int,
-                           cursor: str | None) -> tuple[list[asyncpg.Record], str | None]:
+                           cursor: str | None, *, columns: str = COLUMNS) -> tuple[list[asyncpg.Record], str | None]:
     order = tuple(order)
     where = list_where(f)
     if cursor:
@@ -248,7 +248,7 @@ async def list_attachments(conn, f: ListFilter, order: Sequence[listing.SortKey]
         where.clauses.append(clause)
         where.params.extend(params)
     rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY {listing.order_sql(order)} "
+        f"SELECT {columns} FROM attachments WHERE {where.sql()} ORDER BY {listing.order_sql(order)} "
         f"LIMIT {int(limit) + 1}",
         *where.params,
     )
@@ -256,6 +256,28 @@ async def list_attachments(conn, f: ListFilter, order: Sequence[listing.SortKey]
     return list(rows[:limit]), next_cursor
 
 
+def counter_sql(f: ListFilter) -> tuple[str, list[Any]] | None:
+    """The statement that reads ``f``'s count from the live counters (schema.sql ``attachment_counts``),
+    or None when they cannot answer it: they hold latest, non-canceled rows per target and per account,
+    all and available only; canceled rows, older versions and descendants need ``count(*)``."""
+    if f.include_canceled or f.all_versions or f.ancestor is not None:
+        return None
+    column = "live_available" if f.available_only else "live"
+    if f.target_type is None and f.target_id is None:
+        return (f"SELECT coalesce((SELECT {column} FROM account_attachment_counts WHERE account_id = $1), 0)",
+                [f.account_id])
+    if f.target_type is None:
+        return None
+    if f.target_id is None:
+        return (f"SELECT coalesce(sum({column}), 0)::bigint FROM attachment_counts "
+                f"WHERE account_id = $1 AND target_type = $2", [f.account_id, f.target_type])
+    return (f"SELECT coalesce((SELECT {column} FROM attachment_counts WHERE account_id = $1 "
+            f"AND target_type = $2 AND target_id = $3), 0)", [f.account_id, f.target_type, f.target_id])
+
+
 async def count_attachments(conn, f: ListFilter) -> int:
+    counted = counter_sql(f)
+    if counted is not None:
+        return await conn.fetchval(counted[0], *counted[1])
     where = list_where(f)
     return await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params)

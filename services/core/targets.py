@@ -57,7 +57,8 @@ async def place_target(conn: asyncpg.Connection, account_id: str, target_type: s
         "SET parent_type = $4, parent_id = $5, ancestors = $6, updated_at = now()",
         account_id, target_type, target_id, parent and parent[0], parent and parent[1], chain,
     )
-    if old is not None and list(old) != chain:
+    # A target never placed before had the chain [own]: attachments may already hang on it with that.
+    if list(old or [own]) != chain:
         # Everything whose chain passes through this target keeps its part below it and takes the new top.
         for table in ("targets", "attachments"):
             await conn.execute(
@@ -65,6 +66,7 @@ async def place_target(conn: asyncpg.Connection, account_id: str, target_type: s
                 f"WHERE account_id = $1 AND ancestors @> ARRAY[$2]",
                 account_id, own, chain,
             )
+    if old is not None and list(old) != chain:
         return chain, {"target": {"type": target_type, "id": target_id},
                        "parent": None if parent is None else {"type": parent[0], "id": parent[1]},
                        "ancestors": chain}
