@@ -27,8 +27,7 @@ from bench.corpus import OUT, Item
 
 TARGETS = {"vs_thumbor": 4.0, "vs_pillow": 1.5, "vs_floor": 1.1, "two_procs": 1.9,
            "rss_corpus_mb": 250, "rss_100mp_mb": 300}
-DEPLOYED = {"MALLOC_ARENA_MAX": "2"}  # deploy/k8s/worker.yaml
-PROPOSED = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}  # see RESULTS.md
+BEFORE_FIX = {"MALLOC_ARENA_MAX": "2"}  # what deploy/k8s/worker.yaml set before configure_vips bounded malloc
 ROOT = Path(__file__).resolve().parent.parent
 _HZ = os.sysconf("SC_CLK_TCK")
 
@@ -172,34 +171,26 @@ def _threaded(jobs: list[tuple[str, str]], threads: int) -> float:
     return time.process_time() - c
 
 
-SCALING = {  # name: (processes, threads per process, environment)
-    "1 process": (1, 1, "deployed"),
-    "2 processes": (2, 1, "deployed"),
-    "1 process × 2 threads": (1, 2, "deployed"),
-    "1 process, proposed env": (1, 1, "proposed"),
+SCALING = {  # name: (processes, threads per process)
+    "1 process": (1, 1),
+    "2 processes": (2, 1),
+    "1 process × 2 threads": (1, 2),
 }
 
 
-def _pool(procs: int, env: dict[str, str]):
-    saved = dict(os.environ)
-    os.environ.update(env)  # a spawned child takes the environment as it is at start
-    try:
-        return multiprocessing.get_context("spawn").Pool(procs, initializer=_init_worker)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def _pool(procs: int):
+    return multiprocessing.get_context("spawn").Pool(procs, initializer=_init_worker)
 
 
 def scaling(items: list[Item], reps: int) -> dict:
     jobs = [(i.path, i.content_type) for i in items]  # largest first: the tail is not one big image
-    envs = {"deployed": DEPLOYED, "proposed": PROPOSED}
-    pools = {name: _pool(procs, envs[env]) for name, (procs, _t, env) in SCALING.items()}
+    pools = {name: _pool(procs) for name, (procs, _t) in SCALING.items()}
     out = {name: {"ips": [], "cpu_ms": [], "other_cores": []} for name in SCALING}
     try:
         for pool in pools.values():  # warm-up: imports, libvips start-up
             pool.map(_variants, jobs[-4:] * 2, chunksize=1)
         for rep in range(reps):
-            for name, (_procs, threads, _env) in SCALING.items():
+            for name, (_procs, threads) in SCALING.items():
                 _wait_quiet(5)
                 busy, w = _busy_seconds(), time.perf_counter()
                 if threads == 1:
@@ -229,17 +220,19 @@ def rss_variants(passes: int) -> list[tuple[str, dict, list[str], int | None]]:
     """(label, environment, worker_rss arguments, target MB)."""
     corpus_args = ["--passes", str(passes)]
     big = ["--passes", "2", "--only", "big-12500x8000.jpg"]
+    glibc = ["--glibc-defaults"]
     return [
-        ("corpus, glibc defaults (no env)", {}, corpus_args, TARGETS["rss_corpus_mb"]),
-        ("corpus, as deployed: MALLOC_ARENA_MAX=2", DEPLOYED, corpus_args, TARGETS["rss_corpus_mb"]),
-        ("corpus, proposed: + MALLOC_MMAP_THRESHOLD_=131072", PROPOSED, corpus_args, TARGETS["rss_corpus_mb"]),
-        ("corpus, no env, proposed mallopt() in configure_vips", {}, corpus_args + ["--mallopt"],
+        ("corpus, glibc defaults", {}, corpus_args + glibc, TARGETS["rss_corpus_mb"]),
+        ("corpus, MALLOC_ARENA_MAX=2 only (before the fix)", BEFORE_FIX, corpus_args + glibc,
          TARGETS["rss_corpus_mb"]),
-        ("corpus, proposed env, 2 threads (the worker's pool)", PROPOSED, corpus_args + ["--threads", "2"], None),
-        ("100-MP baseline JPEG alone, as deployed", DEPLOYED, big, TARGETS["rss_100mp_mb"]),
-        ("100-MP baseline JPEG alone, proposed env", PROPOSED, big, TARGETS["rss_100mp_mb"]),
-        ("100-MP *progressive* JPEG alone, proposed env", PROPOSED,
+        ("corpus, as shipped: configure_vips bounds malloc", {}, corpus_args, TARGETS["rss_corpus_mb"]),
+        ("corpus, as shipped, 2 threads (the worker's pool)", {}, corpus_args + ["--threads", "2"],
+         TARGETS["rss_corpus_mb"]),
+        ("100-MP baseline JPEG alone, as shipped", {}, big, TARGETS["rss_100mp_mb"]),
+        ("100-MP *progressive* JPEG alone, as shipped", {},
          ["--passes", "1", "--path", str(PROGRESSIVE_100MP)], None),
+        ("two 100-MP *progressive* JPEGs, 2 threads, as shipped", {},
+         ["--passes", "1", "--threads", "2", "--path", str(PROGRESSIVE_100MP), "--copies", "2"], None),
     ]
 
 
@@ -280,9 +273,12 @@ def versions() -> dict:
 
     from bench.contenders import THUMBOR_VENV
 
-    thumbor = subprocess.run([str(THUMBOR_VENV / "bin" / "python"), "-c",
-                              "import thumbor, PIL; print(f'{thumbor.__version__} (its own Pillow {PIL.__version__})')"],
-                             capture_output=True, text=True)
+    thumbor_python = THUMBOR_VENV / "bin" / "python"
+    thumbor = "not installed"
+    if thumbor_python.exists():
+        thumbor = subprocess.run([str(thumbor_python), "-c",
+                                  "import thumbor, PIL; print(f'{thumbor.__version__} (its own Pillow {PIL.__version__})')"],
+                                 capture_output=True, text=True).stdout.strip() or thumbor
     with open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     with open("/proc/meminfo") as f:
@@ -291,7 +287,7 @@ def versions() -> dict:
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": head.stdout.strip() or "?",
             "nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(ram, 1), "python": platform.python_version(),
             "libvips": ".".join(str(pyvips.version(i)) for i in range(3)), "pyvips": pyvips.__version__,
-            "pillow": pillow, "thumbor": thumbor.stdout.strip() or "not installed"}
+            "pillow": pillow, "thumbor": thumbor}
 
 
 def report(meta: dict, items: list[Item], cmp: dict | None, scale: dict | None, mem: list | None) -> str:

@@ -3,7 +3,7 @@
 Run by ``bench.thumbnails`` in a fresh process per variant (the environment,
 e.g. MALLOC_ARENA_MAX, must be set before libc's malloc starts):
 
-    python -m bench.worker_rss --passes 3 [--threads 2] [--only NAME] [--path FILE.jpg] [--mallopt]
+    python -m bench.worker_rss --passes 3 [--threads 2] [--only NAME] [--path FILE.jpg] [--glibc-defaults]
 
 Prints one JSON line. Imports only what the worker imports for media.
 """
@@ -11,7 +11,6 @@ Prints one JSON line. Imports only what the worker imports for media.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import resource
@@ -35,29 +34,21 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * _PAGE / 2**20
 
 
-def bound_malloc() -> None:
-    """The change proposed for workers.media.configure_vips (see RESULTS.md): the same as
-    MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072, set from inside the process."""
-    libc = ctypes.CDLL(None)
-    libc.mallopt(-8, 2)  # M_ARENA_MAX
-    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: pinned, so glibc stops raising it towards 32 MiB
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="substring of the file names to keep")
     parser.add_argument("--path", help="one image file instead of the corpus (JPEG)")
-    parser.add_argument("--mallopt", action="store_true", help="call bound_malloc() first")
+    parser.add_argument("--copies", type=int, default=1, help="with --path: that many at once")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="configure_vips(bound_malloc=False): glibc's malloc as it comes (or as the environment sets it)")
     args = parser.parse_args()
-    if args.mallopt:
-        bound_malloc()
     if args.path:
-        jobs = [(args.path, "image/jpeg")]
+        jobs = [(args.path, "image/jpeg")] * args.copies
     else:
         jobs = [(i.path, i.content_type) for i in corpus.load() if not args.only or args.only in i.name]
-    configure_vips()  # as WorkerContext.open does
+    configure_vips(bound_malloc=not args.glibc_defaults)  # as WorkerContext.open does
     out = {"baseline_mb": round(rss_mb()), "passes": []}
     for _ in range(args.passes):
         with ThreadPoolExecutor(args.threads) as pool:  # the worker's media_executor

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,7 @@ import pyvips
 
 from services.core.errors import ApiError
 from services.core.sniff import sniff
+from workers import media
 from workers.media import (
     ALLOWED_LOADERS,
     NO_MEDIA,
@@ -15,6 +19,7 @@ from workers.media import (
     THUMBNAIL,
     MediaResult,
     configure_vips,
+    decode_bytes,
     image_dimensions,
     make_variants,
 )
@@ -340,3 +345,53 @@ def test_a_heif_this_build_cannot_decode_is_kept_without_variants(tmp_path: Path
     result = make_variants(str(path), "image/heif", max_pixels=10_000_000)
 
     assert (result.thumbnail, result.small) == (None, None)
+
+
+def test_decode_bytes_counts_what_cannot_shrink_on_load(tmp_path: Path) -> None:
+    image = gradient(400, 300)
+    progressive = tmp_path / "progressive.jpg"
+    image.jpegsave(str(progressive), interlace=True)
+    baseline = save(tmp_path / "baseline.jpg", image)
+    png = save(tmp_path / "still.png", image)
+
+    def header(path: Path) -> pyvips.Image:
+        return pyvips.Image.new_from_file(str(path), access="sequential")
+
+    assert decode_bytes(header(progressive), "image/jpeg") == 400 * 300 * 3 * 2  # DCT coefficients
+    assert decode_bytes(header(baseline), "image/jpeg") == 0
+    assert decode_bytes(header(png), "image/png") == 0
+
+
+def test_a_heavy_decode_runs_alone_and_light_ones_side_by_side(tmp_path: Path, monkeypatch) -> None:
+    progressive = [tmp_path / f"p{i}.jpg" for i in range(3)]
+    for path in progressive:
+        gradient(800, 600).jpegsave(str(path), interlace=True)
+    baseline = [save(tmp_path / f"b{i}.jpg", gradient(800, 600)) for i in range(4)]
+    monkeypatch.setattr(media, "HEAVY_DECODE_BYTES", 1 << 20)  # 800x600 progressive: 2.9 MB, heavy
+
+    lock = threading.Lock()
+    running: list[str] = []
+    seen_together: list[tuple[str, ...]] = []
+    real_decode = media._decode_small
+
+    def observed(path: str) -> pyvips.Image:
+        kind = "heavy" if Path(path).name.startswith("p") else "light"
+        with lock:
+            running.append(kind)
+            seen_together.append(tuple(sorted(running)))
+        time.sleep(0.05)  # long enough for the other threads to arrive
+        try:
+            return real_decode(path)
+        finally:
+            with lock:
+                running.remove(kind)
+
+    monkeypatch.setattr(media, "_decode_small", observed)
+    jobs = [str(p) for pair in zip(baseline, progressive + [baseline[-1]]) for p in pair]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: make_variants(p, "image/jpeg", max_pixels=MAX_PIXELS), jobs))
+
+    for result in results:
+        assert_variants(result)
+    assert all(together == ("heavy",) for together in seen_together if "heavy" in together)
+    assert ("light", "light") in {together[:2] for together in seen_together}  # light ones were not held back

@@ -6,6 +6,10 @@ on the event loop. Call :func:`configure_vips` once when the worker starts.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import platform
+import threading
 from dataclasses import dataclass
 
 import pyvips
@@ -44,6 +48,11 @@ _JPEG_OPTIONS = {"Q": 82, "optimize_coding": True, "interlace": False, "keep": "
 _WHITE = [255, 255, 255]
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the axes
 _CACHE_MAX_OPERATIONS = 100
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc <malloc.h>
+# Decodes that hold the whole image in memory, whatever the output size: a progressive JPEG's DCT
+# coefficients and HEIF/AVIF (no shrink-on-load). Such a decode runs alone in its process, so two
+# 100-MP progressive photos on the media threads (330 MB each) cannot take a 512 MiB worker down.
+HEAVY_DECODE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -57,12 +66,14 @@ class MediaResult:
 NO_MEDIA = MediaResult(None, None, None, None)
 
 
-def configure_vips(*, cache_max_mem: int = 0) -> None:
-    """Allow only the expected image loaders and bound libvips' caches.
+def configure_vips(*, cache_max_mem: int = 0, bound_malloc: bool = True) -> None:
+    """Allow only the expected image loaders, bound libvips' caches and (``bound_malloc``) glibc's heap.
 
     ``cache_max_mem`` is the operation cache's budget in bytes; 0 disables the cache.
     Safe to call more than once.
     """
+    if bound_malloc:
+        _bound_malloc()
     pyvips.block_untrusted_set(True)
     pyvips.operation_block_set("VipsForeignLoad", True)
     for loader in ALLOWED_LOADERS:
@@ -72,6 +83,22 @@ def configure_vips(*, cache_max_mem: int = 0) -> None:
     pyvips.cache_set_max_files(0)
     pyvips.cache_set_max_mem(cache_max_mem)
     pyvips.cache_set_max(_CACHE_MAX_OPERATIONS if cache_max_mem else 0)
+
+
+def _bound_malloc() -> None:
+    """Return libvips' freed pixel buffers to the kernel: without this the worker's RSS creeps up image
+    after image (270 -> 300 MB over three passes of the corpus; 234 MB with it, bench/RESULTS.md).
+
+    glibc raises its mmap threshold (up to 32 MiB) each time a large mmapped block is freed, so later
+    decode buffers come from the heap arenas, fragment them and are never given back. Pinning the
+    threshold at its starting value stops that; the arenas are capped as MALLOC_ARENA_MAX=2 would.
+    Set here, not in the environment, so every way of starting a worker gets it. A no-op off glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_ARENA_MAX, 2)
+    libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 def image_dimensions(path: str) -> tuple[int, int] | None:
@@ -100,7 +127,8 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
         return NO_MEDIA
     width = height = None
     try:
-        width, height = _displayed_size(_open_header(path))
+        header = _open_header(path)
+        width, height = _displayed_size(header)
         if width * height > max_pixels:
             raise ApiError(
                 "image_too_large",
@@ -108,11 +136,8 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
                 field="file",
                 status=422,
             )
-        # One decode, shrunk on load; the thumbnail is cut from the small variant.
-        decoded = pyvips.Image.thumbnail(
-            path, SMALL[0], height=SMALL[1], crop="centre", fail_on=_FAIL_ON
-        )
-        small = _flatten_to_srgb(decoded).copy_memory()
+        with _decode_gate.enter(heavy=decode_bytes(header, content_type) > HEAVY_DECODE_BYTES):
+            small = _decode_small(path)
         thumbnail = small.thumbnail_image(THUMBNAIL[0], height=THUMBNAIL[1], crop="centre")
         return MediaResult(
             width,
@@ -130,6 +155,62 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
             field="file",
             status=422,
         ) from None
+
+
+def decode_bytes(header: pyvips.Image, content_type: str) -> int:
+    """What decoding the image holds in memory regardless of the output size (0: it shrinks as it reads).
+
+    Progressive JPEG: 2 bytes of DCT coefficient per sample. HEIF/AVIF: libheif's planes, its RGB output
+    and libvips' copy, about 15 bytes a pixel (a 12-MP AVIF peaks 185 MB above the worker's baseline).
+    """
+    if content_type in ("image/heif", "image/avif"):
+        return header.width * header.height * 15
+    if content_type == "image/jpeg" and header.get_typeof("interlaced") and header.get("interlaced"):
+        return header.width * header.height * header.bands * 2
+    return 0
+
+
+class DecodeGate:
+    """Light decodes run side by side; a heavy one waits for them to finish and then runs alone.
+
+    A waiting heavy decode holds back new light ones, so a steady stream of small photos cannot starve it.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._light = 0
+        self._heavy = False
+        self._heavy_waiting = 0
+
+    @contextlib.contextmanager
+    def enter(self, *, heavy: bool):
+        with self._changed:
+            if heavy:
+                self._heavy_waiting += 1
+                self._changed.wait_for(lambda: not self._heavy and self._light == 0)
+                self._heavy_waiting -= 1
+                self._heavy = True
+            else:
+                self._changed.wait_for(lambda: not self._heavy and self._heavy_waiting == 0)
+                self._light += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                if heavy:
+                    self._heavy = False
+                else:
+                    self._light -= 1
+                self._changed.notify_all()
+
+
+_decode_gate = DecodeGate()
+
+
+def _decode_small(path: str) -> pyvips.Image:
+    # One decode, shrunk on load, into memory; the thumbnail is cut from this small variant.
+    decoded = pyvips.Image.thumbnail(path, SMALL[0], height=SMALL[1], crop="centre", fail_on=_FAIL_ON)
+    return _flatten_to_srgb(decoded).copy_memory()
 
 
 def _open_header(path: str) -> pyvips.Image:
