@@ -96,3 +96,21 @@ async def test_partial_keeps_the_good_files_and_reports_the_bad(make_service):
         assert body["files_q"] == 3
         assert len(await svc.rows()) == 3
         assert len([k for k in await svc.stored_keys() if k.endswith("/original")]) == 3
+
+
+async def test_multipart_bulk_gives_each_file_its_own_name_and_display_order(service):
+    form = aiohttp.FormData()
+    form.add_field("mode", "atomic")
+    form.add_field("target_type", "Task")
+    form.add_field("target_id", "7")
+    form.add_field("names[0]", "Floor plan")
+    form.add_field("display_orders[0]", "3")
+    form.add_field("display_orders[1]", "1")
+    form.add_field("files", b"plan", filename="plan.txt", content_type="text/plain")
+    form.add_field("files", jpeg_bytes(200, 100), filename="door.jpg", content_type="image/jpeg")
+    resp = await service.client.post("/v1/attachments", data=form, headers=service.auth())
+    assert resp.status == 201, await resp.text()
+    made = [(a["name"], a["display_order"], a["filename"]) for a in (await resp.json())["attachments"]]
+    assert made == [("Floor plan", 3, "plan.txt"), ("door.jpg", 1, "door.jpg")]
+    rows = await service.rows()
+    assert sorted((r["name"], r["display_order"]) for r in rows) == [("Floor plan", 3), ("door.jpg", 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import signal
@@ -14,6 +15,9 @@ from pathlib import Path
 import aiohttp
 import jwt
 import psutil
+import pytest
+import pyvips
+from aiohttp import web
 
 from services.embedded import free_port
 from tests.conftest import JWT_SECRET, jpeg_bytes
@@ -77,31 +81,75 @@ async def upload_and_list(http: aiohttp.ClientSession, write_url: str, read_url:
     return record
 
 
-async def test_attachd_dev_runs_everything_and_stops_cleanly(tmp_path):
+async def readme_walkthrough(http: aiohttp.ClientSession, base: str, token: str, photo_url: str) -> None:
+    """The README's curl walkthrough, step by step, as a client would run it against `attachd dev`."""
+    auth = {"Authorization": f"Bearer {token}"}
+    photo = jpeg_bytes(1200, 800)
+    form = aiohttp.FormData()
+    for key, value in (("target_type", "Task"), ("target_id", "42"), ("name", "Site visit")):
+        form.add_field(key, value)
+    form.add_field("file", photo, filename="photo.jpg", content_type="image/jpeg")
+    uploads = [http.post(f"{base}/v1/attachments", data=form, headers=auth),                          # 1
+               http.post(f"{base}/v1/attachments", headers=auth, json={                                # 2
+                   "target_type": "Task", "target_id": "42", "filename": "copy.jpg",
+                   "data": base64.b64encode(photo).decode()}),
+               http.post(f"{base}/v1/attachments", headers=auth, json={                                # 3
+                   "target_type": "Task", "target_id": "42", "url": photo_url})]
+    for upload in uploads:
+        async with upload as resp:
+            assert resp.status == 201, await resp.text()
+            assert (await resp.json())["width"] == 1200
+    async with http.get(f"{base}/v1/attachments?target_type=Task&target_id=42&order_by=-created_at",   # 4
+                        headers=auth) as resp:
+        listed = (await resp.json())["attachments"]
+    assert [a["name"] for a in listed] == ["photo.jpg", "copy.jpg", "Site visit"]
+    newest = listed[0]["id"]
+    async with http.get(f"{base}/v1/attachments/{newest}/file/thumbnail", headers=auth) as resp:       # 5
+        thumb = pyvips.Image.new_from_buffer(await resp.read(), "")
+    assert (thumb.width, thumb.height) == (72, 48)
+    async with http.patch(f"{base}/v1/attachments/{newest}", json={"name": "Front door"}, headers=auth) as resp:
+        assert resp.status == 200 and (await resp.json())["name"] == "Front door"                      # 6
+    async with http.delete(f"{base}/v1/attachments/{newest}", headers=auth) as resp:                   # 7
+        assert resp.status == 204
+    async with http.get(f"{base}/v1/attachments/count?target_type=Task&target_id=42", headers=auth) as resp:
+        assert (await resp.json())["count"] == 2
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+async def test_attachd_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path, aiohttp_server, stop_signal):
+    async def photo(_: web.Request) -> web.Response:
+        return web.Response(body=jpeg_bytes(1200, 800), content_type="image/jpeg")
+
+    photo_server = web.Application()
+    photo_server.router.add_get("/photo.jpg", photo)
+    photos = await aiohttp_server(photo_server, host="127.0.0.1")
     data_dir = tmp_path / "data"
     port = free_port()
-    proc = spawn("dev", "--port", str(port), "--data-dir", str(data_dir))
+    proc = spawn("dev", "--port", str(port), "--data-dir", str(data_dir),
+                 env={"ATTACHD_FETCH_ALLOW_CIDRS": "127.0.0.1/32"})  # as the README's walkthrough runs it
+    started: list[psutil.Process] = []
     try:
         lines = await asyncio.to_thread(read_until, proc, "export ATTACHD_TOKEN=")
         assert f"http://127.0.0.1:{port}" in "\n".join(lines)
         token = lines[-1].split("=", 1)[1]
         base = f"http://127.0.0.1:{port}"
         await wait_ready(f"{base}/readyz")
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert processes_using(data_dir), "embedded Postgres should be running"
         async with aiohttp.ClientSession() as http:
-            await upload_and_list(http, base, base, token)
-        assert processes_using(data_dir), "embedded Postgres and Redis should be running"
+            await readme_walkthrough(http, base, token, str(photos.make_url("/photo.jpg")))
 
         minted = subprocess.run([*ATTACHD, "token", "--data-dir", str(data_dir), "--account", "dev"],
                                 capture_output=True, text=True, check=True).stdout.strip()
         secret = (data_dir / "jwt-secret").read_text().strip()
         assert jwt.decode(minted, secret, algorithms=["HS256"])["account"] == "dev"
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         proc.wait(60)
     assert proc.returncode == 0
-    deadline = time.monotonic() + 15
-    while processes_using(data_dir) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    assert started, "attachd dev should have started Postgres and Redis as child processes"
+    _gone, alive = psutil.wait_procs(started, timeout=15)
+    assert alive == [], f"left running: {[p.info for p in alive]}"
     assert processes_using(data_dir) == []
 
 
@@ -110,6 +158,9 @@ async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
     env = {"ATTACHD_DATABASE_URL": pg_url, "ATTACHD_REDIS_URL": redis_url,
            "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}", "ATTACHD_JWT_SECRET": JWT_SECRET,
            "ATTACHD_HOST": "127.0.0.1"}
+    for _ in range(2):  # the schema applies twice without harm
+        migrated = subprocess.run([*ATTACHD, "migrate"], env={**os.environ, **env}, capture_output=True, text=True)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     procs = [spawn("ingress", "--port", str(ingress_port), env=env),
              spawn("query", "--port", str(query_port), env=env),
              spawn("worker", "--port", str(worker_port), env=env)]

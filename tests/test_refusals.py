@@ -10,6 +10,12 @@ import pytest
 from tests.conftest import jpeg_bytes
 
 
+@pytest.fixture
+def service(any_backend_service):
+    """Every refusal here must leave nothing behind on the S3 backend as well as on the file one."""
+    return any_backend_service
+
+
 def form(name: str, body: bytes, content_type: str = "application/octet-stream") -> aiohttp.FormData:
     data = aiohttp.FormData()
     data.add_field("target_type", "Task")
@@ -131,3 +137,18 @@ async def test_unknown_route_and_method_use_the_error_shape(service):
     resp = await service.client.put("/v1/attachments", headers=service.auth())
     assert resp.status == 405
     assert (await resp.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_declared_size_over_the_limit_is_refused(make_service):
+    async with make_service(max_file_bytes=1000) as svc:
+        small = base64.b64encode(b"tiny text").decode()
+        error = await error_of(await svc.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt",
+                                                      "size": 1001, "data": small}), 413)
+        assert error["code"] == "size_exceeded" and error["field"] == "size"
+        await assert_nothing_stored(svc)
+
+
+def test_url_fetches_are_refused_for_every_private_address_by_default():
+    from services.core.settings import load_settings
+
+    assert load_settings({}).fetch_allow_cidrs == ()
