@@ -95,3 +95,21 @@ async def test_field_catalogue_lists_types_lengths_and_picklists(service):
     values = {v["value"]: v for v in fields["attachment_type"]["picklist_values"]}
     assert values["FILE_ATTACHMENT"]["label"] == "Attachment" and values["FILE_ATTACHMENT"]["is_default"]
     assert [v["value"] for v in fields["status"]["picklist_values"]] == ["approved", "pending", "required"]
+
+
+async def test_an_entity_named_outright_wins_over_a_parent(service):
+    """AttachmentInfo: "if your query supplies both an entityID and a parentID, the entityID will take
+    precedence", so a parent that does not hold the entity changes nothing, on every read route."""
+    on_note = await upload_text(service, "on-note.txt", target_id="9")
+    await upload_text(service, "elsewhere.txt", target_id="10")
+    body = {"filter": [{"field": "target_id", "op": "eq", "value": "9"},
+                       {"field": "ancestor", "op": "eq", "value": "Ticket:999"}]}
+    found = await (await query(service, body)).json()
+    assert [a["id"] for a in found["attachments"]] == [on_note["id"]]
+    assert await (await query(service, body, "/v1/attachments/query/count")).json() == {"count": 1}
+    listed = await (await service.client.get("/v1/attachments?target_type=Task&target_id=9&ancestor=Ticket:999",
+                                             headers=service.auth())).json()
+    assert [a["id"] for a in listed["attachments"]] == [on_note["id"]]
+    # Inside an "or" group the ancestor is not a second way of naming the entity: it stays a condition.
+    grouped = {"filter": [{"op": "or", "items": body["filter"]}]}
+    assert await (await query(service, grouped, "/v1/attachments/query/count")).json() == {"count": 1}

@@ -18,6 +18,7 @@ from services.core.querylang import (
     Compiled,
     compile_filter,
     parse_query_request,
+    prefer_entity,
 )
 
 ID = "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b"
@@ -300,3 +301,24 @@ def test_catalogue_describes_every_field_and_picklist() -> None:
     for name, values in PICKLISTS.items():
         assert FIELDS[name].picklist == name
         assert sum(v.is_default for v in values) == (0 if name == "status" else 1)
+
+
+def test_prefer_entity_drops_top_level_ancestors_only_when_an_entity_is_named():
+    entity = {"field": "target_id", "op": "eq", "value": "9"}
+    parent = {"field": "ancestor", "op": "eq", "value": "Ticket:1"}
+    other = {"field": "name", "op": "contains", "value": "x"}
+    assert prefer_entity([entity, parent, other]) == [entity, other]
+    unchanged = [parent, other]
+    assert prefer_entity(unchanged) is unchanged
+    in_group = [{"op": "or", "items": [entity, parent]}]
+    assert prefer_entity(in_group) is in_group
+    not_eq = [{**entity, "op": "beginsWith"}, parent]
+    assert prefer_entity(not_eq) is not_eq
+
+
+def test_an_error_in_a_dropped_ancestor_still_names_it():
+    body = {"filter": [{"field": "target_id", "op": "eq", "value": "9"},
+                       {"field": "ancestor", "op": "bogus", "value": "Ticket:1"}]}
+    with pytest.raises(ApiError) as caught:
+        parse_query_request(body)
+    assert caught.value.field == "filter[1].op"

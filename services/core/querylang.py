@@ -269,6 +269,20 @@ class QueryRequest:
 _REQUEST_KEYS = ("filter", "max_records", "include_fields", "cursor")
 
 
+def _is_condition_on(item: Any, field: str, op: str | None = None) -> bool:
+    return isinstance(item, dict) and item.get("field") == field and (op is None or item.get("op") == op)
+
+
+def prefer_entity(items: Any) -> Any:
+    """AttachmentInfo's rule: "if your query supplies both an entityID and a parentID, the entityID will
+    take precedence". A filter whose top level (an AND) has ``target_id eq`` loses its top-level
+    ``ancestor`` conditions; any other filter is returned as it is (the same object)."""
+    if not isinstance(items, list) or not any(_is_condition_on(i, "target_id", "eq") for i in items):
+        return items
+    kept = [i for i in items if not _is_condition_on(i, "ancestor")]
+    return kept if len(kept) < len(items) else items
+
+
 def parse_query_request(body: Any, *, first_param: int = 1, default_max: int = 500,
                         limit: int = 500) -> QueryRequest:
     if not isinstance(body, dict):
@@ -277,7 +291,9 @@ def parse_query_request(body: Any, *, first_param: int = 1, default_max: int = 5
         if key not in _REQUEST_KEYS:
             raise bad_request("unknown_field", f"{_show(key)} is not part of a query; "
                               f"expected {', '.join(_REQUEST_KEYS)}", key)
-    compiled = compile_filter(body.get("filter"), first_param=first_param)
+    compiled = compile_filter(body.get("filter"), first_param=first_param)  # checks every condition
+    if (entity_first := prefer_entity(body.get("filter"))) is not body.get("filter"):
+        compiled = compile_filter(entity_first, first_param=first_param)
 
     max_records = body.get("max_records")
     if max_records is None:
