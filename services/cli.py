@@ -63,6 +63,7 @@ async def _serve_dev(settings: Settings, account: str) -> None:
     worker = create_worker(settings, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     try:
+        await _worker_started(worker, worker_task)
         token = mint_token(settings.jwt_secret, account=account, sub="dev-user", scope=f"{READ} {WRITE}")
         shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
         print(f"attachd is running on http://{shown_host}:{settings.port}", flush=True)
@@ -76,6 +77,19 @@ async def _serve_dev(settings: Settings, account: str) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker_task
         await runner.cleanup()
+
+
+async def _worker_started(worker, worker_task: asyncio.Task, timeout_s: float = 60) -> None:
+    """Until the worker has opened its engines (its startup puts them in its ctx), so that the URL and
+    token are printed only once an upload would be processed."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while "attachd" not in worker.ctx:
+        if worker_task.done():
+            worker_task.result()  # raises what stopped it
+            raise RuntimeError("the worker stopped before it started")
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"the worker did not start within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
