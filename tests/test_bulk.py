@@ -13,6 +13,16 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def bulk_form(fields: dict[str, str], files: list[tuple[str, bytes, str]]) -> aiohttp.FormData:
+    """An atomic multipart bulk upload to Task 7: ``fields`` (e.g. ``names[0]``) and ``files`` parts."""
+    form = aiohttp.FormData()
+    for key, value in {"mode": "atomic", "target_type": "Task", "target_id": "7", **fields}.items():
+        form.add_field(key, value)
+    for filename, body, content_type in files:
+        form.add_field("files", body, filename=filename, content_type=content_type)
+    return form
+
+
 def item(filename: str, data: bytes, **extra) -> dict:
     return {"target_type": "Task", "target_id": "7", "filename": filename, "data": b64(data), **extra}
 
@@ -41,14 +51,8 @@ async def test_atomic_bulk_with_one_bad_file_creates_nothing(service):
 
 async def test_multipart_atomic_bulk_refuses_an_oversized_file_and_keeps_nothing(make_service):
     async with make_service(max_file_bytes=20_000) as svc:
-        form = aiohttp.FormData()
-        form.add_field("mode", "atomic")
-        form.add_field("target_type", "Task")
-        form.add_field("target_id", "7")
-        form.add_field("names[0]", "Small")
-        form.add_field("display_orders[1]", "9")
-        form.add_field("files", b"tiny", filename="small.txt", content_type="text/plain")
-        form.add_field("files", jpeg_bytes(3000, 3000), filename="huge.jpg", content_type="image/jpeg")
+        form = bulk_form({"names[0]": "Small", "display_orders[1]": "9"},
+                         [("small.txt", b"tiny", "text/plain"), ("huge.jpg", jpeg_bytes(3000, 3000), "image/jpeg")])
         resp = await svc.client.post("/v1/attachments", data=form, headers=svc.auth())
         assert resp.status == 413, await resp.text()
         errors = (await resp.json())["errors"]
@@ -99,15 +103,8 @@ async def test_partial_keeps_the_good_files_and_reports_the_bad(make_service):
 
 
 async def test_multipart_bulk_gives_each_file_its_own_name_and_display_order(service):
-    form = aiohttp.FormData()
-    form.add_field("mode", "atomic")
-    form.add_field("target_type", "Task")
-    form.add_field("target_id", "7")
-    form.add_field("names[0]", "Floor plan")
-    form.add_field("display_orders[0]", "3")
-    form.add_field("display_orders[1]", "1")
-    form.add_field("files", b"plan", filename="plan.txt", content_type="text/plain")
-    form.add_field("files", jpeg_bytes(200, 100), filename="door.jpg", content_type="image/jpeg")
+    form = bulk_form({"names[0]": "Floor plan", "display_orders[0]": "3", "display_orders[1]": "1"},
+                     [("plan.txt", b"plan", "text/plain"), ("door.jpg", jpeg_bytes(200, 100), "image/jpeg")])
     resp = await service.client.post("/v1/attachments", data=form, headers=service.auth())
     assert resp.status == 201, await resp.text()
     made = [(a["name"], a["display_order"], a["filename"]) for a in (await resp.json())["attachments"]]
