@@ -18,6 +18,7 @@ import logging
 import mimetypes
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from services.core.filenames import extension_of, sanitize_filename
 from services.core.records import row_to_dict
 from services.core.sniff import check_content, sniff
 from services.core.validation import NESTED_TARGET_TYPE, NewAttachment, parse_new_attachment
+from workers import metrics
 from workers.context import WorkerContext
 from workers.fetch import fetch_to_file
 from workers.media import SMALL, THUMBNAIL, MediaResult, make_variants
@@ -98,6 +100,7 @@ class IngestJob:
         self.many: bool = job.get("many", len(self.items) > 1)
         # The ingress puts the account's own limit in the job; jobs from elsewhere get the default.
         self.max_file_bytes: int = job.get("max_file_bytes") or ctx.settings.max_file_bytes
+        self.committed_at: float | None = None  # perf_counter() once the rows are committed
 
     async def run(self) -> dict[str, Any]:
         settings = self.ctx.settings
@@ -117,13 +120,15 @@ class IngestJob:
             await self._discard(good)
             return self._failed(errors)
         try:
-            rows = await self.commit(good)
+            with metrics.timed("commit"):
+                rows = await self.commit(good)
         except ApiError as exc:  # the parent changed under us between checking and committing
             await self._discard(good)
             return self._failed([{"index": 0, **exc.to_dict()}])
         except BaseException:
             await self._discard(good)
             raise
+        self.committed_at = time.perf_counter()
         await self.ctx.storage.delete_prefix(storage.staging_prefix(self.job_id))
         outcome: dict[str, Any] = {"state": "complete", "attachments": [row_to_dict(r) for r in rows],
                                    "errors": errors, "many": self.many}
@@ -186,20 +191,20 @@ class IngestJob:
         path = local or self._temp_path()
         try:
             hint = source.get("filename")
-            if local is None:
-                hint = await self._materialize(source, new, path) or hint
-            sniffed, digest, size = await asyncio.to_thread(_digest_file, path)
-            if size > self.max_file_bytes:
-                raise _too_large(self.max_file_bytes, bytes_field)
-            if size == 0:
-                raise ApiError("empty_file", "the file is empty", field=bytes_field, status=400)
-            filename = _file_name(new, hint, sniffed, attachment_id)
-            check_content(extension_of(filename), sniffed, allowed=settings.allowed_extensions)
-            media: MediaResult = await asyncio.get_running_loop().run_in_executor(
-                self.ctx.media_executor,
-                lambda: make_variants(path, sniffed, max_pixels=settings.max_image_pixels),
-            )
-            keys = await self._store(source, path, attachment_id, media)
+            with metrics.timed("fetch"):
+                if local is None:
+                    hint = await self._materialize(source, new, path) or hint
+            with metrics.timed("validate"):
+                sniffed, digest, size = await asyncio.to_thread(_digest_file, path)
+                if size > self.max_file_bytes:
+                    raise _too_large(self.max_file_bytes, bytes_field)
+                if size == 0:
+                    raise ApiError("empty_file", "the file is empty", field=bytes_field, status=400)
+                filename = _file_name(new, hint, sniffed, attachment_id)
+                check_content(extension_of(filename), sniffed, allowed=settings.allowed_extensions)
+            media = await self._thumbnail(path, sniffed)
+            with metrics.timed("storage"):
+                keys = await self._store(source, path, attachment_id, media)
         finally:
             if path != local:
                 with contextlib.suppress(FileNotFoundError):
@@ -214,6 +219,17 @@ class IngestJob:
             if media.thumbnail else None,
         )
         return Prepared(values, keys, new, placement)
+
+    async def _thumbnail(self, path: str, sniffed: str) -> MediaResult:
+        max_pixels = self.ctx.settings.max_image_pixels
+        submitted = time.perf_counter()
+
+        def run() -> MediaResult:
+            metrics.observe("media_wait", time.perf_counter() - submitted)
+            with metrics.timed("thumbnail"):
+                return make_variants(path, sniffed, max_pixels=max_pixels)
+
+        return await asyncio.get_running_loop().run_in_executor(self.ctx.media_executor, run)
 
     def _temp_path(self) -> str:
         fd, path = tempfile.mkstemp(dir=self.ctx.tmp_dir, prefix="ingest-")
@@ -355,8 +371,11 @@ async def ingest(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     if (done := await jobs.read_outcome(ctx["redis"], job_id)) is not None:
         # Already finished (arq may run a job again): its staged bytes are gone, its outcome stands.
         return {"state": done["state"]}
+    if ctx.get("job_try", 1) == 1:
+        metrics.observe_queue_wait(ctx.get("enqueue_time"))
+    ingest_job = IngestJob(wctx, job)
     try:
-        outcome = await IngestJob(wctx, job).run()
+        outcome = await ingest_job.run()
     except Exception:
         if ctx.get("job_try", 1) < MAX_TRIES:
             log.warning("ingest %s failed; retrying", job_id, exc_info=True)
@@ -365,4 +384,6 @@ async def ingest(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
         outcome = {"state": "failed", "error": {"code": "internal_error", "status": 500,
                                                 "message": "the upload could not be processed; try again"}}
     await jobs.publish_outcome(ctx["redis"], job_id, outcome)
+    if ingest_job.committed_at is not None:
+        metrics.observe("finish", time.perf_counter() - ingest_job.committed_at)
     return {"state": outcome["state"]}
