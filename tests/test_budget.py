@@ -263,3 +263,88 @@ async def test_every_ingress_replica_spends_the_same_budget(make_service):
             await refused(await svc.upload_json(text_item(1)))
         finally:
             await other.close()
+
+
+# --- admission: the limits, the budget and the Idempotency-Key in one script --------------------------
+
+ODD_VALUES = ["42", "0005", "0", "1", "lots", "-5", " 7", "+7", "7 ", "1_000", "4.5", "1e3", "", "٣",
+              "9" * 15, "9" * 16]
+
+
+async def test_the_script_reads_overrides_exactly_as_merge_limits_does(redis, account, caplog):
+    settings = Settings(byte_budget=1_000, byte_budget_window_s=30, byte_budget_lockout_s=10, max_file_bytes=500)
+    gate = ByteBudget(redis)
+    key = budget.limits_key(account)
+    for name in budget.LIMIT_MINIMUMS:
+        for value in ODD_VALUES:
+            await redis.delete(key)
+            await redis.hset(key, mapping={name: value, "colour": "red"})
+            expected = budget.merge_limits(settings, await redis.hgetall(key))
+            caplog.clear()
+            admitted = await gate.limits(settings, account, "probe")
+            assert admitted.limits == expected, (name, value)
+            # well-formed: ASCII digits, at most 15 of them, and at least the limit's minimum
+            minimum = budget.LIMIT_MINIMUMS[name]
+            ok = value.isascii() and value.isdigit() and len(value) <= 15 and int(value) >= minimum
+            assert getattr(expected, name) == (int(value) if ok else getattr(settings, name)), (name, value)
+            assert ("ignoring the account limit" in caplog.text) == (not ok), (name, value)
+    await redis.hset(key, mapping={"byte_budget": "5", "byte_budget_window_s": "7", "max_file_bytes": "9"})
+    assert (await gate.limits(settings, account, "probe")).limits == AccountLimits(5, 7, 10, 9)
+    assert await redis.keys(f"attachd:budget:{{{account}}}*") == []   # reading the limits charges nothing
+
+
+async def test_admission_charges_and_refuses_with_the_accounts_own_limits(redis, account):
+    settings = Settings(byte_budget=1_000, byte_budget_window_s=60, byte_budget_lockout_s=30, max_file_bytes=500)
+    gate = ByteBudget(redis)
+    await redis.hset(budget.limits_key(account), mapping={"byte_budget": "100", "max_file_bytes": "80"})
+    admitted = await gate.admit(settings, account, "a", 60)
+    assert admitted == budget.Admission(AccountLimits(100, 60, 30, 80))
+    with pytest.raises(budget.FileTooLarge) as caught:   # the file limit is checked before any charge
+        await gate.admit(settings, account, "b", 81, file_bytes=81)
+    assert (caught.value.status, caught.value.limits.max_file_bytes) == (413, 80)
+    with pytest.raises(ApiError) as caught:
+        await gate.admit(settings, account, "c", None)
+    assert (caught.value.status, caught.value.code) == (411, "length_required")
+    with pytest.raises(budget.NeverFits):   # more than the whole budget: 413 and no lockout
+        await gate.admit(settings, account, "d", 101)
+    charges, total, lockout = budget.budget_keys(account)
+    assert int(await redis.get(total)) == 60 and not await redis.exists(lockout)
+    with pytest.raises(budget.BudgetExceeded) as caught:   # does not fit now: 429 and the lockout
+        await gate.admit(settings, account, "e", 41)
+    assert caught.value.status == 429 and caught.value.headers == {"Retry-After": "30"}
+    assert 29_000 < await redis.pttl(lockout) <= 30_000
+    with pytest.raises(budget.BudgetExceeded):   # locked out: even nothing
+        await gate.admit(settings, account, "f", 0)
+
+    await redis.hset(budget.limits_key(account), "byte_budget", "0")   # this account: no budget at all
+    assert (await gate.admit(settings, account, "g", None)).limits.byte_budget == 0
+    assert int(await redis.get(total)) == 60
+
+
+async def test_admission_claims_the_idempotency_key_first(redis, account):
+    settings = Settings(byte_budget=100, byte_budget_window_s=60, byte_budget_lockout_s=0)
+    gate, claim = ByteBudget(redis), (f"attachd:idem:test:{account}", 60)
+    assert (await gate.admit(settings, account, "first", 10, claim=claim)).earlier is None
+    assert await redis.get(claim[0]) == b"first" and 0 < await redis.ttl(claim[0]) <= 60
+    again = await gate.admit(settings, account, "second", 10, claim=claim)
+    assert again.earlier == "first"
+    assert int(await redis.get(budget.budget_keys(account)[1])) == 10   # a retry is not charged
+    await redis.delete(claim[0])
+    with pytest.raises(budget.NeverFits):
+        await gate.admit(settings, account, "third", 1_000, claim=claim)
+    assert not await redis.exists(claim[0])   # a refused request does not pin its key
+
+
+async def test_a_multipart_retry_with_its_idempotency_key_is_not_charged_twice(make_service):
+    async with make_service(byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60) as svc:
+        headers = {**svc.auth(), "Idempotency-Key": "m-1"}
+        too_big = await svc.client.post("/v1/attachments", headers=headers, data=form(b"x" * 11_000))
+        assert (await refused(too_big, 413))["code"] == "byte_budget_exceeded"
+        first = await svc.client.post("/v1/attachments", headers=headers, data=form(b"x" * 6_000))
+        assert first.status == 201, await first.text()   # the refusal left the key free
+        second = await svc.client.post("/v1/attachments", headers=headers, data=form(b"x" * 6_000))
+        assert second.status == 201 and (await second.json())["id"] == (await first.json())["id"]
+        assert len(await svc.rows()) == 1
+        # 6,000 bytes and their framing charged once: another 3,000 still fit
+        resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"y" * 3_000))
+        assert resp.status == 201, await resp.text()

@@ -91,3 +91,56 @@ async def test_the_sweeper_re_enqueues_a_staged_upload_whose_job_was_lost(servic
     [row] = await service.rows()
     assert await service.storage.get_bytes(row["storage_key"]) == b"survived a redis flush"
     assert [o.key async for o in service.storage.list("staging/")] == []
+
+
+async def test_enqueue_writes_exactly_what_arqs_enqueue_job_writes(redis_url):
+    """One script instead of arq's WATCH/EXISTS/MULTI, same keys, same bytes, same expiry and score."""
+    queue = f"attachd:test-queue:{uuid_utils.uuid7()}"
+    redis = await jobs.connect(redis_url)
+    redis.default_queue_name = queue   # a queue no worker reads
+    ours, theirs = str(uuid_utils.uuid7()), str(uuid_utils.uuid7())
+    payload = {"account_id": "a", "actor": {"type": "User", "id": "u"}, "items": []}
+    try:
+        assert await jobs.enqueue(redis, jobs.INGEST, ours, payload, mark=(f"test:mark:{ours}", "a", 60))
+        assert await redis.enqueue_job(jobs.INGEST, {"v": 1, "job_id": theirs, **payload}, _job_id=theirs)
+        mine, arqs = [orjson.loads(await redis.get(f"arq:job:{i}")) for i in (ours, theirs)]
+        assert abs(mine.pop("et") - arqs.pop("et")) < 5_000
+        assert mine["a"][0].pop("job_id") == ours and arqs["a"][0].pop("job_id") == theirs
+        assert mine == arqs == {"t": None, "f": "ingest", "a": [{"v": 1, **payload}], "k": {}}
+        for job_id in (ours, theirs):
+            assert 86_000_000 < await redis.pttl(f"arq:job:{job_id}") <= 86_400_000
+            raw = orjson.loads(await redis.get(f"arq:job:{job_id}"))
+            assert await redis.zscore(queue, job_id) == raw["et"]
+        assert await redis.get(f"test:mark:{ours}") == b"a" and 0 < await redis.ttl(f"test:mark:{ours}") <= 60
+
+        # uniqueness, as arq has it: refused while queued, and while the result is kept
+        assert not await jobs.enqueue(redis, jobs.INGEST, ours, payload)
+        assert await redis.enqueue_job(jobs.INGEST, payload, _job_id=ours) is None
+        await redis.delete(f"arq:job:{ours}")
+        await redis.set(f"arq:result:{ours}", b"{}")
+        assert not await jobs.enqueue(redis, jobs.INGEST, ours, payload)
+        assert await redis.zcard(queue) == 2
+    finally:
+        await redis.delete(queue, f"arq:job:{ours}", f"arq:job:{theirs}", f"arq:result:{ours}",
+                           f"test:mark:{ours}")
+        await redis.aclose()
+
+
+async def test_a_job_enqueued_by_the_script_is_run_by_the_arq_worker(service):
+    job_id, payload = ingest_job(service, text=b"queued by one script")
+    redis = await jobs.connect(service.settings.redis_url)
+    try:
+        assert await jobs.enqueue(redis, jobs.INGEST, job_id, payload)
+        assert not await jobs.enqueue(redis, jobs.INGEST, job_id, payload)   # a duplicate id is refused
+    finally:
+        await redis.aclose()
+    outcome = await wait_outcome(service, job_id)
+    assert outcome["state"] == "complete", outcome
+    [row] = await service.rows()
+    assert await service.storage.get_bytes(row["storage_key"]) == b"queued by one script"
+    redis = await jobs.connect(service.settings.redis_url)
+    try:   # done, its result kept: still refused, and nothing runs twice
+        assert not await jobs.enqueue(redis, jobs.INGEST, job_id, payload)
+    finally:
+        await redis.aclose()
+    assert len(await service.rows()) == 1

@@ -14,8 +14,13 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+import weakref
+
 import orjson
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 
 QUEUE = "attachd:queue"
 OUTCOME_CHANNEL = "attachd:outcomes"
@@ -55,10 +60,46 @@ def outcome_key(job_id: str) -> str:
     return f"attachd:outcome:{job_id}"
 
 
-async def enqueue(redis: ArqRedis, function: str, job_id: str, payload: Mapping[str, Any]) -> bool:
-    """Enqueue one job; False when a job with this id is already queued or done (arq's uniqueness)."""
+# arq's enqueue_job in one round trip (it takes three: WATCH, EXISTS, then MULTI/PSETEX/ZADD/EXEC), and
+# atomic without WATCH because a script is. Optionally SETs one more key (the ingress's upload owner) first,
+# whether or not the job is new, as a separate SET before enqueue_job did.
+# KEYS: arq:job:<id>, arq:result:<id>, the queue[, mark]. ARGV: job id, job, expiry ms, score[, mark value,
+# mark TTL s]. Returns 1 when queued, 0 when the job is queued or its result kept (arq's uniqueness).
+_ENQUEUE = """
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6]) end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+return 1
+"""
+_enqueue_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _enqueue_script(redis):
+    script = _enqueue_scripts.get(redis)
+    if script is None:
+        script = _enqueue_scripts[redis] = redis.register_script(_ENQUEUE)
+    return script
+
+
+async def enqueue(redis: ArqRedis, function: str, job_id: str, payload: Mapping[str, Any], *,
+                  mark: tuple[str, str, int] | None = None) -> bool:
+    """Enqueue one job; False when a job with this id is already queued or done (arq's uniqueness).
+
+    Writes exactly what ``ArqRedis.enqueue_job(function, body, _job_id=job_id)`` writes, with JSON as the
+    serializer: the job under ``arq:job:<id>`` for arq's default expiry, scored by its enqueue time in the
+    queue. ``mark`` = (key, value, TTL s) is SET in the same round trip.
+    """
     body = {"v": CONTRACT_VERSION, "job_id": job_id, **payload}
-    return await redis.enqueue_job(function, body, _job_id=job_id) is not None
+    now = timestamp_ms()
+    job = serialize_job(function, (body,), {}, None, now, serializer=serialize)
+    queue = getattr(redis, "default_queue_name", QUEUE)
+    keys = [job_key_prefix + job_id, result_key_prefix + job_id, queue]
+    args = [job_id, job, getattr(redis, "expires_extra_ms", expires_extra_ms), now]
+    if mark is not None:
+        keys.append(mark[0])
+        args += [mark[1], mark[2]]
+    return bool(await _enqueue_script(redis)(keys=keys, args=args))
 
 
 async def publish_outcome(redis, job_id: str, outcome: Mapping[str, Any]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import re
 import uuid
 from typing import Any
@@ -18,7 +17,7 @@ from services.core.errors import ApiError, bad_request
 from services.core.validation import coerce_form, parse_changes, parse_new_attachment, parse_parent
 from services.ingress import writes
 from services.ingress.multipart import raw_disposition_filename, read_form
-from services.web.engines import BUDGET, REDIS, STORAGE
+from services.web.engines import BUDGET, STORAGE
 from services.web.http import SETTINGS, principal, read_json
 
 # base64 up to this size rides in the job itself; larger payloads are staged as objects.
@@ -54,22 +53,25 @@ def _mode(value: Any, default: str = "atomic") -> str:
 async def create(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
     upload_id = new_id()
-    earlier = await writes.claim_idempotency_key(request, who, upload_id)
-    if earlier is not None:
-        return await writes.respond(request, earlier, kind="create")
+    claim = writes.idempotency_claim(request, who)  # a malformed Idempotency-Key: 400 before anything
+    kind = _body_kind(request)
+    raw = _raw_fields(request) if kind == "raw" else None  # a bad request costs no budget and no Redis
+    # One round trip before the body is read: the Idempotency-Key, the account's limits and (multipart and
+    # raw) the byte budget's charge. A refused upload leaves nothing behind, the claim included.
+    admission = await _admit(request, who, upload_id, claim, kind, raw)
+    if admission.earlier is not None:
+        return await writes.respond(request, admission.earlier, kind="create")
+    limits = admission.limits
     try:
-        limits = await budget.load_limits(request.app[REDIS], request.app[SETTINGS], who.account_id)
-        spend = functools.partial(request.app[BUDGET].enforce, who.account_id, upload_id, limits=limits)
         async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
-            # The byte budget is charged before anything is staged: a refused upload leaves nothing behind.
-            if request.content_type.startswith("multipart/"):
-                await spend(budget.multipart_charge(request.content_length, limits))
+            if kind == "multipart":
                 payload = await _from_multipart(request, upload_id, limits.max_file_bytes)
-            elif is_raw_upload(request):
-                payload = await _from_raw(request, upload_id, limits.max_file_bytes, spend, limits)
+            elif kind == "raw":
+                payload = await _from_raw(request, upload_id, limits.max_file_bytes, raw)
             else:
                 payload = await _from_json(request, limits.max_file_bytes)
-                await spend(budget.base64_charge(payload["items"]))
+                await request.app[BUDGET].admit(request.app[SETTINGS], who.account_id, upload_id,
+                                                budget.base64_charge(payload["items"]))
                 await _stage_large_base64(request, upload_id, payload["items"])
         payload["max_file_bytes"] = limits.max_file_bytes  # the worker holds the file to the same limit
         if not payload["many"]:  # one attachment: its id is the upload's, so the status URL names it
@@ -82,6 +84,28 @@ async def create(request: web.Request) -> web.Response:
         await writes.release_idempotency_key(request, who)
         raise
     return await writes.respond(request, upload_id, kind="create", many=payload["many"])
+
+
+def _body_kind(request: web.Request) -> str:
+    if request.content_type.startswith("multipart/"):
+        return "multipart"
+    return "raw" if is_raw_upload(request) else "json"
+
+
+async def _admit(request: web.Request, who: Principal, upload_id: str, claim: tuple[str, int] | None, kind: str,
+                 raw: tuple[dict[str, Any], str | None] | None) -> budget.Admission:
+    """Multipart and raw bodies are charged their Content-Length now; JSON once its base64 is decoded."""
+    gate, settings = request.app[BUDGET], request.app[SETTINGS]
+    if kind == "json":
+        return await gate.limits(settings, who.account_id, upload_id, claim=claim)
+    length = request.content_length
+    if kind == "multipart":
+        return await gate.admit(settings, who.account_id, upload_id, length, claim=claim,
+                                what="a multipart upload")
+    try:  # raw: the body is the file, so its declared length is held to the file limit too
+        return await gate.admit(settings, who.account_id, upload_id, length, file_bytes=length, claim=claim)
+    except budget.FileTooLarge as exc:
+        raise _too_large(raw, exc.limits.max_file_bytes) from None
 
 
 async def _from_json(request: web.Request, max_file_bytes: int) -> dict[str, Any]:
@@ -166,18 +190,17 @@ def _raw_fields(request: web.Request) -> tuple[dict[str, Any], str | None]:
     return fields, hint
 
 
-async def _from_raw(request: web.Request, upload_id: str, max_file_bytes: int, spend, limits) -> dict[str, Any]:
-    """``POST /v1/attachments?target_type=..&target_id=..`` with the file as the body."""
-    fields, hint = _raw_fields(request)  # a bad request is refused before it costs budget or a byte is read
+def _too_large(raw: tuple[dict[str, Any], str | None], max_file_bytes: int) -> ApiError:
+    fields, hint = raw
     name = hint or fields.get("filename") or "the file"
-    too_large = ApiError("size_exceeded", f"{name} is larger than the limit of {max_file_bytes} bytes",
-                         field="file", status=413)
-    if request.content_length is not None and request.content_length > max_file_bytes:
-        raise too_large
-    if limits.budget_on and request.content_length is None:
-        raise ApiError("length_required", "an upload needs a Content-Length while this account has a byte "
-                       "budget", status=411)
-    await spend(budget.multipart_charge(request.content_length, limits))
+    return ApiError("size_exceeded", f"{name} is larger than the limit of {max_file_bytes} bytes",
+                    field="file", status=413)
+
+
+async def _from_raw(request: web.Request, upload_id: str, max_file_bytes: int,
+                    raw: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
+    """``POST /v1/attachments?target_type=..&target_id=..`` with the file as the body (already admitted)."""
+    fields, hint = raw
     key = storage.staged_key(upload_id, 0)
     try:
         size = await request.app[STORAGE].write_stream(key, _body_chunks(request), limit=max_file_bytes)
@@ -185,7 +208,7 @@ async def _from_raw(request: web.Request, upload_id: str, max_file_bytes: int, s
         with contextlib.suppress(Exception):
             await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))
         if isinstance(exc, storage.SizeLimitExceeded):
-            raise too_large from None
+            raise _too_large(raw, max_file_bytes) from None
         raise
     if hint and "filename" not in fields:
         fields["filename"] = hint

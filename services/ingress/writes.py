@@ -32,16 +32,24 @@ def wants_async(request: web.Request) -> bool:
     return any(token.strip().lower() == "respond-async" for token in prefer.split(","))
 
 
-async def claim_idempotency_key(request: web.Request, who: Principal, job_id: str) -> str | None:
-    """Bind the request's Idempotency-Key to ``job_id``; returns the earlier job's id on a retry."""
+def idempotency_claim(request: web.Request, who: Principal) -> tuple[str, int] | None:
+    """The Redis key (and its TTL) that binds the request's Idempotency-Key to a job; None without the header."""
     key = request.headers.get("Idempotency-Key")
     if not key:
         return None
     if len(key) > 255:
         raise ApiError("invalid_header", "Idempotency-Key must be at most 255 characters", field="Idempotency-Key")
+    return _idempotency_key(who.account_id, f"{request.method} {request.path} {key}"), UPLOAD_TTL_S
+
+
+async def claim_idempotency_key(request: web.Request, who: Principal, job_id: str) -> str | None:
+    """Bind the request's Idempotency-Key to ``job_id``; returns the earlier job's id on a retry."""
+    claim = idempotency_claim(request, who)
+    if claim is None:
+        return None
     redis = request.app[REDIS]
-    name = _idempotency_key(who.account_id, f"{request.method} {request.path} {key}")
-    if await redis.set(name, job_id, nx=True, ex=UPLOAD_TTL_S):
+    name, ttl = claim
+    if await redis.set(name, job_id, nx=True, ex=ttl):
         return None
     earlier = await redis.get(name)
     return earlier.decode() if earlier else None
@@ -49,21 +57,22 @@ async def claim_idempotency_key(request: web.Request, who: Principal, job_id: st
 
 async def release_idempotency_key(request: web.Request, who: Principal) -> None:
     """A request refused before its job was queued must not pin its key to a job that never ran."""
-    key = request.headers.get("Idempotency-Key")
-    if key:
-        await request.app[REDIS].delete(_idempotency_key(who.account_id, f"{request.method} {request.path} {key}"))
+    if claim := idempotency_claim(request, who):
+        await request.app[REDIS].delete(claim[0])
 
 
 async def submit(request: web.Request, who: Principal, function: str, job_id: str, payload: dict[str, Any], *,
                  manifest: bool = False) -> None:
-    """Queue a job. With ``manifest`` the payload is staged first, so the sweeper can re-drive it."""
+    """Queue a job, and record which account owns it (for ``GET /v1/uploads/{id}``), in one round trip.
+
+    With ``manifest`` the payload is staged first, so the sweeper can re-drive it.
+    """
     body = {"account_id": who.account_id, "actor": {"type": who.actor_type, "id": who.actor_id}, **payload}
     if manifest:
         await request.app[STORAGE].put_bytes(storage.manifest_key(job_id),
                                              orjson.dumps({"function": function, "job": body}))
-    redis = request.app[REDIS]
-    await redis.set(_owner_key(job_id), who.account_id, ex=UPLOAD_TTL_S)
-    await jobs.enqueue(redis, function, job_id, body)
+    await jobs.enqueue(request.app[REDIS], function, job_id, body,
+                       mark=(_owner_key(job_id), who.account_id, UPLOAD_TTL_S))
 
 
 def status_url(job_id: str) -> str:
