@@ -21,6 +21,7 @@ from services.core.errors import not_found
 from services.core.records import row_to_dict
 from services.core.settings import Settings
 from workers.context import WorkerContext
+from workers.outcomes import always_answers
 
 log = logging.getLogger("attachd.events")
 
@@ -76,6 +77,7 @@ def _session_outcome(session: asyncpg.Record, rows: list[asyncpg.Record]) -> dic
     return {"state": "complete", "session": row_to_dict(session), "attachments": [row_to_dict(r) for r in rows]}
 
 
+@always_answers
 async def close_session(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     """Close an upload session and announce its attachments in one event; closing it again adds none."""
     wctx: WorkerContext = ctx["attachd"]

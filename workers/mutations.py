@@ -10,6 +10,7 @@ from services.core.errors import ApiError, not_found
 from services.core.records import COLUMNS, row_to_dict
 from services.core.validation import parse_changes
 from workers.context import WorkerContext
+from workers.outcomes import always_answers
 
 
 async def _apply(ctx: dict[str, Any], job: dict[str, Any], change) -> dict[str, Any]:
@@ -29,6 +30,7 @@ async def _apply(ctx: dict[str, Any], job: dict[str, Any], change) -> dict[str, 
     return {"state": outcome["state"]}
 
 
+@always_answers
 async def update_attachment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     async def change(conn, account_id, attachment_id, job_id):
         return await repository.update_attachment(conn, account_id, attachment_id, parse_changes(job["changes"]),
@@ -37,5 +39,6 @@ async def update_attachment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[st
     return await _apply(ctx, job, change)
 
 
+@always_answers
 async def cancel_attachment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     return await _apply(ctx, job, repository.cancel_attachment)

@@ -11,6 +11,7 @@ from services.core.errors import ApiError
 from services.core.records import row_to_dict
 from services.core.validation import parse_parent
 from workers.context import WorkerContext
+from workers.outcomes import always_answers
 
 log = logging.getLogger("attachd.targets")
 
@@ -20,6 +21,7 @@ async def _finish(ctx: dict[str, Any], job_id: str, outcome: dict[str, Any]) -> 
     return {"state": outcome["state"]}
 
 
+@always_answers
 async def put_target(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     wctx: WorkerContext = ctx["attachd"]
     account_id, target_type, target_id = job["account_id"], job["target_type"], job["target_id"]
@@ -38,6 +40,7 @@ async def put_target(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]
     return await _finish(ctx, job["job_id"], outcome)
 
 
+@always_answers
 async def set_links(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     wctx: WorkerContext = ctx["attachd"]
     try:

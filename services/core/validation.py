@@ -219,6 +219,24 @@ def parse_parent(value: Any, field: str = "parent") -> tuple[str, str] | None:
     return parent_type, parent_id
 
 
+def parse_target_filter(target_type: str | None, target_id: str | None,
+                        ancestor: str | None) -> tuple[str | None, str | None, str | None]:
+    """A read's target and ``ancestor`` (``Type:id``) parameters, held to the rules their writes follow."""
+    target_type = _type_name(target_type, "target_type")
+    target_id = _text(target_id, "target_id")
+    if ancestor is not None:
+        ancestor_type, colon, ancestor_id = _text(ancestor, "ancestor").partition(":")
+        if not colon or not ancestor_id:
+            raise bad_request("invalid_value", "ancestor is Type:id, like Ticket:42", "ancestor")
+        _type_name(ancestor_type, "ancestor")
+    return target_type, target_id, ancestor
+
+
+def parse_session_token(value: str) -> str:
+    """A session token named in a path: what an upload's ``session_token`` may be."""
+    return _text(value, "session_token", required=True)
+
+
 def parse_changes(body: Any) -> dict[str, Any]:
     """Validate a PATCH body: only the updatable fields, at least one of them."""
     if not isinstance(body, Mapping):

@@ -14,7 +14,13 @@ from aiohttp import web
 from services.core import budget, encoding, jobs, storage
 from services.core.auth import READ, WRITE, Principal
 from services.core.errors import ApiError, bad_request
-from services.core.validation import coerce_form, parse_changes, parse_new_attachment, parse_parent
+from services.core.validation import (
+    coerce_form,
+    parse_changes,
+    parse_new_attachment,
+    parse_parent,
+    parse_session_token,
+)
 from services.ingress import writes
 from services.ingress.multipart import raw_disposition_filename, read_form
 from services.web.engines import BUDGET, STORAGE
@@ -343,4 +349,4 @@ async def close_session(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     if len(token) > 255:  # longer than any session_token an upload can carry
         raise ApiError("not_found", "session not found", status=404)
-    return await _mutate(request, who, jobs.CLOSE_SESSION, {"session_token": token}, "session")
+    return await _mutate(request, who, jobs.CLOSE_SESSION, {"session_token": parse_session_token(token)}, "session")

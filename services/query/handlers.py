@@ -15,6 +15,7 @@ from services.core.auth import READ
 from services.core.errors import bad_request, not_found
 from services.core.fields import describe_fields
 from services.core.records import API_COLUMNS
+from services.core.validation import parse_target_filter
 from services.web.engines import POOL
 from services.web.http import SETTINGS, base_url, json_response, principal, read_json
 
@@ -46,19 +47,18 @@ def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str])
     versions = q.get("versions", "latest")
     if versions not in ("latest", "all"):
         raise bad_request("invalid_value", "versions must be latest or all", "versions")
-    ancestor = q.get("ancestor")
-    if ancestor is not None and ":" not in ancestor:
-        raise bad_request("invalid_value", "ancestor is Type:id, like Ticket:42", "ancestor")
+    target_type, target_id, ancestor = parse_target_filter(q.get("target_type"), q.get("target_id"),
+                                                           q.get("ancestor"))
     if listing.parse_bool(q.get("descendants"), "descendants"):
-        if "target_id" not in q:
+        if target_id is None:
             raise bad_request("missing_field", "descendants needs target_type and target_id", "target_id")
-        ancestor = hierarchy.node(q["target_type"], q["target_id"])
-    elif "target_id" in q:
+        ancestor = hierarchy.node(target_type, target_id)
+    elif target_id is not None:
         ancestor = None  # an entity named outright wins over an ancestor, as in AttachmentInfo
     return repository.ListFilter(
         account_id=account_id,
-        target_type=q.get("target_type"),
-        target_id=q.get("target_id"),
+        target_type=target_type,
+        target_id=target_id,
         ancestor=ancestor,
         include_canceled=listing.parse_bool(q.get("include_canceled"), "include_canceled"),
         available_only=listing.parse_bool(q.get("available"), "available"),
