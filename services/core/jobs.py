@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Mapping
 from typing import Any
-
-import weakref
 
 import orjson
 from arq.connections import ArqRedis, RedisSettings, create_pool
