@@ -18,6 +18,7 @@ from workers.media import (
     SMALL,
     THUMBNAIL,
     MediaResult,
+    DecodeBudget,
     configure_vips,
     decode_bytes,
     image_dimensions,
@@ -358,33 +359,93 @@ def test_decode_bytes_counts_what_cannot_shrink_on_load(tmp_path: Path) -> None:
         return pyvips.Image.new_from_file(str(path), access="sequential")
 
     assert decode_bytes(header(progressive), "image/jpeg") == 400 * 300 * 3 * 2  # DCT coefficients
-    assert decode_bytes(header(baseline), "image/jpeg") == 0
-    assert decode_bytes(header(png), "image/png") == 0
+    assert decode_bytes(header(baseline), "image/jpeg") == media.SHRINKING_DECODE_BYTES
+    assert decode_bytes(header(png), "image/png") == media.SHRINKING_DECODE_BYTES
 
 
-def test_a_heavy_decode_runs_alone_and_light_ones_side_by_side(tmp_path: Path, monkeypatch) -> None:
+class BudgetProbe:
+    """Threads that each reserve some bytes of a DecodeBudget and hold them until told to let go."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = DecodeBudget(budget)
+        self.inside: list[str] = []
+        self._release: dict[str, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    def arrive(self, name: str, nbytes: int) -> None:
+        self._release[name] = threading.Event()
+
+        def hold() -> None:
+            with self.budget.reserve(nbytes):
+                self.inside.append(name)
+                self._release[name].wait(10)
+            self.inside.remove(name)
+
+        self._threads.append(threading.Thread(target=hold, daemon=True))
+        self._threads[-1].start()
+        time.sleep(0.05)  # in the order given
+
+    def leave(self, name: str) -> None:
+        self._release[name].set()
+        time.sleep(0.05)
+
+    def finish(self) -> None:
+        for event in self._release.values():
+            event.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def test_decodes_share_the_budget_first_come_first_served() -> None:
+    probe = BudgetProbe(100)
+    try:
+        probe.arrive("a", 60)
+        probe.arrive("b", 30)
+        assert probe.inside == ["a", "b"]           # both fit: side by side
+        probe.arrive("big", 60)
+        probe.arrive("small", 5)
+        assert probe.inside == ["a", "b"]           # big does not fit yet, and small waits its turn
+        probe.leave("a")
+        assert sorted(probe.inside) == ["b", "big", "small"]
+        probe.arrive("huge", 10_000)                # more than the whole budget
+        probe.leave("b")
+        probe.leave("big")
+        assert probe.inside == ["small"]
+        probe.leave("small")
+        assert probe.inside == ["huge"]             # alone
+        probe.arrive("after", 1)
+        assert probe.inside == ["huge"]
+        probe.leave("huge")
+        assert probe.inside == ["after"]
+    finally:
+        probe.finish()
+
+
+def test_make_variants_keeps_its_decodes_within_the_budget(tmp_path: Path, monkeypatch) -> None:
     progressive = [tmp_path / f"p{i}.jpg" for i in range(3)]
     for path in progressive:
-        gradient(800, 600).jpegsave(str(path), interlace=True)
+        gradient(800, 600).jpegsave(str(path), interlace=True)   # 2.9 MB of coefficients each
     baseline = [save(tmp_path / f"b{i}.jpg", gradient(800, 600)) for i in range(4)]
-    monkeypatch.setattr(media, "HEAVY_DECODE_BYTES", 1 << 20)  # 800x600 progressive: 2.9 MB, heavy
+    monkeypatch.setattr(media, "SHRINKING_DECODE_BYTES", 1 << 20)
+    monkeypatch.setattr(media, "_decode_budget", DecodeBudget(4 << 20))  # one progressive and one baseline
 
     lock = threading.Lock()
-    running: list[str] = []
-    seen_together: list[tuple[str, ...]] = []
+    in_flight: list[int] = []
+    most = 0
     real_decode = media._decode_small
 
     def observed(path: str) -> pyvips.Image:
-        kind = "heavy" if Path(path).name.startswith("p") else "light"
+        nonlocal most
+        cost = 800 * 600 * 3 * 2 if Path(path).name.startswith("p") else 1 << 20
         with lock:
-            running.append(kind)
-            seen_together.append(tuple(sorted(running)))
+            in_flight.append(cost)
+            most = max(most, sum(in_flight))
         time.sleep(0.05)  # long enough for the other threads to arrive
         try:
             return real_decode(path)
         finally:
             with lock:
-                running.remove(kind)
+                in_flight.remove(cost)
 
     monkeypatch.setattr(media, "_decode_small", observed)
     jobs = [str(p) for pair in zip(baseline, progressive + [baseline[-1]]) for p in pair]
@@ -393,5 +454,4 @@ def test_a_heavy_decode_runs_alone_and_light_ones_side_by_side(tmp_path: Path, m
 
     for result in results:
         assert_variants(result)
-    assert all(together == ("heavy",) for together in seen_together if "heavy" in together)
-    assert ("light", "light") in {together[:2] for together in seen_together}  # light ones were not held back
+    assert 2 << 20 <= most <= 4 << 20  # side by side, never past the budget

@@ -6,6 +6,7 @@ on the event loop. Call :func:`configure_vips` once when the worker starts.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import platform
@@ -49,10 +50,11 @@ _WHITE = [255, 255, 255]
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the axes
 _CACHE_MAX_OPERATIONS = 100
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc <malloc.h>
-# Decodes that hold the whole image in memory, whatever the output size: a progressive JPEG's DCT
-# coefficients and HEIF/AVIF (no shrink-on-load). Such a decode runs alone in its process, so two
-# 100-MP progressive photos on the media threads (330 MB each) cannot take a 512 MiB worker down.
-HEAVY_DECODE_BYTES = 64 << 20
+# The decode memory a worker process may have in flight (its baseline is ~40 MB; the pod's limit 512 MiB):
+# two 100-MP progressive photos on the media threads (330 MB each) cannot take it down.
+DECODE_BUDGET_BYTES = 200 << 20
+# What a decode that shrinks as it reads holds at most, as far as the budget is concerned.
+SHRINKING_DECODE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
                 field="file",
                 status=422,
             )
-        with _decode_gate.enter(heavy=decode_bytes(header, content_type) > HEAVY_DECODE_BYTES):
+        with _decode_budget.reserve(decode_bytes(header, content_type)):
             small = _decode_small(path)
         thumbnail = small.thumbnail_image(THUMBNAIL[0], height=THUMBNAIL[1], crop="centre")
         return MediaResult(
@@ -158,53 +160,51 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
 
 
 def decode_bytes(header: pyvips.Image, content_type: str) -> int:
-    """What decoding the image holds in memory regardless of the output size (0: it shrinks as it reads).
+    """The memory decoding this image will hold, from its header.
 
-    Progressive JPEG: 2 bytes of DCT coefficient per sample. HEIF/AVIF: libheif's planes, its RGB output
-    and libvips' copy, about 15 bytes a pixel (a 12-MP AVIF peaks 185 MB above the worker's baseline).
+    Progressive JPEG: 2 bytes of DCT coefficient per sample, whatever the output size. HEIF/AVIF: no
+    shrink-on-load; libheif's planes, its RGB output and libvips' copy come to about 15 bytes a pixel (a
+    12-MP AVIF peaks 185 MB above the worker's baseline). Anything else shrinks as it reads.
     """
     if content_type in ("image/heif", "image/avif"):
         return header.width * header.height * 15
     if content_type == "image/jpeg" and header.get_typeof("interlaced") and header.get("interlaced"):
         return header.width * header.height * header.bands * 2
-    return 0
+    return SHRINKING_DECODE_BYTES
 
 
-class DecodeGate:
-    """Light decodes run side by side; a heavy one waits for them to finish and then runs alone.
+class DecodeBudget:
+    """Decodes run side by side while their memory fits the budget; one larger than it runs alone.
 
-    A waiting heavy decode holds back new light ones, so a steady stream of small photos cannot starve it.
+    First come, first served: a decode that does not fit yet holds back those behind it, so a stream of
+    small photos cannot starve a large one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._in_use = 0
+        self._waiting: collections.deque[object] = collections.deque()
         self._changed = threading.Condition()
-        self._light = 0
-        self._heavy = False
-        self._heavy_waiting = 0
 
     @contextlib.contextmanager
-    def enter(self, *, heavy: bool):
+    def reserve(self, nbytes: int):
+        nbytes = min(nbytes, self._budget)  # more than the whole budget: waits for an idle process
+        turn = object()
         with self._changed:
-            if heavy:
-                self._heavy_waiting += 1
-                self._changed.wait_for(lambda: not self._heavy and self._light == 0)
-                self._heavy_waiting -= 1
-                self._heavy = True
-            else:
-                self._changed.wait_for(lambda: not self._heavy and self._heavy_waiting == 0)
-                self._light += 1
+            self._waiting.append(turn)
+            self._changed.wait_for(lambda: self._waiting[0] is turn and self._in_use + nbytes <= self._budget)
+            self._waiting.popleft()
+            self._in_use += nbytes
+            self._changed.notify_all()  # the next in line may fit as well
         try:
             yield
         finally:
             with self._changed:
-                if heavy:
-                    self._heavy = False
-                else:
-                    self._light -= 1
+                self._in_use -= nbytes
                 self._changed.notify_all()
 
 
-_decode_gate = DecodeGate()
+_decode_budget = DecodeBudget(DECODE_BUDGET_BYTES)
 
 
 def _decode_small(path: str) -> pyvips.Image:
