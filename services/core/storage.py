@@ -141,18 +141,16 @@ class FileStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         self._real_root = os.path.realpath(self.root)
 
-    def _write_path(self, key: str) -> str:
-        """``_path`` for the write path, without a system call: keys are ours, so ``..`` is what could escape."""
+    def _file(self, key: str) -> str:
+        """The path of ``key``, found without a system call (this runs on the event loop): keys are made by
+        attachd, never by a client, so ``..`` is all that could lead out of the root."""
         path = os.path.normpath(os.path.join(self._real_root, key))
-        if not path.startswith(self._real_root + os.sep):
+        if path != self._real_root and not path.startswith(self._real_root + os.sep):
             raise ValueError(f"storage key escapes the root: {key!r}")
         return path
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise ValueError(f"storage key escapes the root: {key!r}")
-        return path
+        return Path(self._file(key))
 
     async def write_stream(self, key: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
         """Write the chunks to ``key``; it appears (by rename) only once all of them are written.
@@ -163,7 +161,7 @@ class FileStorage:
         rename.
         """
         loop = asyncio.get_running_loop()
-        staged = _StagedFile(self._write_path(key))
+        staged = _StagedFile(self._file(key))
         batch: list[bytes] = []
         batched = size = 0
         writing: asyncio.Future | None = None  # the hop in flight, at most one
@@ -189,7 +187,7 @@ class FileStorage:
         return size
 
     async def put_bytes(self, key: str, data: bytes) -> None:
-        staged = _StagedFile(self._write_path(key))
+        staged = _StagedFile(self._file(key))
         writing = asyncio.get_running_loop().run_in_executor(None, staged.commit, [data])
         try:
             await writing
