@@ -116,3 +116,16 @@ async def test_out_of_range_workflow_values_name_the_field(service, field, value
     assert resp.status == 400
     assert (await resp.json())["error"]["field"] == field
     assert await service.rows() == []
+
+
+async def test_what_a_contact_creates_is_published_to_all(service):
+    contact = service.auth(sub="contact-7", sub_type="Contact")
+    upload = {"target_type": "Ticket", "target_id": "1", "filename": "a.txt", "data": "YQ=="}
+    refused = await service.upload_json({**upload, "publish": "internal"}, headers=contact)
+    assert refused.status == 400
+    assert (await refused.json())["error"]["field"] == "publish"
+    assert await service.rows() == []
+    made = await service.upload_json(upload, headers=contact)
+    assert made.status == 201 and (await made.json())["publish"] == "all"
+    by_a_user = await service.upload_json({**upload, "publish": "internal"})
+    assert by_a_user.status == 201 and (await by_a_user.json())["publish"] == "internal"

@@ -30,7 +30,12 @@ from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
 from services.core.records import row_to_dict
 from services.core.sniff import check_content, sniff
-from services.core.validation import NESTED_TARGET_TYPE, NewAttachment, parse_new_attachment
+from services.core.validation import (
+    NESTED_TARGET_TYPE,
+    NewAttachment,
+    check_creator_may_publish,
+    parse_new_attachment,
+)
 from workers import metrics
 from workers.context import WorkerContext
 from workers.fetch import fetch_to_file
@@ -176,6 +181,7 @@ class IngestJob:
             raise ApiError.from_dict(source["error"])
         new = parse_new_attachment(item.get("fields", {}), has_file=source["kind"] in BYTE_SOURCES,
                                    filename_hint=source.get("filename"))
+        check_creator_may_publish(self.actor.get("type", "User"), new.publish)
         bytes_field = BYTE_SOURCES.get(source["kind"], "url")
         attachment_id = str(uuid.UUID(item["id"]))
         if new.declared_size is not None and new.declared_size > self.max_file_bytes:

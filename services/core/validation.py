@@ -219,6 +219,12 @@ def parse_parent(value: Any, field: str = "parent") -> tuple[str, str] | None:
     return parent_type, parent_id
 
 
+def check_creator_may_publish(actor_type: str, publish: str) -> None:
+    """AttachmentInfo's rule for contact impersonation: what a Contact creates is published to all."""
+    if actor_type == "Contact" and publish != "all":
+        raise bad_request("invalid_value", "an attachment a Contact creates must have publish all", "publish")
+
+
 def parse_target_filter(target_type: str | None, target_id: str | None,
                         ancestor: str | None) -> tuple[str | None, str | None, str | None]:
     """A read's target and ``ancestor`` (``Type:id``) parameters, held to the rules their writes follow."""
