@@ -107,15 +107,14 @@ def cmd_dev(args: argparse.Namespace) -> None:
             jwt_secret=_dev_secret(data_dir), host=args.host, port=args.port,
         )
         asyncio.run(db.migrate(settings.database_url))
-        with asyncio.Runner(loop_factory=_event_loop) as runner:
-            runner.run(_serve_dev(settings, args.account))
+        asyncio.run(_serve_dev(settings, args.account))
     finally:
         redis.stop()
         postgres.stop()
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
-    """The services' event loop: uvloop when installed (about 15% less CPU per list request at 2M rows,
+    """For the query service: uvloop when installed (about 15% less CPU per list request at 2M rows,
     bench/RESULTS.md "Reads"), unless ATTACHD_EVENT_LOOP=asyncio asks for the standard loop."""
     if os.environ.get("ATTACHD_EVENT_LOOP", "uvloop") != "asyncio":
         try:
@@ -127,10 +126,10 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _run_app(app_factory, args: argparse.Namespace) -> None:
+def _run_app(app_factory, args: argparse.Namespace, *, fast_loop: bool = False) -> None:
     settings = load_settings(**({"port": args.port} if args.port else {}))
     log.info("listening on %s:%s", settings.host, settings.port)
-    loop = _event_loop()
+    loop = _event_loop() if fast_loop else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     web.run_app(app_factory(settings), host=settings.host, port=settings.port,
                 shutdown_timeout=settings.shutdown_grace_s, access_log=None, print=None, loop=loop)
@@ -145,14 +144,13 @@ def cmd_ingress(args: argparse.Namespace) -> None:
 def cmd_query(args: argparse.Namespace) -> None:
     from services.query.app import create_app
 
-    _run_app(create_app, args)
+    _run_app(create_app, args, fast_loop=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from workers.health import run_worker
 
-    with asyncio.Runner(loop_factory=_event_loop) as runner:
-        runner.run(run_worker(load_settings(), health_port=args.port or 8081))
+    asyncio.run(run_worker(load_settings(), health_port=args.port or 8081))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
