@@ -325,7 +325,10 @@ def test_configure_vips_bounds_the_cache_and_can_be_repeated(tmp_path: Path) -> 
     configure_vips(cache_max_mem=64 * 1024 * 1024)
     assert pyvips.cache_get_max() > 0
     assert pyvips.cache_get_max_mem() == 64 * 1024 * 1024
+    configure_vips(decode_budget_bytes=1234)
+    assert media._decode_budget._budget == 1234
     configure_vips()
+    assert media._decode_budget._budget == media.DECODE_BUDGET_BYTES
     assert (pyvips.cache_get_max(), pyvips.cache_get_max_mem(), pyvips.cache_get_max_files()) == (
         0,
         0,

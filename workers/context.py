@@ -26,7 +26,7 @@ class WorkerContext:
 
     @classmethod
     async def open(cls, settings: Settings) -> WorkerContext:
-        configure_vips()
+        configure_vips(decode_budget_bytes=settings.decode_budget_bytes)
         pool = await db.create_pool(settings.database_url, max_size=max(4, settings.worker_concurrency))
         store = await open_storage(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url,
                                    s3_region=settings.s3_region)

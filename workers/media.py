@@ -50,8 +50,9 @@ _WHITE = [255, 255, 255]
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the axes
 _CACHE_MAX_OPERATIONS = 100
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc <malloc.h>
-# The decode memory a worker process may have in flight (its baseline is ~40 MB; the pod's limit 512 MiB):
-# two 100-MP progressive photos on the media threads (330 MB each) cannot take it down.
+# The decode memory a worker process may have in flight by default (ATTACHD_DECODE_BUDGET_BYTES; its
+# baseline is ~40 MB, the pod's limit 512 MiB): two 100-MP progressive photos on the media threads
+# (330 MB each) cannot take it down.
 DECODE_BUDGET_BYTES = 200 << 20
 # What a decode that shrinks as it reads holds at most, as far as the budget is concerned.
 SHRINKING_DECODE_BYTES = 16 << 20
@@ -68,14 +69,18 @@ class MediaResult:
 NO_MEDIA = MediaResult(None, None, None, None)
 
 
-def configure_vips(*, cache_max_mem: int = 0, bound_malloc: bool = True) -> None:
-    """Allow only the expected image loaders, bound libvips' caches and (``bound_malloc``) glibc's heap.
+def configure_vips(*, cache_max_mem: int = 0, bound_malloc: bool = True,
+                   decode_budget_bytes: int = DECODE_BUDGET_BYTES) -> None:
+    """Allow only the expected image loaders, bound libvips' caches, the decode memory in flight and
+    (``bound_malloc``) glibc's heap.
 
     ``cache_max_mem`` is the operation cache's budget in bytes; 0 disables the cache.
-    Safe to call more than once.
+    Safe to call more than once, but not while images are being decoded.
     """
+    global _decode_budget
     if bound_malloc:
         _bound_malloc()
+    _decode_budget = DecodeBudget(decode_budget_bytes)
     pyvips.block_untrusted_set(True)
     pyvips.operation_block_set("VipsForeignLoad", True)
     for loader in ALLOWED_LOADERS:

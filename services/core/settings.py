@@ -46,6 +46,8 @@ class Settings:
     link_ttl_s: int = 3600
     job_timeout_s: int = 300
     worker_concurrency: int = 8
+    # Decode memory a worker may have in flight (workers/media.py DecodeBudget); the pod's limit is 512 MiB.
+    decode_budget_bytes: int = 200 << 20
     staging_grace_s: int = 900
     session_idle_s: int = 600         # an upload session with no upload for this long is closed
     relay_interval_s: float = 0.2     # how often a worker polls the outbox; 0: this worker does not relay
@@ -86,6 +88,7 @@ _PARSERS = {
     "link_ttl_s": int,
     "job_timeout_s": int,
     "worker_concurrency": int,
+    "decode_budget_bytes": int,
     "staging_grace_s": int,
     "session_idle_s": int,
     "relay_interval_s": float,
