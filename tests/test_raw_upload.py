@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
-import pyvips
-
 from services.core.jobs import QUEUE
 from services.web.engines import REDIS
 from tests.conftest import jpeg_bytes
+from tests.test_uploads import assert_photo_record, dimensions, path_of
 
 CREATE = "/v1/attachments"
-
-
-def path_of(url: str) -> str:
-    return "/" + url.split("://", 1)[1].split("/", 1)[1]
-
-
-def dimensions(data: bytes) -> tuple[int, int]:
-    image = pyvips.Image.new_from_buffer(data, "")
-    return image.width, image.height
 
 
 async def raw(svc, body, query: str, content_type: str | None = "application/octet-stream", **headers: str):
@@ -45,14 +33,7 @@ async def test_raw_jpeg_is_stored_thumbnailed_and_readable(any_backend_service):
                                  "&display_order=3", content_type="image/jpeg")
     assert resp.status == 201, await resp.text()
     record = await resp.json()
-    assert record["name"] == "Site visit"
-    assert record["filename"] == "photo.jpg"
-    assert record["content_type"] == "image/jpeg"
-    assert record["size"] == len(photo)
-    assert record["sha256"] == hashlib.sha256(photo).hexdigest()
-    assert (record["width"], record["height"]) == (1200, 800)
-    assert record["display_order"] == 3
-    assert record["target_type"] == "Task" and record["target_id"] == "42"
+    assert_photo_record(record, photo, name="Site visit", filename="photo.jpg")
 
     original = await svc.client.get(path_of(record["file"]["original"]))
     assert await original.read() == photo

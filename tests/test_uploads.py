@@ -31,6 +31,18 @@ def dimensions(data: bytes) -> tuple[int, int]:
     return image.width, image.height
 
 
+def assert_photo_record(record: dict, photo: bytes, *, name: str, filename: str) -> None:
+    """The record of a 1200x800 JPEG uploaded to Task 42 with display_order 3."""
+    assert record["name"] == name
+    assert record["filename"] == filename
+    assert record["content_type"] == "image/jpeg"
+    assert record["size"] == len(photo)
+    assert record["sha256"] == hashlib.sha256(photo).hexdigest()
+    assert (record["width"], record["height"]) == (1200, 800)
+    assert record["display_order"] == 3
+    assert record["target_type"] == "Task" and record["target_id"] == "42"
+
+
 async def test_multipart_jpeg_upload_is_stored_thumbnailed_and_readable(any_backend_service):
     svc = any_backend_service
     photo = jpeg_bytes(1200, 800)
@@ -41,14 +53,7 @@ async def test_multipart_jpeg_upload_is_stored_thumbnailed_and_readable(any_back
     )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
-    assert record["name"] == "Holiday"
-    assert record["filename"] == "holiday.jpg"
-    assert record["content_type"] == "image/jpeg"
-    assert record["size"] == len(photo)
-    assert record["sha256"] == hashlib.sha256(photo).hexdigest()
-    assert (record["width"], record["height"]) == (1200, 800)
-    assert record["display_order"] == 3
-    assert record["target_type"] == "Task" and record["target_id"] == "42"
+    assert_photo_record(record, photo, name="Holiday", filename="holiday.jpg")
     assert record["created_by"] == {"type": "User", "id": "user-1"}
 
     original = await svc.client.get(path_of(record["file"]["original"]))
