@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import mimetypes
 import os
 import tempfile
@@ -22,8 +21,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-
-from arq import Retry
 
 from services.core import encoding, hierarchy, jobs, repository, storage, targets
 from services.core.errors import ApiError
@@ -40,10 +37,8 @@ from workers import metrics
 from workers.context import WorkerContext
 from workers.fetch import fetch_to_file
 from workers.media import SMALL, THUMBNAIL, MediaResult, make_variants
+from workers.outcomes import always_answers
 
-log = logging.getLogger("attachd.ingest")
-
-MAX_TRIES = 3
 # Source kinds whose bytes travel outside the item's fields, and the field their errors name.
 BYTE_SOURCES = {"staged": "file", "base64": "data", "rejected": "file"}
 # Preferred extension for a sniffed type, for bytes that arrive with no file name.
@@ -370,6 +365,7 @@ def _too_large(limit: int, field: str) -> ApiError:
     return ApiError("size_exceeded", f"the file is larger than the limit of {limit} bytes", field=field, status=413)
 
 
+@always_answers
 async def ingest(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     """arq entry point; the outcome goes to Redis for the waiting ingress, the return value to arq."""
     wctx: WorkerContext = ctx["attachd"]
@@ -380,15 +376,7 @@ async def ingest(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     if ctx.get("job_try", 1) == 1:
         metrics.observe_queue_wait(ctx.get("enqueue_time"))
     ingest_job = IngestJob(wctx, job)
-    try:
-        outcome = await ingest_job.run()
-    except Exception:
-        if ctx.get("job_try", 1) < MAX_TRIES:
-            log.warning("ingest %s failed; retrying", job_id, exc_info=True)
-            raise Retry(defer=ctx.get("job_try", 1) * 2) from None
-        log.exception("ingest %s failed for good", job_id)
-        outcome = {"state": "failed", "error": {"code": "internal_error", "status": 500,
-                                                "message": "the upload could not be processed; try again"}}
+    outcome = await ingest_job.run()
     await jobs.publish_outcome(ctx["redis"], job_id, outcome)
     if ingest_job.committed_at is not None:
         metrics.observe("finish", time.perf_counter() - ingest_job.committed_at)
