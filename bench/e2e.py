@@ -56,7 +56,7 @@ from bench.ingress import Connection, Request, machine
 from services.core import db, jobs
 from services.core.auth import mint_token
 from services.core.settings import Settings
-from services.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from services.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, terminate
 
 OUT = corpus.OUT
 WORK = OUT / "e2e"
@@ -170,16 +170,6 @@ def wait_ready(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing ready on port {port} within {timeout:.0f}s; see {WORK}/*.log")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextlib.contextmanager
 def running_stack():
     shutil.rmtree(WORK, ignore_errors=True)
@@ -204,7 +194,7 @@ def running_stack():
                     redis._proc.pid)
     finally:
         for proc in procs.values():
-            stop(proc)
+            terminate(proc, grace_s=30)
         redis.stop()
         postgres.stop()
 

@@ -87,7 +87,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{port}/0"
 
     def stop(self) -> None:
-        _terminate(self._proc)
+        terminate(self._proc)
         self._proc = None
 
 
@@ -112,7 +112,7 @@ class MotoS3:
         return self.endpoint_url
 
     def stop(self) -> None:
-        _terminate(self._proc)
+        terminate(self._proc)
         self._proc = None
 
 
@@ -121,12 +121,13 @@ def _tcp_answers(port: int) -> bool:
         return True
 
 
-def _terminate(proc: subprocess.Popen | None) -> None:
+def terminate(proc: subprocess.Popen | None, grace_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(grace_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
