@@ -84,13 +84,18 @@ class Thumbor:
     def __init__(self, port: int = 8899) -> None:
         binary = THUMBOR_VENV / "bin" / "thumbor"
         if not binary.exists():
-            raise SystemExit(f"no thumbor: python3 -m venv {THUMBOR_VENV} && "
-                             f"{THUMBOR_VENV}/bin/pip install thumbor=={THUMBOR_VERSION}")
+            raise SystemExit(
+                f"no thumbor: python3 -m venv {THUMBOR_VENV} && "
+                f"{THUMBOR_VENV}/bin/pip install thumbor=={THUMBOR_VERSION}"
+            )
         conf = OUT / "thumbor.conf"
         conf.write_text(_THUMBOR_CONF)
         self.log = open(OUT / "thumbor.log", "w")
-        self.proc = subprocess.Popen([str(binary), "-i", "127.0.0.1", "-p", str(port), "-c", str(conf),
-                                      "-l", "error"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(binary), "-i", "127.0.0.1", "-p", str(port), "-c", str(conf), "-l", "error"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for _ in range(200):
             try:

@@ -17,8 +17,13 @@ OUT = Path(__file__).resolve().parent / "out"
 GEN = OUT / "gen"
 LINKS = OUT / "corpus"  # one directory of symlinks: thumbor's FILE_LOADER_ROOT_PATH
 
-_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-          ".webp": "image/webp", ".avif": "image/avif"}
+_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,5 @@ def load() -> list[Item]:
             link.symlink_to(real)
         header = pyvips.Image.new_from_file(real)
         progressive = bool(header.get_typeof("interlaced") and header.get("interlaced"))
-        items.append(Item(path.name, str(link), _TYPES[path.suffix.lower()],
-                          header.width * header.height, progressive))
+        items.append(Item(path.name, str(link), _TYPES[path.suffix.lower()], header.width * header.height, progressive))
     return sorted(items, key=lambda i: -i.pixels)

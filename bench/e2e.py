@@ -88,6 +88,7 @@ def whole_passes(items: list[corpus.Item], seconds: float) -> Iterator[int]:
 
 # --- the bare thumbnailer: a process of its own -------------------------------------------------------------
 
+
 def bare_child(seconds: float) -> None:
     from workers.media import configure_vips, make_variants
 
@@ -117,8 +118,9 @@ def bare_child(seconds: float) -> None:
 
 async def run_bare(seconds: float) -> dict[str, Any]:
     machine0 = machine_cpu()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.e2e", "--bare-child", str(seconds),
-                                                stdout=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.e2e", "--bare-child", str(seconds), stdout=asyncio.subprocess.PIPE
+    )
     out, _ = await proc.communicate()
     machine_s = machine_cpu() - machine0
     if proc.returncode:
@@ -132,6 +134,7 @@ async def run_bare(seconds: float) -> dict[str, Any]:
 
 
 # --- the stack: Postgres, Redis, ingress, worker ------------------------------------------------------------
+
 
 @dataclass
 class Stack:
@@ -147,16 +150,24 @@ class Stack:
     def processes(self) -> dict[str, list[psutil.Process]]:
         """The processes whose CPU counts, by part; Postgres is its postmaster and every backend."""
         postmaster = psutil.Process(int((self.pg_data / "postmaster.pid").read_text().split()[0]))
-        return {"ingress": [psutil.Process(self.procs["ingress"].pid)],
-                "worker": [psutil.Process(self.procs["worker"].pid)],
-                "postgres": [postmaster, *postmaster.children(recursive=True)],
-                "redis": [psutil.Process(self.redis_pid)], "client": [psutil.Process()]}
+        return {
+            "ingress": [psutil.Process(self.procs["ingress"].pid)],
+            "worker": [psutil.Process(self.procs["worker"].pid)],
+            "postgres": [postmaster, *postmaster.children(recursive=True)],
+            "redis": [psutil.Process(self.redis_pid)],
+            "client": [psutil.Process()],
+        }
 
 
 def spawn(part: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     log = open(WORK / f"{part}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "services.cli", part, "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", part, "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_ready(port: int, timeout: float = 60) -> None:
@@ -180,18 +191,26 @@ def running_stack():
         database_url, redis_url = postgres.start(), redis.start()
         asyncio.run(db.migrate(database_url))
         files = WORK / "files"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATTACHD_DATABASE_URL": database_url,
-               "ATTACHD_REDIS_URL": redis_url, "ATTACHD_STORAGE_URL": f"file://{files}",
-               "ATTACHD_JWT_SECRET": SECRET, "ATTACHD_HOST": "127.0.0.1", "ATTACHD_LOG_LEVEL": "WARNING",
-               # the budget stays on (its Redis script runs for every upload, as deployed), just large
-               "ATTACHD_BYTE_BUDGET": str(1 << 50)}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "ATTACHD_DATABASE_URL": database_url,
+            "ATTACHD_REDIS_URL": redis_url,
+            "ATTACHD_STORAGE_URL": f"file://{files}",
+            "ATTACHD_JWT_SECRET": SECRET,
+            "ATTACHD_HOST": "127.0.0.1",
+            "ATTACHD_LOG_LEVEL": "WARNING",
+            # the budget stays on (its Redis script runs for every upload, as deployed), just large
+            "ATTACHD_BYTE_BUDGET": str(1 << 50),
+        }
         ports = {"ingress": free_port(), "worker": free_port()}
         for part, port in ports.items():
             procs[part] = spawn(part, port, env)
         for port in ports.values():
             wait_ready(port)
-        yield Stack(database_url, redis_url, files, ports["ingress"], ports["worker"], procs, WORK / "pg",
-                    redis._proc.pid)
+        yield Stack(
+            database_url, redis_url, files, ports["ingress"], ports["worker"], procs, WORK / "pg", redis._proc.pid
+        )
     finally:
         for proc in procs.values():
             terminate(proc, grace_s=30)
@@ -201,20 +220,26 @@ def running_stack():
 
 # --- the client -------------------------------------------------------------------------------------------
 
+
 def upload_request(item: corpus.Item, index: int) -> Request:
     fields = {"target_type": "Task", "target_id": str(index), "name": item.name}
-    preamble = b"".join(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                        for k, v in fields.items())
-    preamble += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{item.name}"\r\n'
-                 f"Content-Type: {item.content_type}\r\n\r\n").encode()
+    preamble = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    )
+    preamble += (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{item.name}"\r\n'
+        f"Content-Type: {item.content_type}\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     data = Path(item.path).read_bytes()
-    headers = {"Authorization": f"Bearer {mint_token(SECRET, account=ACCOUNT, ttl_s=24 * 3600)}",
-               "Prefer": "respond-async", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-               "Content-Length": str(len(preamble) + len(data) + len(tail))}
+    headers = {
+        "Authorization": f"Bearer {mint_token(SECRET, account=ACCOUNT, ttl_s=24 * 3600)}",
+        "Prefer": "respond-async",
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+        "Content-Length": str(len(preamble) + len(data) + len(tail)),
+    }
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return Request(f"POST /v1/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + preamble, data,
-                   tail)
+    return Request(f"POST /v1/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + preamble, data, tail)
 
 
 class Commits:
@@ -261,8 +286,8 @@ class Commits:
 class Upload:
     item: int
     job_id: str
-    sent: float        # the scheduled send (open loop) or the actual one (sustained)
-    accepted: float    # the 202 is in
+    sent: float  # the scheduled send (open loop) or the actual one (sustained)
+    accepted: float  # the 202 is in
     committed: float = math.nan
 
     @property
@@ -277,8 +302,9 @@ async def send(conn: Connection, request: Request) -> str:
     return orjson.loads(body)["id"]
 
 
-async def sustained(port: int, requests: list[Request], order: Iterator[int], inflight: int,
-                    commits: Commits) -> list[Upload]:
+async def sustained(
+    port: int, requests: list[Request], order: Iterator[int], inflight: int, commits: Commits
+) -> list[Upload]:
     uploads: list[Upload] = []
     queue = iter(order)  # shared by the lanes; next() never awaits, so no lock
 
@@ -298,8 +324,9 @@ async def sustained(port: int, requests: list[Request], order: Iterator[int], in
     return uploads
 
 
-async def open_loop(port: int, requests: list[Request], order: list[int], rate: float,
-                    commits: Commits) -> tuple[list[Upload], float]:
+async def open_loop(
+    port: int, requests: list[Request], order: list[int], rate: float, commits: Commits
+) -> tuple[list[Upload], float]:
     """Upload ``order`` at ``rate``/s on a fixed schedule; returns the uploads and the worst lateness."""
     idle: list[Connection] = []
     uploads: list[Upload] = []
@@ -328,11 +355,15 @@ async def open_loop(port: int, requests: list[Request], order: list[int], rate: 
 
 # --- what the product says: metrics and CPU ---------------------------------------------------------------
 
+
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def cpu_seconds(stack: Stack) -> dict[str, float]:
@@ -367,6 +398,7 @@ class Snapshot:
 
 def breakdown(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     """Mean seconds per observation of each stage, and CPU seconds per part, between two snapshots."""
+
     def delta(samples_before: dict, samples_after: dict, name: str, labels: dict[str, str]) -> float:
         key = (name, tuple(sorted(labels.items())))
         return samples_after.get(key, 0.0) - samples_before.get(key, 0.0)
@@ -386,6 +418,7 @@ def breakdown(before: Snapshot, after: Snapshot) -> dict[str, Any]:
 
 # --- checking what was committed --------------------------------------------------------------------------
 
+
 async def verify(stack: Stack, commits: Commits, items: list[corpus.Item], uploads: list[Upload]) -> int:
     """Every upload complete, its row with the photo's size and both variants on disk; returns the count."""
     outcomes = await commits.outcomes([u.job_id for u in uploads])
@@ -398,8 +431,7 @@ async def verify(stack: Stack, commits: Commits, items: list[corpus.Item], uploa
         expected[attachment_id] = items[upload.item]
     conn = await asyncpg.connect(stack.database_url)
     try:
-        rows = await conn.fetch("SELECT id, width, height, variants FROM attachments WHERE id = ANY($1::uuid[])",
-                                ids)
+        rows = await conn.fetch("SELECT id, width, height, variants FROM attachments WHERE id = ANY($1::uuid[])", ids)
     finally:
         await conn.close()
     if len(rows) != len(ids):
@@ -422,6 +454,7 @@ def drop_objects(stack: Stack) -> None:
 
 # --- the rounds -------------------------------------------------------------------------------------------
 
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
@@ -429,8 +462,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def latency_summary(uploads: list[Upload]) -> dict[str, float]:
     latencies = [u.latency for u in uploads]
-    return {"p50": percentile(latencies, 0.50), "p90": percentile(latencies, 0.90),
-            "p99": percentile(latencies, 0.99), "max": max(latencies), "n": len(latencies)}
+    return {
+        "p50": percentile(latencies, 0.50),
+        "p90": percentile(latencies, 0.90),
+        "p99": percentile(latencies, 0.99),
+        "max": max(latencies),
+        "n": len(latencies),
+    }
 
 
 async def measured(stack: Stack, phase):
@@ -441,17 +479,28 @@ async def measured(stack: Stack, phase):
     return result, breakdown(before, after)
 
 
-async def run_round(stack: Stack, commits: Commits, items: list[corpus.Item], requests: list[Request],
-                    args: argparse.Namespace, bare_first: bool) -> dict[str, Any]:
+async def run_round(
+    stack: Stack,
+    commits: Commits,
+    items: list[corpus.Item],
+    requests: list[Request],
+    args: argparse.Namespace,
+    bare_first: bool,
+) -> dict[str, Any]:
     result: dict[str, Any] = {"bare_first": bare_first}
     if bare_first:
         result["bare"] = await run_bare(args.sustained_s)
     order = whole_passes(items, args.sustained_s)
     uploads, result["sustained_breakdown"] = await measured(
-        stack, lambda: sustained(stack.ingress_port, requests, order, args.inflight, commits))
+        stack, lambda: sustained(stack.ingress_port, requests, order, args.inflight, commits)
+    )
     seconds = max(u.committed for u in uploads) - min(u.sent for u in uploads)
-    result["sustained"] = {"images": len(uploads), "seconds": seconds, "per_s": len(uploads) / seconds,
-                           "verified": await verify(stack, commits, items, uploads)}
+    result["sustained"] = {
+        "images": len(uploads),
+        "seconds": seconds,
+        "per_s": len(uploads) / seconds,
+        "verified": await verify(stack, commits, items, uploads),
+    }
     drop_objects(stack)
     if not bare_first:
         result["bare"] = await run_bare(args.sustained_s)
@@ -460,10 +509,15 @@ async def run_round(stack: Stack, commits: Commits, items: list[corpus.Item], re
     rate = result["sustained"]["per_s"] / 2
     open_order = list(itertools.islice(whole_passes(items, math.inf), max(1, round(rate * args.open_s))))
     (uploads, lateness), result["open_breakdown"] = await measured(
-        stack, lambda: open_loop(stack.ingress_port, requests, open_order, rate, commits))
-    result["open"] = {"rate": rate, "lateness_s": lateness, **latency_summary(uploads),
-                      "verified": await verify(stack, commits, items, uploads),
-                      "by_format": by_format(items, uploads)}
+        stack, lambda: open_loop(stack.ingress_port, requests, open_order, rate, commits)
+    )
+    result["open"] = {
+        "rate": rate,
+        "lateness_s": lateness,
+        **latency_summary(uploads),
+        "verified": await verify(stack, commits, items, uploads),
+        "by_format": by_format(items, uploads),
+    }
     drop_objects(stack)
     return result
 
@@ -492,15 +546,19 @@ async def run_all(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             r = await run_round(stack, commits, items, requests, args, bare_first=n % 2 == 0)
             rounds.append(r)
-            print(f"round {n + 1}: bare {r['bare']['per_s']:.2f}/s, e2e {r['sustained']['per_s']:.2f}/s "
-                  f"({r['ratio']:.2f}x), open {r['open']['rate']:.2f}/s p50 {r['open']['p50'] * 1000:.0f} ms "
-                  f"p99 {r['open']['p99'] * 1000:.0f} ms ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"round {n + 1}: bare {r['bare']['per_s']:.2f}/s, e2e {r['sustained']['per_s']:.2f}/s "
+                f"({r['ratio']:.2f}x), open {r['open']['rate']:.2f}/s p50 {r['open']['p50'] * 1000:.0f} ms "
+                f"p99 {r['open']['p99'] * 1000:.0f} ms ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
         return {"machine": machine(), "corpus": len(items), "inflight": args.inflight, "rounds": rounds}
     finally:
         await commits.close()
 
 
 # --- the report -------------------------------------------------------------------------------------------
+
 
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
@@ -521,59 +579,91 @@ def report(result: dict[str, Any]) -> str:
     rounds = result["rounds"]
     m = result["machine"]
     ms = "{:.0f}"
-    lines = [f"Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB; Python {m['python']}; commit "
-             f"{m['commit']}; {m['date']}. Corpus {result['corpus']} images in whole passes; "
-             f"{result['inflight']} uploads in flight in the sustained runs.", "",
-             "| round | bare images/s | e2e images/s | e2e / bare | other load, cores (bare, e2e) "
-             "| open rate/s | p50 ms | p90 ms | p99 ms | max ms |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB; Python {m['python']}; commit "
+        f"{m['commit']}; {m['date']}. Corpus {result['corpus']} images in whole passes; "
+        f"{result['inflight']} uploads in flight in the sustained runs.",
+        "",
+        "| round | bare images/s | e2e images/s | e2e / bare | other load, cores (bare, e2e) "
+        "| open rate/s | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for n, r in enumerate(rounds, 1):
         o = r["open"]
         others = others_cores(r["sustained_breakdown"])
-        lines.append(f"| {n}{' (bare first)' if r['bare_first'] else ''} | {r['bare']['per_s']:.2f} | "
-                     f"{r['sustained']['per_s']:.2f} | {r['ratio']:.3f} | "
-                     f"{r['bare']['others_cores']:.2f}, {others:.2f} | "
-                     f"{o['rate']:.2f} | {o['p50'] * 1000:.0f} | {o['p90'] * 1000:.0f} | {o['p99'] * 1000:.0f} | "
-                     f"{o['max'] * 1000:.0f} |")
-    lines += ["", "Median (min–max) over the rounds:", "",
-              f"- bare thumbnailer: {spread([r['bare']['per_s'] for r in rounds])} images/s",
-              f"- end to end, sustained: {spread([r['sustained']['per_s'] for r in rounds])} images/s",
-              f"- e2e / bare, per round: {spread([r['ratio'] for r in rounds], '{:.3f}')}",
-              f"- open loop p50 {spread([r['open']['p50'] * 1000 for r in rounds], ms)} ms, "
-              f"p90 {spread([r['open']['p90'] * 1000 for r in rounds], ms)} ms, "
-              f"p99 {spread([r['open']['p99'] * 1000 for r in rounds], ms)} ms",
-              f"- verified rows: {sum(r['sustained']['verified'] + r['open']['verified'] for r in rounds)}", ""]
+        lines.append(
+            f"| {n}{' (bare first)' if r['bare_first'] else ''} | {r['bare']['per_s']:.2f} | "
+            f"{r['sustained']['per_s']:.2f} | {r['ratio']:.3f} | "
+            f"{r['bare']['others_cores']:.2f}, {others:.2f} | "
+            f"{o['rate']:.2f} | {o['p50'] * 1000:.0f} | {o['p90'] * 1000:.0f} | {o['p99'] * 1000:.0f} | "
+            f"{o['max'] * 1000:.0f} |"
+        )
+    lines += [
+        "",
+        "Median (min–max) over the rounds:",
+        "",
+        f"- bare thumbnailer: {spread([r['bare']['per_s'] for r in rounds])} images/s",
+        f"- end to end, sustained: {spread([r['sustained']['per_s'] for r in rounds])} images/s",
+        f"- e2e / bare, per round: {spread([r['ratio'] for r in rounds], '{:.3f}')}",
+        f"- open loop p50 {spread([r['open']['p50'] * 1000 for r in rounds], ms)} ms, "
+        f"p90 {spread([r['open']['p90'] * 1000 for r in rounds], ms)} ms, "
+        f"p99 {spread([r['open']['p99'] * 1000 for r in rounds], ms)} ms",
+        f"- verified rows: {sum(r['sustained']['verified'] + r['open']['verified'] for r in rounds)}",
+        "",
+    ]
     for phase in ("sustained", "open"):
-        lines += [f"Where the time goes, {phase} (mean ms per observation, median over rounds; per item for "
-                  "fetch..storage, per job otherwise):", "", "| stage | mean ms | count per round |", "|---|---|---|"]
+        lines += [
+            f"Where the time goes, {phase} (mean ms per observation, median over rounds; per item for "
+            "fetch..storage, per job otherwise):",
+            "",
+            "| stage | mean ms | count per round |",
+            "|---|---|---|",
+        ]
         for stage in ("ingress_request", *STAGES):
             means = [r[f"{phase}_breakdown"]["stages"][stage]["mean_s"] * 1000 for r in rounds]
             counts = [r[f"{phase}_breakdown"]["stages"][stage]["count"] for r in rounds]
             lines.append(f"| {stage} | {spread(means, '{:.1f}')} | {statistics.median(counts):.0f} |")
-        lines += ["", f"CPU seconds per image, {phase} (median over rounds; machine = every process on it):", "",
-                  "| part | CPU s / image | cores busy |", "|---|---|---|"]
+        lines += [
+            "",
+            f"CPU seconds per image, {phase} (median over rounds; machine = every process on it):",
+            "",
+            "| part | CPU s / image | cores busy |",
+            "|---|---|---|",
+        ]
         for part in ("ingress", "worker", "postgres", "redis", "client", "machine"):
-            per_image = [r[f"{phase}_breakdown"]["cpu_s"][part] / r[phase]["images" if phase == "sustained"
-                         else "n"] for r in rounds]
+            per_image = [
+                r[f"{phase}_breakdown"]["cpu_s"][part] / r[phase]["images" if phase == "sustained" else "n"]
+                for r in rounds
+            ]
             busy = [r[f"{phase}_breakdown"]["cpu_s"][part] / r[f"{phase}_breakdown"]["wall_s"] for r in rounds]
             lines.append(f"| {part} | {spread(per_image, '{:.3f}')} | {spread(busy)} |")
         lines.append("")
     bare_cpu = [r["bare"]["cpu_s"] / r["bare"]["images"] for r in rounds]
     ours_cpu = [ours_cpu_per_image(r) for r in rounds]
-    lines += [f"CPU s / image: bare thumbnailer {spread(bare_cpu, '{:.3f}')}, end to end (ingress, worker, "
-              f"Postgres, Redis, client) {spread(ours_cpu, '{:.3f}')}; bare / end to end, per round (the "
-              f"ratio's ceiling when the cores are the limit): "
-              f"{spread([b / o for b, o in zip(bare_cpu, ours_cpu, strict=True)], '{:.3f}')}.", "",
-              "Open-loop latency by format (last round): " + ", ".join(
-                  f"{label} n={v['n']} median {v['median'] * 1000:.0f} ms max {v['max'] * 1000:.0f} ms"
-                  for label, v in sorted(rounds[-1]["open"]["by_format"].items())), ""]
+    lines += [
+        f"CPU s / image: bare thumbnailer {spread(bare_cpu, '{:.3f}')}, end to end (ingress, worker, "
+        f"Postgres, Redis, client) {spread(ours_cpu, '{:.3f}')}; bare / end to end, per round (the "
+        f"ratio's ceiling when the cores are the limit): "
+        f"{spread([b / o for b, o in zip(bare_cpu, ours_cpu, strict=True)], '{:.3f}')}.",
+        "",
+        "Open-loop latency by format (last round): "
+        + ", ".join(
+            f"{label} n={v['n']} median {v['median'] * 1000:.0f} ms max {v['max'] * 1000:.0f} ms"
+            for label, v in sorted(rounds[-1]["open"]["by_format"].items())
+        ),
+        "",
+    ]
     lines += ["| target | measured | verdict |", "|---|---|---|"]
     ratio = statistics.median(r["ratio"] for r in rounds)
     p99 = statistics.median(r["open"]["p99"] for r in rounds)
-    lines.append(f"| sustained ≥ 90% of the bare thumbnailer | {spread([r['ratio'] for r in rounds], '{:.3f}')} | "
-                 f"{'met' if ratio >= 0.9 else 'not met'} |")
-    lines.append(f"| p99 commit latency < 1 s at half that rate | "
-                 f"{spread([r['open']['p99'] * 1000 for r in rounds], ms)} ms | {'met' if p99 < 1 else 'not met'} |")
+    lines.append(
+        f"| sustained ≥ 90% of the bare thumbnailer | {spread([r['ratio'] for r in rounds], '{:.3f}')} | "
+        f"{'met' if ratio >= 0.9 else 'not met'} |"
+    )
+    lines.append(
+        f"| p99 commit latency < 1 s at half that rate | "
+        f"{spread([r['open']['p99'] * 1000 for r in rounds], ms)} ms | {'met' if p99 < 1 else 'not met'} |"
+    )
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -50,7 +50,7 @@ from services.embedded import EmbeddedRedis, free_port
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 SIZES = {"64K": 64 * KIB, "1M": MIB, "16M": 16 * MIB, "256M": 256 * MIB}
 CLIENTS = {"64K": 16, "1M": 16, "16M": 16, "256M": 2}
-BIG_UPLOADS_PER_CLIENT = 2          # 256 MiB: a fixed count rather than a duration
+BIG_UPLOADS_PER_CLIENT = 2  # 256 MiB: a fixed count rather than a duration
 CONTENDERS = ("attachd", "attachd-raw", "fastapi", "ceiling")
 SECRET = "bench-secret-bench-secret-bench-secret"
 BOUNDARY = "----attachdbench7MA4YWxkTrZu0gW"
@@ -60,6 +60,7 @@ OUT = Path(__file__).parent / "out"
 
 
 # --- requests --------------------------------------------------------------------------------------------
+
 
 def payload(size: int) -> bytes:
     if size <= 16 * MIB:
@@ -85,11 +86,16 @@ class Request:
 
 
 def multipart_request(path: str, data: bytes, headers: dict[str, str]) -> Request:
-    preamble = b"".join(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in (("target_type", "Task"), ("target_id", "42"))
-    ) + (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="data.bin"\r\n'
-         f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    preamble = (
+        b"".join(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            for name, value in (("target_type", "Task"), ("target_id", "42"))
+        )
+        + (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="data.bin"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+    )
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     length = len(preamble) + len(data) + len(tail)
     head = _head(path, {**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, length)
@@ -101,14 +107,20 @@ def raw_request(path: str, data: bytes, headers: dict[str, str]) -> Request:
 
 
 def _head(path: str, headers: dict[str, str], length: int) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}",
-             *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Content-Length: {length}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def build(contender: str, data: bytes) -> Request:
-    auth = {"Authorization": f"Bearer {mint_token(SECRET, account='bench', ttl_s=24 * 3600)}",
-            "Prefer": "respond-async"}
+    auth = {
+        "Authorization": f"Bearer {mint_token(SECRET, account='bench', ttl_s=24 * 3600)}",
+        "Prefer": "respond-async",
+    }
     if contender in ("attachd", "baseline"):
         return multipart_request("/v1/attachments", data, auth)
     if contender == "attachd-raw":
@@ -117,6 +129,7 @@ def build(contender: str, data: bytes) -> Request:
 
 
 # --- the client: keep-alive HTTP/1.1 over raw sockets ----------------------------------------------------
+
 
 class Connection:
     def __init__(self, port: int) -> None:
@@ -147,7 +160,7 @@ class Connection:
         status = int(head[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
         length = int(headers.get("content-length", 0))
-        body = got[end + 4:]
+        body = got[end + 4 :]
         while len(body) < length:
             n = await loop.sock_recv_into(self.sock, self.buf)
             if not n:
@@ -191,8 +204,9 @@ class Cell:
         return self.sys_s / (self.uploads * SIZES[self.size] / GIB) if self.uploads else float("nan")
 
 
-async def run_cell(contender: str, size: str, request: Request, port: int, proc: psutil.Process,
-                   seconds: float) -> Cell:
+async def run_cell(
+    contender: str, size: str, request: Request, port: int, proc: psutil.Process, seconds: float
+) -> Cell:
     clients = CLIENTS[size]
     conns = [Connection(port) for _ in range(clients)]
     expect = EXPECT[contender]
@@ -224,11 +238,19 @@ async def run_cell(contender: str, size: str, request: Request, port: int, proc:
     cpu1 = proc.cpu_times()
     for c in conns:
         c.close()
-    return Cell(contender, size, done, last - started, cpu1.user + cpu1.system - cpu0.user - cpu0.system,
-                cpu1.system - cpu0.system, errors)
+    return Cell(
+        contender,
+        size,
+        done,
+        last - started,
+        cpu1.user + cpu1.system - cpu0.user - cpu0.system,
+        cpu1.system - cpu0.system,
+        errors,
+    )
 
 
 # --- the servers -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Server:
@@ -246,19 +268,27 @@ def start_servers(tmp: Path, redis_url: str, which: set[str], baseline: str | No
     servers: dict[str, Server] = {}
     common = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for name, source in (("attachd", None), ("baseline", baseline)):
-        if name == "attachd" and not which & {"attachd", "attachd-raw"} or name == "baseline" and not source:
+        if (name == "attachd" and not which & {"attachd", "attachd-raw"}) or (name == "baseline" and not source):
             continue
         port = free_port()
-        env = {**common, "ATTACHD_REDIS_URL": redis_url, "ATTACHD_STORAGE_URL": f"file://{tmp}/attachd",
-               "ATTACHD_JWT_SECRET": SECRET, "ATTACHD_MAX_FILE_BYTES": str(300 * MIB),
-               # the budget stays on (its Redis script runs for every upload, as in production), just large
-               "ATTACHD_BYTE_BUDGET": str(1 << 50), "ATTACHD_BYTE_BUDGET_WINDOW_S": "60",
-               "ATTACHD_HOST": "127.0.0.1", "ATTACHD_LOG_LEVEL": "WARNING"}
+        env = {
+            **common,
+            "ATTACHD_REDIS_URL": redis_url,
+            "ATTACHD_STORAGE_URL": f"file://{tmp}/attachd",
+            "ATTACHD_JWT_SECRET": SECRET,
+            "ATTACHD_MAX_FILE_BYTES": str(300 * MIB),
+            # the budget stays on (its Redis script runs for every upload, as in production), just large
+            "ATTACHD_BYTE_BUDGET": str(1 << 50),
+            "ATTACHD_BYTE_BUDGET_WINDOW_S": "60",
+            "ATTACHD_HOST": "127.0.0.1",
+            "ATTACHD_LOG_LEVEL": "WARNING",
+        }
         if source:  # another source tree of attachd (e.g. `git archive` of an older commit), side by side
             env["ATTACHD_STORAGE_URL"] = f"file://{tmp}/{name}"
             env["PYTHONPATH"] = source
-        popen = subprocess.Popen([sys.executable, "-m", "services.cli", "ingress", "--port", str(port)], env=env,
-                                 cwd=source)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "ingress", "--port", str(port)], env=env, cwd=source
+        )
         server = Server(name, port, popen, tmp / name / "staging")
         for contender in which & ({"attachd", "attachd-raw"} if name == "attachd" else {"baseline"}):
             servers[contender] = server
@@ -266,13 +296,25 @@ def start_servers(tmp: Path, redis_url: str, which: set[str], baseline: str | No
         port = free_port()
         spool = tmp / "fastapi-spool"
         spool.mkdir()
-        popen = subprocess.Popen([sys.executable, "-m", "bench.ingress_servers", "fastapi", "--port", str(port),
-                                  "--dir", str(tmp / "fastapi")], env={**common, "TMPDIR": str(spool)})
+        popen = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.ingress_servers",
+                "fastapi",
+                "--port",
+                str(port),
+                "--dir",
+                str(tmp / "fastapi"),
+            ],
+            env={**common, "TMPDIR": str(spool)},
+        )
         servers["fastapi"] = Server("fastapi", port, popen, tmp / "fastapi")
     if "ceiling" in which:
         port = free_port()
-        popen = subprocess.Popen([sys.executable, "-m", "bench.ingress_servers", "ceiling", "--port", str(port)],
-                                 env=common)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "bench.ingress_servers", "ceiling", "--port", str(port)], env=common
+        )
         servers["ceiling"] = Server("ceiling", port, popen, None)
     return servers
 
@@ -322,15 +364,23 @@ async def check_staged(servers: dict[str, Server], requests: dict[tuple[str, str
 
 # --- the report ------------------------------------------------------------------------------------------
 
+
 def summary(cells: list[Cell], contender: str, size: str) -> dict[str, float]:
     mine = [c for c in cells if c.contender == contender and c.size == size]
     per_s = [c.per_s for c in mine]
     mib_s = [c.mib_s for c in mine]
-    return {"per_s": statistics.median(per_s), "per_s_min": min(per_s), "per_s_max": max(per_s),
-            "mib_s": statistics.median(mib_s), "mib_s_min": min(mib_s), "mib_s_max": max(mib_s),
-            "cpu_s_per_gib": statistics.median(c.cpu_s_per_gib for c in mine),
-            "sys_s_per_gib": statistics.median(c.sys_s_per_gib for c in mine),
-            "errors": sum(sum(c.errors.values()) for c in mine), "rounds": len(mine)}
+    return {
+        "per_s": statistics.median(per_s),
+        "per_s_min": min(per_s),
+        "per_s_max": max(per_s),
+        "mib_s": statistics.median(mib_s),
+        "mib_s_min": min(mib_s),
+        "mib_s_max": max(mib_s),
+        "cpu_s_per_gib": statistics.median(c.cpu_s_per_gib for c in mine),
+        "sys_s_per_gib": statistics.median(c.sys_s_per_gib for c in mine),
+        "errors": sum(sum(c.errors.values()) for c in mine),
+        "rounds": len(mine),
+    }
 
 
 def ratios(cells: list[Cell], a: str, b: str, size: str) -> list[float]:
@@ -349,13 +399,21 @@ def print_table(cells: list[Cell], contenders: list[str], sizes: list[str]) -> d
         for contender in contenders:
             s = summary(cells, contender, size)
             report["cells"][f"{contender} {size}"] = s
-            print(f"{size:>5} {contender:<12} {s['per_s']:>8.1f} ({s['per_s_min']:>6.1f}-{s['per_s_max']:>6.1f})"
-                  f" {s['mib_s']:>8.1f} ({s['mib_s_min']:>6.1f}-{s['mib_s_max']:>6.1f})"
-                  f" {s['cpu_s_per_gib']:>8.2f} ({s['sys_s_per_gib']:5.2f}) {s['errors']:>4}")
+            print(
+                f"{size:>5} {contender:<12} {s['per_s']:>8.1f} ({s['per_s_min']:>6.1f}-{s['per_s_max']:>6.1f})"
+                f" {s['mib_s']:>8.1f} ({s['mib_s_min']:>6.1f}-{s['mib_s_max']:>6.1f})"
+                f" {s['cpu_s_per_gib']:>8.2f} ({s['sys_s_per_gib']:5.2f}) {s['errors']:>4}"
+            )
     print()
     for size in sizes:
-        for a, b in (("attachd", "fastapi"), ("attachd", "ceiling"), ("attachd-raw", "ceiling"),
-                     ("attachd-raw", "fastapi"), ("attachd", "baseline"), ("baseline", "fastapi")):
+        for a, b in (
+            ("attachd", "fastapi"),
+            ("attachd", "ceiling"),
+            ("attachd-raw", "ceiling"),
+            ("attachd-raw", "fastapi"),
+            ("attachd", "baseline"),
+            ("baseline", "fastapi"),
+        ):
             r = ratios(cells, a, b, size)
             if r:
                 report["ratios"][f"{a}/{b} {size}"] = {"median": statistics.median(r), "min": min(r), "max": max(r)}
@@ -364,20 +422,34 @@ def print_table(cells: list[Cell], contenders: list[str], sizes: list[str]) -> d
 
 
 def machine() -> dict[str, str]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
     versions = {}
     for dist in ("aiohttp", "fastapi", "starlette", "uvicorn", "httptools", "python-multipart"):
         try:
             from importlib.metadata import version
+
             versions[dist] = version(dist)
         except Exception:
             versions[dist] = "-"
-    return {"nproc": str(os.cpu_count()), "cpu": model, "ram_gib": f"{psutil.virtual_memory().total / GIB:.1f}",
-            "python": platform.python_version(), "commit": commit,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **versions}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "ram_gib": f"{psutil.virtual_memory().total / GIB:.1f}",
+        "python": platform.python_version(),
+        "commit": commit,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **versions,
+    }
 
 
 def storage_probe(where: Path, files: int = 300, mib: int = 256) -> dict[str, str]:
@@ -398,12 +470,16 @@ def storage_probe(where: Path, files: int = 300, mib: int = 256) -> dict[str, st
     os.close(fd)
     write_sys = me.cpu_times().system - cpu.system
     shutil.rmtree(probe)
-    return {"staging_dir": str(where), "file_create_us": f"{create_wall / files * 1e6:.0f}",
-            "file_create_sys_us": f"{create_sys / files * 1e6:.0f}",
-            "new_data_write_sys_s_per_gib": f"{write_sys / (mib / 1024):.2f}"}
+    return {
+        "staging_dir": str(where),
+        "file_create_us": f"{create_wall / files * 1e6:.0f}",
+        "file_create_sys_us": f"{create_sys / files * 1e6:.0f}",
+        "new_data_write_sys_s_per_gib": f"{write_sys / (mib / 1024):.2f}",
+    }
 
 
 # --- main ------------------------------------------------------------------------------------------------
+
 
 async def main(args: argparse.Namespace) -> None:
     sizes = args.sizes.split(",")
@@ -433,14 +509,18 @@ async def main(args: argparse.Namespace) -> None:
                     shift = (round_no + sizes.index(size)) % len(contenders)
                     for contender in contenders[shift:] + contenders[:shift]:
                         server = servers[contender]
-                        cell = await run_cell(contender, size, requests[contender, size], server.port,
-                                              server.proc, args.seconds)
+                        cell = await run_cell(
+                            contender, size, requests[contender, size], server.port, server.proc, args.seconds
+                        )
                         cell.round = round_no
                         cells.append(cell)
-                        print(f"round {round_no + 1} {size:>4} {contender:<12} {cell.per_s:8.1f}/s "
-                              f"{cell.mib_s:8.1f} MiB/s  cpu {cell.cpu_s_per_gib:5.2f} s/GiB "
-                              f"(sys {cell.sys_s_per_gib:5.2f})"
-                              f"{'  errors ' + str(cell.errors) if cell.errors else ''}", flush=True)
+                        print(
+                            f"round {round_no + 1} {size:>4} {contender:<12} {cell.per_s:8.1f}/s "
+                            f"{cell.mib_s:8.1f} MiB/s  cpu {cell.cpu_s_per_gib:5.2f} s/GiB "
+                            f"(sys {cell.sys_s_per_gib:5.2f})"
+                            f"{'  errors ' + str(cell.errors) if cell.errors else ''}",
+                            flush=True,
+                        )
                         empty(server.files)
                         await flusher.flushdb()
             print(f"\n{args.rounds} rounds in {time.perf_counter() - started:.0f} s")
@@ -466,10 +546,17 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--seconds", type=float, default=2.5, help="per cell, for the sizes run by duration")
-    parser.add_argument("--baseline", default=None, metavar="DIR",
-                        help="also run `attachd ingress` from this source tree as the contender 'baseline' "
-                             "(multipart), e.g. an extract of `git archive <commit> services workers`")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="DIR",
+        help="also run `attachd ingress` from this source tree as the contender 'baseline' "
+        "(multipart), e.g. an extract of `git archive <commit> services workers`",
+    )
     parser.add_argument("--out", default=str(OUT / "ingress.json"), help="the report, as JSON")
-    parser.add_argument("--tmp", default=str(OUT / "ingress-tmp"),
-                        help="where staging lives (default: bench/out/ingress-tmp, on the repo's disk)")
+    parser.add_argument(
+        "--tmp",
+        default=str(OUT / "ingress-tmp"),
+        help="where staging lives (default: bench/out/ingress-tmp, on the repo's disk)",
+    )
     asyncio.run(main(parser.parse_args()))

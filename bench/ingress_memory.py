@@ -45,10 +45,16 @@ async def main(gib: float, raw: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         redis = EmbeddedRedis(Path(tmp) / "redis")
         port = free_port()
-        env = {**os.environ, "ATTACHD_REDIS_URL": redis.start(), "ATTACHD_STORAGE_URL": f"file://{tmp}/files",
-               "ATTACHD_JWT_SECRET": "bench-secret-bench-secret-bench-secret",
-               "ATTACHD_MAX_FILE_BYTES": str(size + 1), "ATTACHD_BYTE_BUDGET": "0",
-               "ATTACHD_HOST": "127.0.0.1", "ATTACHD_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "ATTACHD_REDIS_URL": redis.start(),
+            "ATTACHD_STORAGE_URL": f"file://{tmp}/files",
+            "ATTACHD_JWT_SECRET": "bench-secret-bench-secret-bench-secret",
+            "ATTACHD_MAX_FILE_BYTES": str(size + 1),
+            "ATTACHD_BYTE_BUDGET": "0",
+            "ATTACHD_HOST": "127.0.0.1",
+            "ATTACHD_LOG_LEVEL": "WARNING",
+        }
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "ingress", "--port", str(port)], env=env)
         try:
             url = f"http://127.0.0.1:{port}"
@@ -94,9 +100,11 @@ async def main(gib: float, raw: bool) -> None:
                 done.set()
                 await sampler
             staged = sum(f.stat().st_size for f in Path(tmp, "files").rglob("*") if f.is_file())
-            print(f"{'raw' if raw else 'multipart'} upload of {size / (1 << 20):.0f} MiB: "
-                  f"HTTP {status} in {elapsed:.1f} s "
-                  f"({size / elapsed / (1 << 20):.0f} MiB/s); staged {staged / (1 << 20):.0f} MiB")
+            print(
+                f"{'raw' if raw else 'multipart'} upload of {size / (1 << 20):.0f} MiB: "
+                f"HTTP {status} in {elapsed:.1f} s "
+                f"({size / elapsed / (1 << 20):.0f} MiB/s); staged {staged / (1 << 20):.0f} MiB"
+            )
             print(f"ingress RSS: baseline {baseline / (1 << 20):.0f} MB, peak {peak / (1 << 20):.0f} MB")
         finally:
             proc.send_signal(signal.SIGTERM)

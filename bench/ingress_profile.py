@@ -33,8 +33,10 @@ def summarize(collapsed: Path, top: int) -> None:
         stack, _, count = line.rpartition(" ")
         n = int(count)
         total += n
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                  if " (" in f else f for f in stack.split(";")]
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f
+            for f in stack.split(";")
+        ]
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
@@ -58,9 +60,25 @@ async def main(args: argparse.Namespace) -> None:
             await wait_ready(server.port, "/readyz")
             request = build(args.contender, payload(SIZES[args.size]))
             await run_cell(args.contender, args.size, request, server.port, server.proc, 1.0)  # warm up
-            spy = subprocess.Popen([PY_SPY, "record", "--pid", str(server.popen.pid), "--rate", "250",
-                                    "--nonblocking", "--gil", "--format", "raw", "-o", f"{stem}.txt", "--duration", str(int(args.seconds))],
-                                   stdout=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    PY_SPY,
+                    "record",
+                    "--pid",
+                    str(server.popen.pid),
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "--gil",
+                    "--format",
+                    "raw",
+                    "-o",
+                    f"{stem}.txt",
+                    "--duration",
+                    str(int(args.seconds)),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
             await asyncio.sleep(0.5)
             cell = await run_cell(args.contender, args.size, request, server.port, server.proc, args.seconds - 1)
             print(f"{cell.per_s:.1f} uploads/s, {cell.mib_s:.1f} MiB/s, {cell.cpu_s_per_gib:.2f} CPU s/GiB")

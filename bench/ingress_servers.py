@@ -32,8 +32,16 @@ def fastapi_app(directory: str):
         path = os.path.join(directory, upload_id)
         with open(path, "wb") as out:
             shutil.copyfileobj(file.file, out)
-        return JSONResponse({"id": upload_id, "target_type": target_type, "target_id": target_id,
-                             "filename": file.filename, "size": os.path.getsize(path)}, status_code=201)
+        return JSONResponse(
+            {
+                "id": upload_id,
+                "target_type": target_type,
+                "target_id": target_id,
+                "filename": file.filename,
+                "size": os.path.getsize(path),
+            },
+            status_code=201,
+        )
 
     return app
 
@@ -46,8 +54,9 @@ def ceiling_app():
         size = 0
         async for chunk in request.content.iter_any():
             size += len(chunk)
-        return web.Response(body=orjson.dumps({"id": uuid.uuid4().hex, "size": size}), status=201,
-                            content_type="application/json")
+        return web.Response(
+            body=orjson.dumps({"id": uuid.uuid4().hex, "size": size}), status=201, content_type="application/json"
+        )
 
     app = web.Application(client_max_size=1 << 40)
     app.router.add_post("/upload", discard)
@@ -64,8 +73,15 @@ def main() -> None:
         import uvicorn
 
         os.makedirs(args.dir, exist_ok=True)
-        uvicorn.run(fastapi_app(args.dir), host="127.0.0.1", port=args.port, http="httptools", loop="asyncio",
-                    log_level="warning", access_log=False)
+        uvicorn.run(
+            fastapi_app(args.dir),
+            host="127.0.0.1",
+            port=args.port,
+            http="httptools",
+            loop="asyncio",
+            log_level="warning",
+            access_log=False,
+        )
     else:
         from aiohttp import web
 

@@ -50,20 +50,50 @@ LOADER_VERSION = 1
 PG_SETTINGS = {"shared_buffers": "1GB", "effective_cache_size": "4GB", "max_connections": "200"}
 
 STAGING_COLUMNS = (
-    "id", "account_id", "target_type", "target_id", "field", "parent_type", "parent_attachment_id", "version",
-    "version_root", "is_latest", "ancestors", "attachment_type", "name", "filename", "content_type", "size",
-    "sha256", "storage_key", "url", "width", "height", "variants", "display_order", "available", "status",
-    "created_from", "publish", "session_token", "created_by_type", "created_by_id", "impersonator_id",
-    "created_at", "updated_at", "canceled_at",
+    "id",
+    "account_id",
+    "target_type",
+    "target_id",
+    "field",
+    "parent_type",
+    "parent_attachment_id",
+    "version",
+    "version_root",
+    "is_latest",
+    "ancestors",
+    "attachment_type",
+    "name",
+    "filename",
+    "content_type",
+    "size",
+    "sha256",
+    "storage_key",
+    "url",
+    "width",
+    "height",
+    "variants",
+    "display_order",
+    "available",
+    "status",
+    "created_from",
+    "publish",
+    "session_token",
+    "created_by_type",
+    "created_by_id",
+    "impersonator_id",
+    "created_at",
+    "updated_at",
+    "canceled_at",
 )
 TARGET_COLUMNS = ("account_id", "target_type", "target_id", "parent_type", "parent_id", "ancestors", "updated_at")
 
-END = dt.datetime(2025, 11, 1, tzinfo=dt.timezone.utc)
+END = dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
 START = END - dt.timedelta(days=3 * 365)
 SPAN_S = (END - START).total_seconds()
 
 
 # --------------------------------------------------------------------------------------------- the server
+
 
 def bench_database_url() -> tuple[str, object | None]:
     """The URL to use and, for the embedded server, the handle that stops it."""
@@ -99,6 +129,7 @@ async def _configure(url: str) -> bool:
 
 # --------------------------------------------------------------------------------------------- the data
 
+
 @dataclass(frozen=True)
 class Params:
     rows: int = 2_000_000
@@ -106,23 +137,26 @@ class Params:
     largest: int = 150_000
     per_target: int = 50
     seed: int = 20251101
-    per_account_ids: bool = False   # target ids numbered per account ('Ticket:1' in every account)
+    per_account_ids: bool = False  # target ids numbered per account ('Ticket:1' in every account)
 
     def tag(self) -> str:
-        return (f"v{LOADER_VERSION} rows={self.rows} accounts={self.accounts} largest={self.largest} "
-                f"per_target={self.per_target} seed={self.seed} per_account_ids={self.per_account_ids}")
+        return (
+            f"v{LOADER_VERSION} rows={self.rows} accounts={self.accounts} largest={self.largest} "
+            f"per_target={self.per_target} seed={self.seed} per_account_ids={self.per_account_ids}"
+        )
 
 
 def account_sizes(p: Params) -> list[int]:
     """Zipf sizes: size(rank) = largest / rank**s, with s chosen so they add up to ``rows``."""
+
     def total(s: float) -> float:
-        return sum(p.largest / (r ** s) for r in range(1, p.accounts + 1))
+        return sum(p.largest / (r**s) for r in range(1, p.accounts + 1))
 
     lo, hi = 0.01, 5.0
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if total(mid) > p.rows else (lo, mid)
-    sizes = [max(1, round(p.largest / (r ** hi))) for r in range(1, p.accounts + 1)]
+    sizes = [max(1, round(p.largest / (r**hi))) for r in range(1, p.accounts + 1)]
     sizes[-1] += p.rows - sum(sizes)  # exact total; the smallest absorbs the rounding
     if sizes[-1] < 1:
         raise ValueError("parameters leave no rows for the smallest account")
@@ -134,19 +168,52 @@ def account_name(index: int) -> str:
 
 
 IMAGE_SIZES = ((4032, 3024), (3024, 4032), (1920, 1080), (2560, 1600), (1280, 720), (800, 600), (1170, 2532))
-WORDS = ("design", "spec", "invoice", "contract", "budget", "roadmap", "report", "notes", "draft", "final",
-         "review", "plan", "estimate", "quote", "floor-plan", "wireframe", "summary", "minutes", "agenda",
-         "timesheet", "receipt", "proposal", "brief", "mockup", "diagram", "checklist", "backlog", "export")
+WORDS = (
+    "design",
+    "spec",
+    "invoice",
+    "contract",
+    "budget",
+    "roadmap",
+    "report",
+    "notes",
+    "draft",
+    "final",
+    "review",
+    "plan",
+    "estimate",
+    "quote",
+    "floor-plan",
+    "wireframe",
+    "summary",
+    "minutes",
+    "agenda",
+    "timesheet",
+    "receipt",
+    "proposal",
+    "brief",
+    "mockup",
+    "diagram",
+    "checklist",
+    "backlog",
+    "export",
+)
 # kind: (weight, extension, content type, median bytes)
 KINDS = (
-    (18, "jpg", "image/jpeg", 1_800_000), (14, "png", "image/png", 420_000), (2, "heic", "image/heif", 1_500_000),
-    (1, "gif", "image/gif", 350_000), (2, "webp", "image/webp", 200_000),
+    (18, "jpg", "image/jpeg", 1_800_000),
+    (14, "png", "image/png", 420_000),
+    (2, "heic", "image/heif", 1_500_000),
+    (1, "gif", "image/gif", 350_000),
+    (2, "webp", "image/webp", 200_000),
     (22, "pdf", "application/pdf", 310_000),
     (9, "docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", 90_000),
     (7, "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", 60_000),
     (2, "pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation", 2_400_000),
-    (5, "csv", "text/csv", 40_000), (5, "txt", "text/plain", 4_000), (3, "zip", "application/zip", 6_000_000),
-    (1, "mp4", "video/mp4", 9_000_000), (1, "mp3", "audio/mpeg", 3_000_000),
+    (5, "csv", "text/csv", 40_000),
+    (5, "txt", "text/plain", 4_000),
+    (3, "zip", "application/zip", 6_000_000),
+    (1, "mp4", "video/mp4", 9_000_000),
+    (1, "mp3", "audio/mpeg", 3_000_000),
 )
 KIND_WEIGHTS = [k[0] for k in KINDS]
 LINK_TYPES = (("URL", 4), ("FILE_LINK", 2), ("FOLDER_LINK", 2))
@@ -181,7 +248,7 @@ class Generator:
         users = max(2, int(math.sqrt(n_rows)))
 
         # The hierarchy: projects of tickets, each ticket with notes and time entries.
-        targets: list[tuple[str, str, list[str], dt.datetime]] = []   # type, id, chain, created
+        targets: list[tuple[str, str, list[str], dt.datetime]] = []  # type, id, chain, created
         target_rows: list[tuple] = []
 
         def add(kind: str, parent: tuple[str, str, list[str], dt.datetime] | None) -> tuple:
@@ -231,9 +298,17 @@ class Generator:
                 elif r < 0.05 and singles and kind in ("Ticket", "TicketNote", "TimeEntry"):
                     parent = rng.choice(singles)
                     p_when = parent[STAGING_COLUMNS.index("created_at")]
-                    rows.append(self.row(account, "Attachment", str(parent[0]), [f"Attachment:{parent[0]}", *chain],
-                                         max(when, p_when + dt.timedelta(seconds=30)), users,
-                                         parent_attachment_id=parent[0]))
+                    rows.append(
+                        self.row(
+                            account,
+                            "Attachment",
+                            str(parent[0]),
+                            [f"Attachment:{parent[0]}", *chain],
+                            max(when, p_when + dt.timedelta(seconds=30)),
+                            users,
+                            parent_attachment_id=parent[0],
+                        )
+                    )
                     remaining -= 1
                 else:
                     row = self.row(account, kind, tid, chain, when, users, may_cancel=True)
@@ -253,9 +328,20 @@ class Generator:
         base = self.file_kind()
         stem = f"{self.rng.choice(WORDS)}-{self.rng.choice(WORDS)}"
         for v in range(1, k + 1):
-            row = self.row(account, kind, tid, chain, when, users, version=v, version_root=root,
-                           parent_attachment_id=previous, is_latest=v == k, file_kind=base,
-                           stem=stem)
+            row = self.row(
+                account,
+                kind,
+                tid,
+                chain,
+                when,
+                users,
+                version=v,
+                version_root=root,
+                parent_attachment_id=previous,
+                is_latest=v == k,
+                file_kind=base,
+                stem=stem,
+            )
             out.append(row)
             root = root or row[0]
             previous = row[0]
@@ -265,9 +351,25 @@ class Generator:
     def file_kind(self):
         return self.rng.choices(KINDS, KIND_WEIGHTS)[0]
 
-    def row(self, account, ttype, tid, chain, when, users, *, version=1, version_root=None,
-            parent_attachment_id=None, is_latest=True, may_cancel=False, parent_type=None, field=None,
-            file_kind=None, stem=None) -> tuple:
+    def row(
+        self,
+        account,
+        ttype,
+        tid,
+        chain,
+        when,
+        users,
+        *,
+        version=1,
+        version_root=None,
+        parent_attachment_id=None,
+        is_latest=True,
+        may_cancel=False,
+        parent_type=None,
+        field=None,
+        file_kind=None,
+        stem=None,
+    ) -> tuple:
         rng = self.rng
         ident = self.uuid7(when)
         attachment_type = "FILE_ATTACHMENT"
@@ -279,8 +381,11 @@ class Generator:
             if stem is None:
                 if content_type.startswith("image/") and rng.random() < 0.5:
                     clock = f"{rng.randint(8, 19)}.{rng.randint(10, 59)}.{rng.randint(10, 59)}"
-                    stem = (f"IMG_{rng.randint(1000, 9999)}" if ext in ("jpg", "heic") else
-                            f"Screenshot {when:%Y-%m-%d} at {clock}")
+                    stem = (
+                        f"IMG_{rng.randint(1000, 9999)}"
+                        if ext in ("jpg", "heic")
+                        else f"Screenshot {when:%Y-%m-%d} at {clock}"
+                    )
                 else:
                     stem = f"{rng.choice(WORDS)}-{rng.choice(WORDS)}-{when:%Y-%m}"
             filename = f"{stem}{'-v' + str(version) if version > 1 else ''}.{ext}"
@@ -291,10 +396,18 @@ class Generator:
             if content_type.startswith("image/") and ext != "gif":
                 width, height = rng.choice(IMAGE_SIZES)
                 variants = {
-                    "thumbnail": {"key": f"objects/{account}/{ident}/thumbnail", "size": rng.randint(1500, 3500),
-                                  "width": 72, "height": 48},
-                    "small": {"key": f"objects/{account}/{ident}/small", "size": rng.randint(4000, 9000),
-                              "width": 161, "height": 107},
+                    "thumbnail": {
+                        "key": f"objects/{account}/{ident}/thumbnail",
+                        "size": rng.randint(1500, 3500),
+                        "width": 72,
+                        "height": 48,
+                    },
+                    "small": {
+                        "key": f"objects/{account}/{ident}/small",
+                        "size": rng.randint(4000, 9000),
+                        "width": 161,
+                        "height": 107,
+                    },
                 }
         else:
             name = f"{rng.choice(WORDS).title()} {rng.choice(('doc', 'folder', 'board', 'sheet', 'link'))}"
@@ -302,29 +415,59 @@ class Generator:
         canceled_at = None
         if may_cancel and rng.random() < 0.04:
             canceled_at = min(END, when + dt.timedelta(seconds=rng.expovariate(1 / (20 * 86400))))
-        updated_at = canceled_at or (when if rng.random() < 0.9 else
-                                     min(END, when + dt.timedelta(seconds=rng.random() * 30 * 86400)))
+        updated_at = canceled_at or (
+            when if rng.random() < 0.9 else min(END, when + dt.timedelta(seconds=rng.random() * 30 * 86400))
+        )
         r = rng.random()
-        creator = ("User", f"user-{rng.randint(1, users)}") if r < 0.85 else \
-            ("Application", f"app-{rng.randint(1, 3)}") if r < 0.95 else \
-            ("Contact", f"contact-{rng.randint(1, users)}") if r < 0.98 else ("Resource", f"res-{rng.randint(1, 9)}")
+        creator = (
+            ("User", f"user-{rng.randint(1, users)}")
+            if r < 0.85
+            else ("Application", f"app-{rng.randint(1, 3)}")
+            if r < 0.95
+            else ("Contact", f"contact-{rng.randint(1, users)}")
+            if r < 0.98
+            else ("Resource", f"res-{rng.randint(1, 9)}")
+        )
         return (
-            ident, account, ttype, tid, field if field is not None else ("attachments" if rng.random() < 0.1 else None),
-            parent_type, parent_attachment_id, version, version_root, is_latest, chain, attachment_type, name,
-            filename, content_type, size, sha256, storage_key, url, width, height, variants,
+            ident,
+            account,
+            ttype,
+            tid,
+            field if field is not None else ("attachments" if rng.random() < 0.1 else None),
+            parent_type,
+            parent_attachment_id,
+            version,
+            version_root,
+            is_latest,
+            chain,
+            attachment_type,
+            name,
+            filename,
+            content_type,
+            size,
+            sha256,
+            storage_key,
+            url,
+            width,
+            height,
+            variants,
             0 if rng.random() < 0.7 else rng.randint(1, 20),
             rng.random() < 0.95,
             rng.choices((None, "approved", "pending", "required"), (80, 10, 6, 4))[0],
             rng.choices(("api", "task_panel", "rework", "feedback"), (55, 30, 8, 7))[0],
             "all" if rng.random() < 0.9 else "internal",
             f"sess-{rng.getrandbits(48):012x}" if rng.random() < 0.03 else None,
-            creator[0], creator[1],
+            creator[0],
+            creator[1],
             f"res-{rng.randint(1, 9)}" if rng.random() < 0.02 else None,
-            when, updated_at, canceled_at,
+            when,
+            updated_at,
+            canceled_at,
         )
 
 
 # --------------------------------------------------------------------------------------------- loading
+
 
 async def loaded_tag(conn) -> str | None:
     if not await conn.fetchval("SELECT to_regclass('bench_meta') IS NOT NULL"):
@@ -333,17 +476,27 @@ async def loaded_tag(conn) -> str | None:
 
 
 async def _secondary_indexes(conn, table: str) -> list[str]:
-    return [r["indexname"] for r in await conn.fetch(
-        "SELECT i.indexname FROM pg_indexes i WHERE i.tablename = $1 AND i.schemaname = current_schema() "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)", table)]
+    return [
+        r["indexname"]
+        for r in await conn.fetch(
+            "SELECT i.indexname FROM pg_indexes i WHERE i.tablename = $1 AND i.schemaname = current_schema() "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+            table,
+        )
+    ]
 
 
 async def load(url: str, p: Params, *, force: bool = False) -> None:
     await db.migrate(url)
     conn = await asyncpg.connect(url)
     # COPY is binary: jsonb's binary form is a version byte, then the text.
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=lambda v: b"\x01" + orjson.dumps(v),
-                              decoder=lambda b: orjson.loads(b[1:]), format="binary")
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda v: b"\x01" + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+        format="binary",
+    )
     try:
         tag = await loaded_tag(conn)
         if tag == p.tag() and not force:
@@ -358,8 +511,9 @@ async def load(url: str, p: Params, *, force: bool = False) -> None:
             for index in await _secondary_indexes(conn, table):
                 await conn.execute(f'DROP INDEX "{index}"')
         await conn.execute("DROP TABLE IF EXISTS bench_staging")
-        await conn.execute(f"CREATE UNLOGGED TABLE bench_staging AS SELECT {', '.join(STAGING_COLUMNS)} "
-                           f"FROM attachments WITH NO DATA")
+        await conn.execute(
+            f"CREATE UNLOGGED TABLE bench_staging AS SELECT {', '.join(STAGING_COLUMNS)} FROM attachments WITH NO DATA"
+        )
 
         gen = Generator(p)
         sizes = account_sizes(p)
@@ -383,8 +537,10 @@ async def load(url: str, p: Params, *, force: bool = False) -> None:
         # The counters are rebuilt in one pass below rather than row by row.
         await conn.execute("ALTER TABLE attachments DISABLE TRIGGER attachments_count_insert_delete")
         try:
-            await conn.execute(f"INSERT INTO attachments ({', '.join(STAGING_COLUMNS)}) "
-                               f"SELECT {', '.join(STAGING_COLUMNS)} FROM bench_staging ORDER BY created_at, id")
+            await conn.execute(
+                f"INSERT INTO attachments ({', '.join(STAGING_COLUMNS)}) "
+                f"SELECT {', '.join(STAGING_COLUMNS)} FROM bench_staging ORDER BY created_at, id"
+            )
         finally:
             await conn.execute("ALTER TABLE attachments ENABLE TRIGGER attachments_count_insert_delete")
         await conn.execute("DROP TABLE bench_staging")
@@ -392,18 +548,23 @@ async def load(url: str, p: Params, *, force: bool = False) -> None:
         await conn.execute(
             "INSERT INTO attachment_counts (account_id, target_type, target_id, live, live_available) "
             "SELECT account_id, target_type, target_id, count(*), count(*) FILTER (WHERE available) "
-            "FROM attachments WHERE canceled_at IS NULL AND is_latest GROUP BY 1, 2, 3")
+            "FROM attachments WHERE canceled_at IS NULL AND is_latest GROUP BY 1, 2, 3"
+        )
         await conn.execute(
             "INSERT INTO account_attachment_counts (account_id, live, live_available) "
-            "SELECT account_id, sum(live), sum(live_available) FROM attachment_counts GROUP BY 1")
+            "SELECT account_id, sum(live), sum(live_available) FROM attachment_counts GROUP BY 1"
+        )
         print(f"building indexes (schema.sql)  {time.monotonic() - started:6.0f} s", flush=True)
         await conn.execute("SET max_parallel_maintenance_workers = 2")
         await conn.execute(db.SCHEMA_PATH.read_text())
         print(f"VACUUM ANALYZE  {time.monotonic() - started:6.0f} s", flush=True)
         for table in ("attachments", "targets", "attachment_counts", "account_attachment_counts"):
             await conn.execute(f"VACUUM (ANALYZE) {table}")
-        await conn.execute("INSERT INTO bench_meta VALUES ('loaded', $1), ('seconds', $2)",
-                           p.tag(), f"{time.monotonic() - started:.0f}")
+        await conn.execute(
+            "INSERT INTO bench_meta VALUES ('loaded', $1), ('seconds', $2)",
+            p.tag(),
+            f"{time.monotonic() - started:.0f}",
+        )
         print(f"loaded in {time.monotonic() - started:.0f} s", flush=True)
     finally:
         await conn.close()
@@ -420,8 +581,9 @@ async def summary(url: str) -> dict:
             "nested": await conn.fetchval("SELECT count(*) FROM attachments WHERE target_type = 'Attachment'"),
             "accounts": await conn.fetchval("SELECT count(*) FROM account_attachment_counts"),
             "targets": await conn.fetchval("SELECT count(*) FROM targets"),
-            "largest_account": dict(await conn.fetchrow(
-                "SELECT account_id, live FROM account_attachment_counts ORDER BY live DESC LIMIT 1")),
+            "largest_account": dict(
+                await conn.fetchrow("SELECT account_id, live FROM account_attachment_counts ORDER BY live DESC LIMIT 1")
+            ),
             "table_mb": await conn.fetchval("SELECT pg_table_size('attachments') / 1048576"),
             "indexes_mb": await conn.fetchval("SELECT pg_indexes_size('attachments') / 1048576"),
             "server": await conn.fetchval("SHOW server_version"),
@@ -431,8 +593,14 @@ async def summary(url: str) -> dict:
 
 
 def params_from(args: argparse.Namespace) -> Params:
-    return Params(rows=args.rows, accounts=args.accounts, largest=args.largest, per_target=args.per_target,
-                  seed=args.seed, per_account_ids=args.per_account_ids)
+    return Params(
+        rows=args.rows,
+        accounts=args.accounts,
+        largest=args.largest,
+        per_target=args.per_target,
+        seed=args.seed,
+        per_account_ids=args.per_account_ids,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -442,8 +610,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--largest", type=int, default=d.largest)
     parser.add_argument("--per-target", type=int, default=d.per_target)
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--per-account-ids", action="store_true",
-                        help="number targets per account, so 'Ticket:1' exists in every account")
+    parser.add_argument(
+        "--per-account-ids",
+        action="store_true",
+        help="number targets per account, so 'Ticket:1' exists in every account",
+    )
 
 
 def main() -> None:

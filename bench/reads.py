@@ -49,8 +49,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = OUT / "reads"
 POOL_SIZE = 20  # services.web.engines.pool_ctx, and its reset_session=False
 LIMIT = 50
-TARGETS = {"list": (3000, 3.0), "descendants_ticket": (3000, 3.0), "count_account": (None, 5.0),
-           "count_target": (None, 5.0)}
+TARGETS = {
+    "list": (3000, 3.0),
+    "descendants_ticket": (3000, 3.0),
+    "count_account": (None, 5.0),
+    "count_target": (None, 5.0),
+}
 WORKLOADS = ("list", "descendants_ticket", "descendants_project", "query", "count_account", "count_target")
 DESCRIBE = {
     "list": "list by target, default order, limit 50",
@@ -64,10 +68,13 @@ DESCRIBE = {
 
 # --------------------------------------------------------------------------------------------- requests
 
+
 def _sample_sql(where: str, n: int) -> str:
     # Deterministic "random": order by a hash of the key.
-    return (f"SELECT account_id, target_type, target_id FROM attachment_counts WHERE {where} "
-            f"ORDER BY md5(account_id || target_type || target_id) LIMIT {n}")
+    return (
+        f"SELECT account_id, target_type, target_id FROM attachment_counts WHERE {where} "
+        f"ORDER BY md5(account_id || target_type || target_id) LIMIT {n}"
+    )
 
 
 class _Capture:
@@ -104,13 +111,16 @@ async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
     try:
         largest = await conn.fetchval("SELECT account_id FROM account_attachment_counts ORDER BY live DESC LIMIT 1")
         samples = {
-            "list": await conn.fetch(_sample_sql(
-                "target_type IN ('Project', 'Ticket', 'TicketNote', 'TimeEntry') AND live > 0", 400)),
+            "list": await conn.fetch(
+                _sample_sql("target_type IN ('Project', 'Ticket', 'TicketNote', 'TimeEntry') AND live > 0", 400)
+            ),
             "descendants_ticket": await conn.fetch(_sample_sql("target_type = 'Ticket' AND live > 0", 400)),
             "descendants_project": await conn.fetch(_sample_sql("target_type = 'Project' AND live > 0", 200)),
-            "count_target": await conn.fetch(_sample_sql(
-                f"account_id = '{largest}' AND target_type IN ('Project', 'Ticket', 'TicketNote', 'TimeEntry')",
-                400)),
+            "count_target": await conn.fetch(
+                _sample_sql(
+                    f"account_id = '{largest}' AND target_type IN ('Project', 'Ticket', 'TicketNote', 'TimeEntry')", 400
+                )
+            ),
         }
         samples["query"] = samples["descendants_ticket"]
     finally:
@@ -130,21 +140,27 @@ async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
                 kind, sql, params = await _captured(_list_call(f, order))
             elif workload.startswith("descendants"):
                 path = f"/v1/attachments?target_type={ttype}&target_id={tid}&descendants=true&limit={LIMIT}"
-                f = repository.ListFilter(account_id=account, target_type=ttype, target_id=tid,
-                                          ancestor=f"{ttype}:{tid}")
+                f = repository.ListFilter(
+                    account_id=account, target_type=ttype, target_id=tid, ancestor=f"{ttype}:{tid}"
+                )
                 kind, sql, params = await _captured(_list_call(f, order))
             elif workload == "query":
                 path = "/v1/attachments/query"
-                body = {"filter": [
-                    {"field": "ancestor", "op": "eq", "value": f"{ttype}:{tid}"},
-                    {"field": "created_at", "op": "gte", "value": "2023-06-01T00:00:00Z"},
-                    {"field": "attachment_type", "op": "in", "value": ["FILE_ATTACHMENT", "URL"]},
-                ], "max_records": LIMIT}
+                body = {
+                    "filter": [
+                        {"field": "ancestor", "op": "eq", "value": f"{ttype}:{tid}"},
+                        {"field": "created_at", "op": "gte", "value": "2023-06-01T00:00:00Z"},
+                        {"field": "attachment_type", "op": "in", "value": ["FILE_ATTACHMENT", "URL"]},
+                    ],
+                    "max_records": LIMIT,
+                }
                 query, where = _query_where(body, account)
                 kind = "fetch"
                 # services/query/handlers.py query_attachments
-                sql = (f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
-                       f"LIMIT {query.max_records + 1}")
+                sql = (
+                    f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
+                    f"LIMIT {query.max_records + 1}"
+                )
                 params = tuple(where.params)
             elif workload == "count_account":
                 path = "/v1/attachments/count"
@@ -154,8 +170,17 @@ async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
                 path = f"/v1/attachments/count?target_type={ttype}&target_id={tid}"
                 f = repository.ListFilter(account_id=account, target_type=ttype, target_id=tid)
                 kind, sql, params = await _captured(lambda c: repository.count_attachments(c, f))
-            reqs.append({"account": account, "method": "POST" if body else "GET", "path": path, "body": body,
-                         "kind": kind, "sql": sql, "params": list(params)})
+            reqs.append(
+                {
+                    "account": account,
+                    "method": "POST" if body else "GET",
+                    "path": path,
+                    "body": body,
+                    "kind": kind,
+                    "sql": sql,
+                    "params": list(params),
+                }
+            )
         out[workload] = reqs
     return out
 
@@ -171,8 +196,9 @@ def write_wrk_script(workload: str, reqs: list[dict[str, Any]], secret: str) -> 
             headers["Content-Type"] = "application/json"
             body = _lua_string(orjson.dumps(r["body"]).decode())
         lua_headers = "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
-        lines.append(f"specs[#specs + 1] = {{{_lua_string(r['method'])}, {_lua_string(r['path'])}, "
-                     f"{lua_headers}, {body}}}")
+        lines.append(
+            f"specs[#specs + 1] = {{{_lua_string(r['method'])}, {_lua_string(r['path'])}, {lua_headers}, {body}}}"
+        )
     lines += [
         "local i = 0",
         "function setup(thread) thread:set('offset', math.random(#specs)) end",
@@ -254,8 +280,16 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(port: int, script: Path, connections: int, duration: float) -> dict[str, float]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script),
-           f"http://127.0.0.1:{port}"]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration:.0f}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     out = proc.stdout
     if "Non-2xx" in out or "status " in proc.stderr:
@@ -267,8 +301,21 @@ def run_wrk(port: int, script: Path, connections: int, duration: float) -> dict[
 
 
 def run_direct(url: str, reqs_file: Path, workload: str, connections: int, duration: float) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "bench.reads", "--direct-worker", str(reqs_file), "--workload", workload,
-           "--connections", str(connections), "--duration", str(duration), "--database-url", url]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.reads",
+        "--direct-worker",
+        str(reqs_file),
+        "--workload",
+        workload,
+        "--connections",
+        str(connections),
+        "--duration",
+        str(duration),
+        "--database-url",
+        url,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -318,8 +365,14 @@ async def direct_worker(url: str, reqs: list[dict[str, Any]], connections: int, 
     pg_cpu = sum(_cpu_s(pid) for pid in backends) - pg_before
     await pool.close()
     latencies.sort()
-    return {"rps": len(latencies) / elapsed, "p50": _pct(latencies, 50) * 1000, "p99": _pct(latencies, 99) * 1000,
-            "requests": len(latencies), "client_cpu_s": cpu, "pg_cpu_s": pg_cpu}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": _pct(latencies, 50) * 1000,
+        "p99": _pct(latencies, 99) * 1000,
+        "requests": len(latencies),
+        "client_cpu_s": cpu,
+        "pg_cpu_s": pg_cpu,
+    }
 
 
 def _pct(sorted_values: list[float], pct: float) -> float:
@@ -331,6 +384,7 @@ def _param(value: Any) -> Any:
     # JSON round trip: restore the types asyncpg needs.
     if isinstance(value, dict) and "__dt__" in value:
         import datetime as dt
+
         return dt.datetime.fromisoformat(value["__dt__"])
     if isinstance(value, list):
         return [_param(v) for v in value]
@@ -339,6 +393,7 @@ def _param(value: Any) -> Any:
 
 def _jsonable(value: Any) -> Any:
     import datetime as dt
+
     if isinstance(value, dt.datetime):
         return {"__dt__": value.isoformat()}
     if isinstance(value, (list, tuple)):
@@ -348,14 +403,21 @@ def _jsonable(value: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------- the service
 
+
 class QueryService:
     def __init__(self, url: str, secret: str, root: Path = ROOT) -> None:
         self.port = free_port()
         files = OUT / "reads-files"
         files.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "ATTACHD_DATABASE_URL": url, "ATTACHD_JWT_SECRET": secret,
-               "ATTACHD_STORAGE_URL": f"file://{files}", "ATTACHD_HOST": "127.0.0.1",
-               "ATTACHD_PORT": str(self.port), "ATTACHD_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "ATTACHD_DATABASE_URL": url,
+            "ATTACHD_JWT_SECRET": secret,
+            "ATTACHD_STORAGE_URL": f"file://{files}",
+            "ATTACHD_HOST": "127.0.0.1",
+            "ATTACHD_PORT": str(self.port),
+            "ATTACHD_LOG_LEVEL": "WARNING",
+        }
         # From `root`'s own services/ (a baseline checkout runs its own code).
         env["PYTHONPATH"] = str(root)
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "query"], env=env, cwd=root)
@@ -391,8 +453,12 @@ async def check_same_answers(port: int, secret: str, url: str, reqs: dict[str, l
         for workload, items in reqs.items():
             for r in items[:5]:
                 token = mint_token(secret, account=r["account"], sub="bench", scope=READ)
-                async with http.request(r["method"], f"http://127.0.0.1:{port}{r['path']}", json=r["body"],
-                                        headers={"Authorization": f"Bearer {token}"}) as resp:
+                async with http.request(
+                    r["method"],
+                    f"http://127.0.0.1:{port}{r['path']}",
+                    json=r["body"],
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp:
                     assert resp.status == 200, await resp.text()
                     got = await resp.json()
                 params = [_param(p) for p in r["params"]]
@@ -401,8 +467,7 @@ async def check_same_answers(port: int, secret: str, url: str, reqs: dict[str, l
                     want = [str(x["id"]) for x in rows[:LIMIT]]
                     assert [a["id"] for a in got["attachments"]] == want, (workload, r["path"])
                 else:
-                    truth_sql = "SELECT count(*) FROM attachments WHERE " + repository.list_where(
-                        _filter_of(r)).sql()
+                    truth_sql = "SELECT count(*) FROM attachments WHERE " + repository.list_where(_filter_of(r)).sql()
                     truth = await pool.fetchval(truth_sql, *repository.list_where(_filter_of(r)).params)
                     assert got["count"] == await pool.fetchval(r["sql"], *params) == truth, (workload, got, truth)
     await pool.close()
@@ -440,6 +505,7 @@ async def explain_all(url: str, reqs: dict[str, list[dict[str, Any]]]) -> dict[s
 
 # --------------------------------------------------------------------------------------------- report
 
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -450,9 +516,15 @@ def machine() -> dict[str, Any]:
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gb": round(mem_kb / 1048576, 1),
-            "python": platform.python_version(), "git": rev.strip(),
-            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_avg_start": os.getloadavg()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": round(mem_kb / 1048576, 1),
+        "python": platform.python_version(),
+        "git": rev.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "load_avg_start": os.getloadavg(),
+    }
 
 
 def _span(values: list[float], fmt: str) -> str:
@@ -460,9 +532,11 @@ def _span(values: list[float], fmt: str) -> str:
 
 
 def report(results: dict[str, dict[str, list[dict[str, float]]]], connections: int) -> str:
-    lines = ["| query | contender | req/s | p50 ms | p99 ms | attachd / direct req/s "
-             "| CPU µs/request: Python process | CPU µs/request: Postgres |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| query | contender | req/s | p50 ms | p99 ms | attachd / direct req/s "
+        "| CPU µs/request: Python process | CPU µs/request: Postgres |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for workload, by in results.items():
         ratio = [a["rps"] / d["rps"] for a, d in zip(by["attachd"], by["direct"])]
         for name in by:
@@ -473,16 +547,22 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]], connections: i
                 f"| {_span([r['p99'] for r in runs], '{:.2f}')} "
                 f"| {_span(ratio, '{:.2f}') if name == 'attachd' else ''} "
                 f"| {_span([r['service_cpu_us'] for r in runs], '{:.0f}')} "
-                f"| {_span([r['pg_cpu_us'] for r in runs], '{:.0f}')} |")
+                f"| {_span([r['pg_cpu_us'] for r in runs], '{:.0f}')} |"
+            )
     rounds = len(next(iter(results.values()))["attachd"])
     wrk_cpu = statistics.median(r["loadgen_cpu_us"] for by in results.values() for r in by["attachd"])
     loads = [r["load_avg_1m"] for by in results.values() for runs in by.values() for r in runs]
-    lines += ["", f"Median (min–max) over {rounds} interleaved rounds, {connections} concurrent clients each; "
-              f"1-minute load average during the runs {min(loads):.1f}–{max(loads):.1f} on "
-              f"{os.cpu_count()} CPUs. The Python process is `attachd query` (attachd) or the asyncpg client "
-              f"(direct); wrk used {wrk_cpu:.0f} "
-              f"µs/request.", "",
-              "| target | figure | met |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Median (min–max) over {rounds} interleaved rounds, {connections} concurrent clients each; "
+        f"1-minute load average during the runs {min(loads):.1f}–{max(loads):.1f} on "
+        f"{os.cpu_count()} CPUs. The Python process is `attachd query` (attachd) or the asyncpg client "
+        f"(direct); wrk used {wrk_cpu:.0f} "
+        f"µs/request.",
+        "",
+        "| target | figure | met |",
+        "|---|---|---|",
+    ]
     for workload, (rps_target, p99_target) in TARGETS.items():
         if workload not in results:
             continue
@@ -492,13 +572,16 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]], connections: i
         cpu = statistics.median(r["service_cpu_us"] for r in runs)
         ok = (rps_target is None or rps >= rps_target) and p99 <= p99_target
         want = (f"≥ {rps_target:,} req/s, " if rps_target else "") + f"p99 ≤ {p99_target:g} ms"
-        lines.append(f"| {DESCRIBE[workload]}: {want} | {rps:,.0f} req/s, p99 {p99:.2f} ms "
-                     f"(service {cpu:.0f} CPU-µs/request: at most {1e6 / cpu:,.0f} req/s on one core) | "
-                     f"{'met' if ok else 'NOT met'} |")
+        lines.append(
+            f"| {DESCRIBE[workload]}: {want} | {rps:,.0f} req/s, p99 {p99:.2f} ms "
+            f"(service {cpu:.0f} CPU-µs/request: at most {1e6 / cpu:,.0f} req/s on one core) | "
+            f"{'met' if ok else 'NOT met'} |"
+        )
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- main
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -508,8 +591,12 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(WORKLOADS))
     parser.add_argument("--profile", default=None, help="py-spy the service under this workload, then stop")
     parser.add_argument("--no-explain", action="store_true")
-    parser.add_argument("--baseline", default=None, metavar="DIR",
-                        help="a third contender: another checkout's query service (git archive REV | tar -x -C DIR)")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="DIR",
+        help="a third contender: another checkout's query service (git archive REV | tar -x -C DIR)",
+    )
     parser.add_argument("--direct-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workload", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", default=None, help=argparse.SUPPRESS)
@@ -537,8 +624,9 @@ def main() -> None:
         reqs = asyncio.run(build_requests(url))
         reqs = {w: reqs[w] for w in workloads}
         reqs_file = WORK / "requests.json"
-        reqs_file.write_text(json.dumps({w: [{**r, "params": _jsonable(r["params"])} for r in rs]
-                                         for w, rs in reqs.items()}))
+        reqs_file.write_text(
+            json.dumps({w: [{**r, "params": _jsonable(r["params"])} for r in rs] for w, rs in reqs.items()})
+        )
         reqs = json.loads(reqs_file.read_text())
         secret = secrets.token_urlsafe(32)
         scripts = {w: write_wrk_script(w, reqs[w], secret) for w in workloads}
@@ -547,13 +635,28 @@ def main() -> None:
         if args.baseline:
             services["baseline"] = QueryService(url, secret, Path(args.baseline).resolve())
         asyncio.run(check_same_answers(service.port, secret, url, reqs))
-        print(f"attachd query on :{service.port} (pid {service.proc.pid}); answers agree with the direct SQL",
-              flush=True)
+        print(
+            f"attachd query on :{service.port} (pid {service.proc.pid}); answers agree with the direct SQL", flush=True
+        )
 
         if args.profile:
             out = OUT / f"reads-profile-{args.profile}.txt"
-            spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "200", "-o", str(out),
-                                    "-d", str(int(args.duration)), "-p", str(service.proc.pid)])
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--format",
+                    "raw",
+                    "-r",
+                    "200",
+                    "-o",
+                    str(out),
+                    "-d",
+                    str(int(args.duration)),
+                    "-p",
+                    str(service.proc.pid),
+                ]
+            )
             print(run_wrk(service.port, scripts[args.profile], args.connections, args.duration), flush=True)
             spy.wait()
             print(f"collapsed stacks in {out}")
@@ -569,7 +672,7 @@ def main() -> None:
         pg_cpu = CpuMeter(lambda: postgres_pids(pg_dir))
         for rnd in range(args.rounds):
             for w in workloads:
-                order = names[rnd % len(names):] + names[:rnd % len(names)]  # rotate who goes first
+                order = names[rnd % len(names) :] + names[: rnd % len(names)]  # rotate who goes first
                 for name in order:
                     pg_cpu.start()
                     svc = services.get(name)
@@ -591,10 +694,13 @@ def main() -> None:
                         pg_cpu.stop()
                     r["load_avg_1m"] = os.getloadavg()[0]
                     results[w][name].append(r)
-                    print(f"round {rnd + 1} {w:<20} {name:<8} {r['rps']:>8,.0f} req/s  p50 {r['p50']:.2f} ms  "
-                          f"p99 {r['p99']:.2f} ms  cpu/req: {'client' if name == 'direct' else 'service'} "
-                          f"{r['service_cpu_us']:.0f} us, postgres {r['pg_cpu_us']:.0f} us  "
-                          f"(load {r['load_avg_1m']:.1f})", flush=True)
+                    print(
+                        f"round {rnd + 1} {w:<20} {name:<8} {r['rps']:>8,.0f} req/s  p50 {r['p50']:.2f} ms  "
+                        f"p99 {r['p99']:.2f} ms  cpu/req: {'client' if name == 'direct' else 'service'} "
+                        f"{r['service_cpu_us']:.0f} us, postgres {r['pg_cpu_us']:.0f} us  "
+                        f"(load {r['load_avg_1m']:.1f})",
+                        flush=True,
+                    )
         plans = {} if args.no_explain else asyncio.run(explain_all(url, reqs))
         info["machine"]["load_avg_end"] = os.getloadavg()
         text = report(results, args.connections)
@@ -602,9 +708,20 @@ def main() -> None:
         print(text)
         for name, plan in plans.items():
             print(f"\n{name}:\n{plan}")
-        (OUT / "reads.json").write_text(json.dumps({**info, "connections": args.connections,
-                                                    "duration_s": args.duration, "results": results,
-                                                    "plans": plans, "report": text}, indent=2, default=str))
+        (OUT / "reads.json").write_text(
+            json.dumps(
+                {
+                    **info,
+                    "connections": args.connections,
+                    "duration_s": args.duration,
+                    "results": results,
+                    "plans": plans,
+                    "report": text,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     finally:
         for svc in (services or {}).values():
             svc.stop()

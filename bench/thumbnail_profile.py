@@ -51,23 +51,30 @@ def main() -> None:
     args = parser.parse_args()
     configure_vips()
     rows = []
-    print(f"{'image':32} {'kind':17} {'shrink':>6} {'floor':>7} {'vips dec':>8} {'attachd':>8} "
-          f"{'dec/floor':>9} {'att/floor':>9} {'overhead':>8}")
+    print(
+        f"{'image':32} {'kind':17} {'shrink':>6} {'floor':>7} {'vips dec':>8} {'attachd':>8} "
+        f"{'dec/floor':>9} {'att/floor':>9} {'overhead':>8}"
+    )
     for item in (i for i in corpus.load() if i.is_jpeg):
         header = pyvips.Image.new_from_file(item.path)
         shrink = _jpeg_shrink(header.width, header.height)
         floor = _cpu(lambda: _floor(item.path), args.reps)
-        dec = _cpu(lambda: pyvips.Image.new_from_file(item.path, access="sequential", shrink=shrink)
-                   .copy_memory(), args.reps)
+        dec = _cpu(
+            lambda: pyvips.Image.new_from_file(item.path, access="sequential", shrink=shrink).copy_memory(), args.reps
+        )
         att = _cpu(lambda: make_variants(item.path, item.content_type, max_pixels=100_000_000), args.reps)
         rows.append((floor, dec, att))
-        print(f"{item.name[:32]:32} {item.label:17} {shrink:>6} {floor:7.1f} {dec:8.1f} {att:8.1f} "
-              f"{dec / floor:9.2f} {att / floor:9.2f} {att - dec:8.1f}")
+        print(
+            f"{item.name[:32]:32} {item.label:17} {shrink:>6} {floor:7.1f} {dec:8.1f} {att:8.1f} "
+            f"{dec / floor:9.2f} {att / floor:9.2f} {att - dec:8.1f}"
+        )
     med = statistics.median
     floor, dec, att = (med(col) for col in zip(*rows))
-    print(f"{'median (ms CPU; ratios: median per image)':56} {floor:7.1f} {dec:8.1f} {att:8.1f} "
-          f"{med(d / f for f, d, _a in rows):9.2f} {med(a / f for f, _d, a in rows):9.2f} "
-          f"{med(a - d for _f, d, a in rows):8.1f}")
+    print(
+        f"{'median (ms CPU; ratios: median per image)':56} {floor:7.1f} {dec:8.1f} {att:8.1f} "
+        f"{med(d / f for f, d, _a in rows):9.2f} {med(a / f for f, _d, a in rows):9.2f} "
+        f"{med(a - d for _f, d, a in rows):8.1f}"
+    )
 
 
 if __name__ == "__main__":

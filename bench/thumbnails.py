@@ -25,8 +25,14 @@ from pathlib import Path
 from bench import corpus
 from bench.corpus import OUT, Item
 
-TARGETS = {"vs_thumbor": 4.0, "vs_pillow": 1.5, "vs_floor": 1.1, "two_procs": 1.9,
-           "rss_corpus_mb": 250, "rss_100mp_mb": 300}
+TARGETS = {
+    "vs_thumbor": 4.0,
+    "vs_pillow": 1.5,
+    "vs_floor": 1.1,
+    "two_procs": 1.9,
+    "rss_corpus_mb": 250,
+    "rss_100mp_mb": 300,
+}
 BEFORE_FIX = {"MALLOC_ARENA_MAX": "2"}  # what deploy/k8s/worker.yaml set before configure_vips bounded malloc
 ROOT = Path(__file__).resolve().parent.parent
 _HZ = os.sysconf("SC_CLK_TCK")
@@ -98,8 +104,13 @@ def compare(items: list[Item], runs: int, with_thumbor: bool) -> dict:
         if thumbor:
             thumbor.close()
     elapsed = time.perf_counter() - t0
-    return {"names": names, "items": [i.name for i in items], "wall": wall, "cpu": cpu,
-            "busy_cores": (_busy_seconds() - busy0) / elapsed}
+    return {
+        "names": names,
+        "items": [i.name for i in items],
+        "wall": wall,
+        "cpu": cpu,
+        "busy_cores": (_busy_seconds() - busy0) / elapsed,
+    }
 
 
 def summarize_compare(items: list[Item], data: dict) -> dict:
@@ -111,8 +122,9 @@ def summarize_compare(items: list[Item], data: dict) -> dict:
         return len(idx) / sum(data[kind][name][run][i] for i in idx)
 
     def per_image(name: str, kind: str = "wall") -> list[float]:  # median over runs, per image
-        return [_med([data[kind][name][r][i] for r in runs]) if data[kind][name][0][i] is not None else None
-                for i in every]
+        return [
+            _med([data[kind][name][r][i] for r in runs]) if data[kind][name][0][i] is not None else None for i in every
+        ]
 
     s = {"rows": {}, "ratios": {}, "by_format": {}}
     for name in data["names"]:
@@ -132,8 +144,9 @@ def summarize_compare(items: list[Item], data: dict) -> dict:
     for other in ("thumbor", "pillow"):
         if other in data["names"]:
             s["ratios"][f"vs_{other}"] = [rate("attachd", every, r) / rate(other, every, r) for r in runs]
-            s["ratios"][f"vs_{other}_cpu"] = [rate("attachd", every, r, "cpu") / rate(other, every, r, "cpu")
-                                              for r in runs]
+            s["ratios"][f"vs_{other}_cpu"] = [
+                rate("attachd", every, r, "cpu") / rate(other, every, r, "cpu") for r in runs
+            ]
     attachd, floor, pil = per_image("attachd"), per_image("floor"), per_image("pillow")
     # What-if: attachd with its JPEG times replaced by the floor's (a codec as fast as Pillow's, no overhead).
     at_floor = [floor[i] if items[i].is_jpeg else attachd[i] for i in every]
@@ -223,16 +236,22 @@ def rss_variants(passes: int) -> list[tuple[str, dict, list[str], int | None]]:
     glibc = ["--glibc-defaults"]
     return [
         ("corpus, glibc defaults", {}, corpus_args + glibc, TARGETS["rss_corpus_mb"]),
-        ("corpus, MALLOC_ARENA_MAX=2 only (before the fix)", BEFORE_FIX, corpus_args + glibc,
-         TARGETS["rss_corpus_mb"]),
+        ("corpus, MALLOC_ARENA_MAX=2 only (before the fix)", BEFORE_FIX, corpus_args + glibc, TARGETS["rss_corpus_mb"]),
         ("corpus, as shipped: configure_vips bounds malloc", {}, corpus_args, TARGETS["rss_corpus_mb"]),
-        ("corpus, as shipped, 2 threads (the worker's pool)", {}, corpus_args + ["--threads", "2"],
-         TARGETS["rss_corpus_mb"]),
+        (
+            "corpus, as shipped, 2 threads (the worker's pool)",
+            {},
+            corpus_args + ["--threads", "2"],
+            TARGETS["rss_corpus_mb"],
+        ),
         ("100-MP baseline JPEG alone, as shipped", {}, big, TARGETS["rss_100mp_mb"]),
-        ("100-MP *progressive* JPEG alone, as shipped", {},
-         ["--passes", "1", "--path", str(PROGRESSIVE_100MP)], None),
-        ("two 100-MP *progressive* JPEGs, 2 threads, as shipped", {},
-         ["--passes", "1", "--threads", "2", "--path", str(PROGRESSIVE_100MP), "--copies", "2"], None),
+        ("100-MP *progressive* JPEG alone, as shipped", {}, ["--passes", "1", "--path", str(PROGRESSIVE_100MP)], None),
+        (
+            "two 100-MP *progressive* JPEGs, 2 threads, as shipped",
+            {},
+            ["--passes", "1", "--threads", "2", "--path", str(PROGRESSIVE_100MP), "--copies", "2"],
+            None,
+        ),
     ]
 
 
@@ -242,15 +261,26 @@ def rss(passes: int) -> list[dict]:
 
         PROGRESSIVE_100MP.parent.mkdir(exist_ok=True)
         pyvips.Image.new_from_file(str(OUT / "gen" / "big-12500x8000.jpg")).jpegsave(
-            str(PROGRESSIVE_100MP), Q=88, interlace=True, keep="none")
+            str(PROGRESSIVE_100MP), Q=88, interlace=True, keep="none"
+        )
     results = []
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "VIPS_"))}
     variants = rss_variants(passes)
     # Two children at a time: memory, not time, is measured here.
     for start in range(0, len(variants), 2):
-        procs = [(v, subprocess.Popen([sys.executable, "-m", "bench.worker_rss", *v[2]], cwd=ROOT,
-                                      env={**base_env, **v[1]}, stdout=subprocess.PIPE, text=True))
-                 for v in variants[start:start + 2]]
+        procs = [
+            (
+                v,
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.worker_rss", *v[2]],
+                    cwd=ROOT,
+                    env={**base_env, **v[1]},
+                    stdout=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+            for v in variants[start : start + 2]
+        ]
         for (label, env, _args, target), proc in procs:
             stdout, _ = proc.communicate()
             if proc.returncode:
@@ -276,86 +306,144 @@ def versions() -> dict:
     thumbor_python = THUMBOR_VENV / "bin" / "python"
     thumbor = "not installed"
     if thumbor_python.exists():
-        thumbor = subprocess.run([str(thumbor_python), "-c",
-                                  "import thumbor, PIL; print(f'{thumbor.__version__} (its own Pillow {PIL.__version__})')"],
-                                 capture_output=True, text=True).stdout.strip() or thumbor
+        thumbor = (
+            subprocess.run(
+                [
+                    str(thumbor_python),
+                    "-c",
+                    "import thumbor, PIL; print(f'{thumbor.__version__} (its own Pillow {PIL.__version__})')",
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or thumbor
+        )
     with open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     with open("/proc/meminfo") as f:
         ram = int(f.readline().split()[1]) / 2**20
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": head.stdout.strip() or "?",
-            "nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(ram, 1), "python": platform.python_version(),
-            "libvips": ".".join(str(pyvips.version(i)) for i in range(3)), "pyvips": pyvips.__version__,
-            "pillow": pillow, "thumbor": thumbor}
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": head.stdout.strip() or "?",
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(ram, 1),
+        "python": platform.python_version(),
+        "libvips": ".".join(str(pyvips.version(i)) for i in range(3)),
+        "pyvips": pyvips.__version__,
+        "pillow": pillow,
+        "thumbor": thumbor,
+    }
 
 
 def report(meta: dict, items: list[Item], cmp: dict | None, scale: dict | None, mem: list | None) -> str:
-    lines = [f"Run {meta['date']} at `{meta['commit']}` on {meta['nproc']} cores ({meta['cpu']}), "
-             f"{meta['ram_gib']} GiB RAM; Python {meta['python']}, libvips {meta['libvips']} "
-             f"(pyvips-binary), pyvips {meta['pyvips']}, Pillow {meta['pillow']}, "
-             f"thumbor {meta['thumbor']}.",
-             "",
-             f"Corpus: {len(items)} images, " + ", ".join(
-                 f"{sum(1 for i in items if i.label == lab)} {lab}" for lab in sorted({i.label for i in items})) + ".",
-             ""]
+    lines = [
+        f"Run {meta['date']} at `{meta['commit']}` on {meta['nproc']} cores ({meta['cpu']}), "
+        f"{meta['ram_gib']} GiB RAM; Python {meta['python']}, libvips {meta['libvips']} "
+        f"(pyvips-binary), pyvips {meta['pyvips']}, Pillow {meta['pillow']}, "
+        f"thumbor {meta['thumbor']}.",
+        "",
+        f"Corpus: {len(items)} images, "
+        + ", ".join(f"{sum(1 for i in items if i.label == lab)} {lab}" for lab in sorted({i.label for i in items}))
+        + ".",
+        "",
+    ]
     if cmp:
         s = cmp["summary"]
         n_runs = len(s["rows"]["attachd"]["ips"])
-        lines += [f"### Side by side ({n_runs} runs after a warm-up, contenders interleaved per image; "
-                  f"whole machine busy {cmp['busy_cores']:.2f} of 2 cores on average)", "",
-                  "| contender | images/s, median (min–max) | JPEG images/s | JPEG median ms/image | CPU/wall |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"### Side by side ({n_runs} runs after a warm-up, contenders interleaved per image; "
+            f"whole machine busy {cmp['busy_cores']:.2f} of 2 cores on average)",
+            "",
+            "| contender | images/s, median (min–max) | JPEG images/s | JPEG median ms/image | CPU/wall |",
+            "|---|---|---|---|---|",
+        ]
         for name, row in s["rows"].items():
             scope = " (JPEG only)" if name == "floor" else ""
-            lines.append(f"| {name}{scope} | {_span(row['ips'])} | {_span(row['jpeg_ips'])} | "
-                         f"{row['jpeg_median_ms']:.1f} | {row['cpu_per_wall']:.2f} |")
-        lines += ["", "| format | n | " + " | ".join(f"{n} ms" for n in cmp["names"]) + " |",
-                  "|---|---|" + "---|" * len(cmp["names"])]
+            lines.append(
+                f"| {name}{scope} | {_span(row['ips'])} | {_span(row['jpeg_ips'])} | "
+                f"{row['jpeg_median_ms']:.1f} | {row['cpu_per_wall']:.2f} |"
+            )
+        lines += [
+            "",
+            "| format | n | " + " | ".join(f"{n} ms" for n in cmp["names"]) + " |",
+            "|---|---|" + "---|" * len(cmp["names"]),
+        ]
         for label, row in s["by_format"].items():
-            lines.append(f"| {label} | {row['n']} | " + " | ".join(
-                f"{row[n]:.0f}" if n in row else "–" for n in cmp["names"]) + " |")
+            lines.append(
+                f"| {label} | {row['n']} | "
+                + " | ".join(f"{row[n]:.0f}" if n in row else "–" for n in cmp["names"])
+                + " |"
+            )
         r = s["ratios"]
         lines += ["", "| target | figure | verdict |", "|---|---|---|"]
         if "vs_thumbor" in r:
-            lines.append(f"| attachd ≥ {TARGETS['vs_thumbor']}× thumbor images/s | {_span(r['vs_thumbor'])}× "
-                         f"(CPU time: {_span(r['vs_thumbor_cpu'])}×) | "
-                         f"{_verdict(_med(r['vs_thumbor']) >= TARGETS['vs_thumbor'])} |")
-        lines.append(f"| attachd ≥ {TARGETS['vs_pillow']}× Pillow images/s | {_span(r['vs_pillow'])}× "
-                     f"(CPU time: {_span(r['vs_pillow_cpu'])}×) | "
-                     f"{_verdict(_med(r['vs_pillow']) >= TARGETS['vs_pillow'])} |")
-        lines.append(f"| (what-if: attachd's JPEG times = the floor's) | attachd/Pillow would be "
-                     f"{r['vs_pillow_if_jpeg_at_floor']:.2f}× | |")
-        lines.append(f"| attachd JPEG median ≤ {TARGETS['vs_floor']}× floor | {r['vs_floor']:.2f}× "
-                     f"(per-image ratio median {r['vs_floor_per_image_median']:.2f}×, JPEG total "
-                     f"{r['vs_floor_jpeg_total']:.2f}×; CPU-time medians {r['vs_floor_cpu']:.2f}×) | "
-                     f"{_verdict(r['vs_floor'] <= TARGETS['vs_floor'])} |")
+            lines.append(
+                f"| attachd ≥ {TARGETS['vs_thumbor']}× thumbor images/s | {_span(r['vs_thumbor'])}× "
+                f"(CPU time: {_span(r['vs_thumbor_cpu'])}×) | "
+                f"{_verdict(_med(r['vs_thumbor']) >= TARGETS['vs_thumbor'])} |"
+            )
+        lines.append(
+            f"| attachd ≥ {TARGETS['vs_pillow']}× Pillow images/s | {_span(r['vs_pillow'])}× "
+            f"(CPU time: {_span(r['vs_pillow_cpu'])}×) | "
+            f"{_verdict(_med(r['vs_pillow']) >= TARGETS['vs_pillow'])} |"
+        )
+        lines.append(
+            f"| (what-if: attachd's JPEG times = the floor's) | attachd/Pillow would be "
+            f"{r['vs_pillow_if_jpeg_at_floor']:.2f}× | |"
+        )
+        lines.append(
+            f"| attachd JPEG median ≤ {TARGETS['vs_floor']}× floor | {r['vs_floor']:.2f}× "
+            f"(per-image ratio median {r['vs_floor_per_image_median']:.2f}×, JPEG total "
+            f"{r['vs_floor_jpeg_total']:.2f}×; CPU-time medians {r['vs_floor_cpu']:.2f}×) | "
+            f"{_verdict(r['vs_floor'] <= TARGETS['vs_floor'])} |"
+        )
     if scale:
-        lines += ["", f"### Worker processes ({len(scale['1 process']['ips'])} reps, configurations interleaved)", "",
-                  "| configuration | images/s, median (min–max) | vs 1 process | CPU ms/image | other load, cores |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### Worker processes ({len(scale['1 process']['ips'])} reps, configurations interleaved)",
+            "",
+            "| configuration | images/s, median (min–max) | vs 1 process | CPU ms/image | other load, cores |",
+            "|---|---|---|---|---|",
+        ]
         for name in SCALING:
             row = scale[name]
-            lines.append(f"| {name} | {_span(row['ips'])} | {_span(row['ratio'])}× | "
-                         f"{_med(row['cpu_ms']):.0f} | {_span(row['other_cores'])} |")
+            lines.append(
+                f"| {name} | {_span(row['ips'])} | {_span(row['ratio'])}× | "
+                f"{_med(row['cpu_ms']):.0f} | {_span(row['other_cores'])} |"
+            )
         two = scale["2 processes"]["ratio"]
-        quiet = [r for r, a, b in zip(two, scale["1 process"]["other_cores"], scale["2 processes"]["other_cores"])
-                 if max(a, b) < 0.25]
+        quiet = [
+            r
+            for r, a, b in zip(two, scale["1 process"]["other_cores"], scale["2 processes"]["other_cores"])
+            if max(a, b) < 0.25
+        ]
         cpu_bound = 2 * _med(scale["1 process"]["cpu_ms"]) / _med(scale["2 processes"]["cpu_ms"])
-        lines += ["", f"2 processes / 1: {_med(two):.2f}× wall-clock — target ≥ {TARGETS['two_procs']}×: "
-                  f"{_verdict(_med(two) >= TARGETS['two_procs'])}"
-                  + (f"; in the reps where other load stayed under 0.25 cores: {_span(quiet)}×" if quiet else "")
-                  + f". CPU per image 2 processes vs 1 gives the ratio on two free cores: {cpu_bound:.2f}×."]
+        lines += [
+            "",
+            f"2 processes / 1: {_med(two):.2f}× wall-clock — target ≥ {TARGETS['two_procs']}×: "
+            f"{_verdict(_med(two) >= TARGETS['two_procs'])}"
+            + (f"; in the reps where other load stayed under 0.25 cores: {_span(quiet)}×" if quiet else "")
+            + f". CPU per image 2 processes vs 1 gives the ratio on two free cores: {cpu_bound:.2f}×.",
+        ]
     if mem:
-        lines += ["", "### Worker peak RSS (fresh process each, make_variants in sequence)", "",
-                  "| run | peak RSS MB per pass | RSS after each pass MB | CPU s user+sys | minor faults | target "
-                  "| verdict |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Worker peak RSS (fresh process each, make_variants in sequence)",
+            "",
+            "| run | peak RSS MB per pass | RSS after each pass MB | CPU s user+sys | minor faults | target "
+            "| verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for m in mem:
             target = f"< {m['target_mb']} MB" if m["target_mb"] else "–"
             verdict = _verdict(m["peak_mb"] < m["target_mb"]) if m["target_mb"] else "–"
-            lines.append(f"| {m['label']} | {' → '.join(str(p['peak_mb']) for p in m['passes'])} | "
-                         f"{' → '.join(str(p['rss_after_mb']) for p in m['passes'])} | "
-                         f"{m['user_s']:.1f}+{m['sys_s']:.1f} | {m['minor_faults'] / 1000:.0f} k | {target} | {verdict} |")
+            lines.append(
+                f"| {m['label']} | {' → '.join(str(p['peak_mb']) for p in m['passes'])} | "
+                f"{' → '.join(str(p['rss_after_mb']) for p in m['passes'])} | "
+                f"{m['user_s']:.1f}+{m['sys_s']:.1f} | {m['minor_faults'] / 1000:.0f} k | {target} | {verdict} |"
+            )
     return "\n".join(lines)
 
 

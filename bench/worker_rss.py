@@ -41,8 +41,11 @@ def main() -> None:
     parser.add_argument("--only", help="substring of the file names to keep")
     parser.add_argument("--path", help="one image file instead of the corpus (JPEG)")
     parser.add_argument("--copies", type=int, default=1, help="with --path: that many at once")
-    parser.add_argument("--glibc-defaults", action="store_true",
-                        help="configure_vips(bound_malloc=False): glibc's malloc as it comes (or as the environment sets it)")
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="configure_vips(bound_malloc=False): glibc's malloc as it comes (or as the environment sets it)",
+    )
     args = parser.parse_args()
     if args.path:
         jobs = [(args.path, "image/jpeg")] * args.copies
@@ -56,8 +59,12 @@ def main() -> None:
                 assert result.small
         out["passes"].append({"peak_mb": round(peak_mb()), "rss_after_mb": round(rss_mb())})
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out.update(peak_mb=round(peak_mb()), user_s=round(usage.ru_utime, 2), sys_s=round(usage.ru_stime, 2),
-               minor_faults=usage.ru_minflt)
+    out.update(
+        peak_mb=round(peak_mb()),
+        user_s=round(usage.ru_utime, 2),
+        sys_s=round(usage.ru_stime, 2),
+        minor_faults=usage.ru_minflt,
+    )
     print(json.dumps(out))
 
 

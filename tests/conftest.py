@@ -95,8 +95,9 @@ class Service:
     account: str
     others: list[str] = field(default_factory=list)
 
-    def token(self, account: str | None = None, scope: str = f"{READ} {WRITE}", sub: str = "user-1",
-              sub_type: str = "User") -> str:
+    def token(
+        self, account: str | None = None, scope: str = f"{READ} {WRITE}", sub: str = "user-1", sub_type: str = "User"
+    ) -> str:
         return mint_token(JWT_SECRET, account=account or self.account, sub=sub, sub_type=sub_type, scope=scope)
 
     def auth(self, account: str | None = None, **kw: Any) -> dict[str, str]:
@@ -108,12 +109,12 @@ class Service:
         return other
 
     async def rows(self, account: str | None = None) -> list[asyncpg.Record]:
-        return await self.pool.fetch("SELECT * FROM attachments WHERE account_id = $1 ORDER BY seq",
-                                     account or self.account)
+        return await self.pool.fetch(
+            "SELECT * FROM attachments WHERE account_id = $1 ORDER BY seq", account or self.account
+        )
 
     async def events(self, account: str | None = None) -> list[asyncpg.Record]:
-        return await self.pool.fetch("SELECT * FROM outbox WHERE account_id = $1 ORDER BY seq",
-                                     account or self.account)
+        return await self.pool.fetch("SELECT * FROM outbox WHERE account_id = $1 ORDER BY seq", account or self.account)
 
     async def stored_keys(self) -> list[str]:
         """Every object this account owns plus everything still staged."""
@@ -135,8 +136,15 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def running_service(pg_url: str, redis_url: str, tmp_path: Path, *, backend: str = "file",
-                          s3_endpoint: str | None = None, **overrides: Any) -> AsyncIterator[Service]:
+async def running_service(
+    pg_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    *,
+    backend: str = "file",
+    s3_endpoint: str | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Service]:
     flush = aioredis.from_url(redis_url)
     await flush.flushdb()
     await flush.aclose()
@@ -148,8 +156,16 @@ async def running_service(pg_url: str, redis_url: str, tmp_path: Path, *, backen
         storage_url = f"file://{tmp_path / 'files'}"
     # The URL-fetch tests serve from 127.0.0.1; the refusal tests pass fetch_allow_cidrs="" to undo this.
     overrides["fetch_allow_cidrs"] = parse_allow_cidrs(overrides.get("fetch_allow_cidrs", "127.0.0.0/8"))
-    settings = load_settings({}, database_url=pg_url, redis_url=redis_url, storage_url=storage_url,
-                             s3_endpoint_url=s3_endpoint, jwt_secret=JWT_SECRET, sync_wait_s=20.0, **overrides)
+    settings = load_settings(
+        {},
+        database_url=pg_url,
+        redis_url=redis_url,
+        storage_url=storage_url,
+        s3_endpoint_url=s3_endpoint,
+        jwt_secret=JWT_SECRET,
+        sync_wait_s=20.0,
+        **overrides,
+    )
     client = TestClient(TestServer(combined_app(settings)))
     await client.start_server()
     worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
@@ -157,8 +173,9 @@ async def running_service(pg_url: str, redis_url: str, tmp_path: Path, *, backen
     storage = await open_storage(storage_url, s3_endpoint_url=s3_endpoint)
     pool = await dbmod.create_pool(pg_url, max_size=4)
     try:
-        yield Service(client=client, settings=settings, pool=pool, storage=storage,
-                      account=f"acct-{uuid.uuid4().hex[:12]}")
+        yield Service(
+            client=client, settings=settings, pool=pool, storage=storage, account=f"acct-{uuid.uuid4().hex[:12]}"
+        )
     finally:
         await stop_worker(worker, 5)
         worker_task.cancel()
@@ -200,8 +217,13 @@ class Remote:
     files: dict[str, tuple[bytes, str, dict[str, str]]]
     hits: list[str]
 
-    def add(self, path: str, body: bytes, content_type: str = "application/octet-stream",
-            headers: dict[str, str] | None = None) -> str:
+    def add(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+    ) -> str:
         self.files[path] = (body, content_type, headers or {})
         return str(self.server.make_url(path))
 

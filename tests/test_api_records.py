@@ -22,22 +22,30 @@ def test_api_columns_name_the_record_fields_in_order() -> None:
     assert API_COLUMNS.endswith("storage_key, variants")
 
 
-@given(st.text(max_size=80), st.sampled_from(sorted(signing.VARIANTS)), st.integers(0, 10**12),
-       st.binary(min_size=1, max_size=200))
+@given(
+    st.text(max_size=80),
+    st.sampled_from(sorted(signing.VARIANTS)),
+    st.integers(0, 10**12),
+    st.binary(min_size=1, max_size=200),
+)
 def test_the_link_signer_signs_as_signed_path(attachment_id, variant, expires, secret) -> None:
     signer = signing.LinkSigner(secret, expires, "https://files.example.com")
-    assert signer.path(attachment_id, variant) == \
-        "https://files.example.com" + signing.signed_path(secret, attachment_id, variant, expires)
+    assert signer.path(attachment_id, variant) == "https://files.example.com" + signing.signed_path(
+        secret, attachment_id, variant, expires
+    )
 
 
-@pytest.mark.parametrize("value", [
-    dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc),
-    dt.datetime(2024, 5, 1, 12, 0, 0, 7, tzinfo=dt.timezone.utc),
-    dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
-    dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc),
-    dt.datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=dt.timezone(dt.timedelta(hours=-3, minutes=-30))),
-    dt.datetime(2024, 5, 1, 12, 0),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC),
+        dt.datetime(2024, 5, 1, 12, 0, 0, 7, tzinfo=dt.UTC),
+        dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=dt.timezone(dt.timedelta(hours=-3, minutes=-30))),
+        dt.datetime(2024, 5, 1, 12, 0),
+    ],
+)
 def test_json_responses_write_date_times_as_plain_does(value) -> None:
     assert orjson.dumps(value, option=orjson.OPT_UTC_Z) == orjson.dumps(records._plain(value))
 
@@ -50,13 +58,26 @@ async def test_every_kind_of_row_renders_the_same_both_ways(service):
         assert resp.status == 201, await resp.text()
         return await resp.json()
 
-    photo = await create({"filename": "p.jpg", "data": base64.b64encode(jpeg_bytes(300, 200)).decode(),
-                          "status": "pending", "display_order": 3})
+    photo = await create(
+        {
+            "filename": "p.jpg",
+            "data": base64.b64encode(jpeg_bytes(300, 200)).decode(),
+            "status": "pending",
+            "display_order": 3,
+        }
+    )
     await create({"attachment_type": "URL", "url": "https://example.com/a?b=c", "name": "A link"})
     text = await create({"filename": "n\u00e9.txt", "data": "bm90ZQ==", "available": False})
     await create({"filename": "n2.txt", "data": "bm90ZQ==", "parent_attachment_id": text["id"]})
-    await create({"filename": "child.txt", "data": "Yw==", "target_type": None, "target_id": None,
-                  "parent_attachment_id": photo["id"]})
+    await create(
+        {
+            "filename": "child.txt",
+            "data": "Yw==",
+            "target_type": None,
+            "target_id": None,
+            "parent_attachment_id": photo["id"],
+        }
+    )
     gone = await create({"filename": "gone.txt", "data": "Zw=="})
     assert (await service.client.delete(f"/v1/attachments/{gone['id']}", headers=auth)).status == 204
 
@@ -70,22 +91,30 @@ async def test_every_kind_of_row_renders_the_same_both_ways(service):
         fast = records.api_records(new_rows, base_url=base, secret=secret, expires=expires)
         assert orjson.dumps(fast, option=orjson.OPT_UTC_Z) == orjson.dumps(slow)
         # ...and the record of a job outcome (row_to_dict) renders the same again.
-        assert [records.to_api(records.row_to_dict(r), base_url=base, secret=secret, expires=expires)
-                for r in old_rows] == slow
+        assert [
+            records.to_api(records.row_to_dict(r), base_url=base, secret=secret, expires=expires) for r in old_rows
+        ] == slow
 
     # Through the API: list, get and query answer the records to_api makes.
     by_id = {str(r["id"]): r for r in old_rows}
-    listed = await service.client.get("/v1/attachments?target_type=Ticket&target_id=5&include_canceled=true"
-                                      "&versions=all", headers=auth)
+    listed = await service.client.get(
+        "/v1/attachments?target_type=Ticket&target_id=5&include_canceled=true&versions=all", headers=auth
+    )
     body = await listed.json()
     base = str(service.client.make_url("")).rstrip("/")
     assert body["attachments"] and all(
-        a == orjson.loads(orjson.dumps(records.to_api(by_id[a["id"]], base_url=base, secret=secret,
-                                                      expires=_expires_of(a, expires))))
-        for a in body["attachments"])
+        a
+        == orjson.loads(
+            orjson.dumps(records.to_api(by_id[a["id"]], base_url=base, secret=secret, expires=_expires_of(a, expires)))
+        )
+        for a in body["attachments"]
+    )
     one = await (await service.client.get(f"/v1/attachments/{photo['id']}", headers=auth)).json()
-    assert one == orjson.loads(orjson.dumps(records.to_api(by_id[photo["id"]], base_url=base, secret=secret,
-                                                           expires=_expires_of(one, expires))))
+    assert one == orjson.loads(
+        orjson.dumps(
+            records.to_api(by_id[photo["id"]], base_url=base, secret=secret, expires=_expires_of(one, expires))
+        )
+    )
     assert one["file"]["thumbnail"] and one["created_at"].endswith("Z")
 
 
@@ -119,7 +148,7 @@ def test_an_ascending_cursor_is_one_row_comparison() -> None:
 
     order = listing.parse_order_by(None)
     last = uuid.uuid4()
-    now = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     clause, params = listing.after_sql(order, [3, now], last, 4)
     assert clause == "((display_order, created_at, id) > ($4, $5, $6))" and params == [3, now, last]
     # Mixed directions keep the expanded form.
@@ -129,15 +158,20 @@ def test_an_ascending_cursor_is_one_row_comparison() -> None:
 
 async def test_default_order_pages_are_the_whole_list(service):
     for i, order in enumerate([1, 0, 1, 0, 2, 0, 1]):
-        resp = await service.upload_json({"target_type": "Task", "target_id": "9", "filename": f"f{i}.txt",
-                                          "data": "eA==", "display_order": order})
+        resp = await service.upload_json(
+            {"target_type": "Task", "target_id": "9", "filename": f"f{i}.txt", "data": "eA==", "display_order": order}
+        )
         assert resp.status == 201, await resp.text()
     auth = service.auth()
     whole = await (await service.client.get("/v1/attachments?target_type=Task&target_id=9", headers=auth)).json()
     seen, cursor = [], None
     while True:
-        page = await (await service.client.get("/v1/attachments?target_type=Task&target_id=9&limit=2"
-                                               + (f"&cursor={cursor}" if cursor else ""), headers=auth)).json()
+        page = await (
+            await service.client.get(
+                "/v1/attachments?target_type=Task&target_id=9&limit=2" + (f"&cursor={cursor}" if cursor else ""),
+                headers=auth,
+            )
+        ).json()
         seen += [a["id"] for a in page["attachments"]]
         if not (cursor := page["next_cursor"]):
             break

@@ -26,8 +26,7 @@ def limits(byte_budget: int = 100, window_s: int = 60, lockout_s: int = 0) -> Ac
 
 
 def text_item(size: int, name: str = "notes.txt") -> dict:
-    return {"target_type": "Task", "target_id": "1", "filename": name,
-            "data": base64.b64encode(b"x" * size).decode()}
+    return {"target_type": "Task", "target_id": "1", "filename": name, "data": base64.b64encode(b"x" * size).decode()}
 
 
 def form(body: bytes, name: str = "notes.txt") -> aiohttp.FormData:
@@ -62,9 +61,11 @@ def account() -> str:
 
 # --- the pure rules ---------------------------------------------------------------------------------
 
+
 def test_account_overrides_win_over_the_settings():
-    settings = Settings(byte_budget=10_000_000, byte_budget_window_s=300, byte_budget_lockout_s=300,
-                        max_file_bytes=5_000)
+    settings = Settings(
+        byte_budget=10_000_000, byte_budget_window_s=300, byte_budget_lockout_s=300, max_file_bytes=5_000
+    )
     assert budget.merge_limits(settings, {}) == AccountLimits(10_000_000, 300, 300, 5_000)
     overrides = {b"byte_budget": b"0", b"max_file_bytes": b"9000", "byte_budget_window_s": "60"}
     merged = budget.merge_limits(settings, overrides)
@@ -73,14 +74,14 @@ def test_account_overrides_win_over_the_settings():
 
 def test_malformed_or_unknown_overrides_are_ignored():
     settings = Settings()
-    overrides = {b"byte_budget": b"lots", b"max_file_bytes": b"0", b"byte_budget_window_s": b"-5",
-                 b"colour": b"red"}
+    overrides = {b"byte_budget": b"lots", b"max_file_bytes": b"0", b"byte_budget_window_s": b"-5", b"colour": b"red"}
     assert budget.merge_limits(settings, overrides) == budget.merge_limits(settings, {})
 
 
 def test_settings_read_the_budget_from_the_environment():
-    settings = load_settings({"ATTACHD_BYTE_BUDGET": "0", "ATTACHD_BYTE_BUDGET_WINDOW_S": "60",
-                              "ATTACHD_BYTE_BUDGET_LOCKOUT_S": "30"})
+    settings = load_settings(
+        {"ATTACHD_BYTE_BUDGET": "0", "ATTACHD_BYTE_BUDGET_WINDOW_S": "60", "ATTACHD_BYTE_BUDGET_LOCKOUT_S": "30"}
+    )
     assert (settings.byte_budget, settings.byte_budget_window_s, settings.byte_budget_lockout_s) == (0, 60, 30)
     assert Settings().byte_budget == 10_000_000
 
@@ -101,6 +102,7 @@ def test_base64_is_charged_its_decoded_size_and_urls_nothing():
 
 # --- the script on real Redis -------------------------------------------------------------------------
 
+
 async def test_exactly_the_budget_is_allowed_and_one_byte_more_is_not(redis, account):
     b = ByteBudget(redis)
     assert (await b.charge(account, "a", 60, limits())).allowed
@@ -108,7 +110,7 @@ async def test_exactly_the_budget_is_allowed_and_one_byte_more_is_not(redis, acc
     assert (result.allowed, result.used, result.limit) == (True, 100, 100)
     result = await b.charge(account, "c", 1, limits())
     assert not result.allowed and result.used == 100
-    assert 59 <= result.retry_after_s <= 60   # no lockout: until the oldest charge leaves the window
+    assert 59 <= result.retry_after_s <= 60  # no lockout: until the oldest charge leaves the window
 
 
 async def test_charges_slide_out_of_the_window(redis, account):
@@ -117,7 +119,7 @@ async def test_charges_slide_out_of_the_window(redis, account):
     await asyncio.sleep(1.0)
     assert (await b.charge(account, "t1", 50, window)).used == 100
     assert not (await b.charge(account, "full", 1, window)).allowed
-    await asyncio.sleep(1.2)   # t0 has left the window, t1 has not
+    await asyncio.sleep(1.2)  # t0 has left the window, t1 has not
     result = await b.charge(account, "t2", 50, window)
     assert (result.allowed, result.used) == (True, 100)
     assert not (await b.charge(account, "over", 1, window)).allowed
@@ -125,7 +127,7 @@ async def test_charges_slide_out_of_the_window(redis, account):
     members = await redis.zrange(charges, 0, -1)
     assert sorted(m.decode() for m in members) == ["t1:50", "t2:50"]
     assert int(await redis.get(total)) == 100
-    assert 0 < await redis.pttl(charges) <= 2000   # idle accounts leave nothing behind
+    assert 0 < await redis.pttl(charges) <= 2000  # idle accounts leave nothing behind
 
 
 async def test_the_lockout_outlasts_the_window_and_then_clears(redis, account):
@@ -133,7 +135,7 @@ async def test_the_lockout_outlasts_the_window_and_then_clears(redis, account):
     assert (await b.charge(account, "a", 100, rule)).allowed
     result = await b.charge(account, "b", 1, rule)
     assert (result.allowed, result.retry_after_s) == (False, 2)
-    await asyncio.sleep(1.2)   # the window is empty now, but the lockout holds
+    await asyncio.sleep(1.2)  # the window is empty now, but the lockout holds
     result = await b.charge(account, "c", 0, rule)
     assert (result.allowed, result.retry_after_s, result.used) == (False, 1, 0)
     await asyncio.sleep(1.0)
@@ -151,6 +153,7 @@ async def test_a_charge_counts_once_and_a_lost_total_is_recounted(redis, account
 
 # --- through the API ---------------------------------------------------------------------------------
 
+
 async def test_uploads_pass_until_the_window_is_full_then_429(make_service):
     async with make_service(byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60) as svc:
         for name in ("a.txt", "b.txt"):
@@ -161,8 +164,10 @@ async def test_uploads_pass_until_the_window_is_full_then_429(make_service):
         resp = await svc.upload_json(text_item(4_000, "c.txt"))
         error = await refused(resp)
         assert resp.headers["Retry-After"] == "60"
-        assert error == {"code": "byte_budget_exceeded", "message": "this account uploaded more than 10000 bytes "
-                         "in the last 60 seconds; try again in 60 seconds"}
+        assert error == {
+            "code": "byte_budget_exceeded",
+            "message": "this account uploaded more than 10000 bytes in the last 60 seconds; try again in 60 seconds",
+        }
         assert [r["filename"] for r in await svc.rows()] == ["a.txt", "b.txt"]
         assert await svc.stored_keys() == kept
         # No job was queued for it (crons may be, by their own ids).
@@ -175,8 +180,7 @@ async def test_uploads_pass_until_the_window_is_full_then_429(make_service):
         assert len(await svc.rows()) == 2 and await svc.stored_keys() == kept
 
         # another account has its own budget
-        resp = await svc.client.post("/v1/attachments", json=text_item(4_000),
-                                     headers=svc.auth(svc.other_account()))
+        resp = await svc.client.post("/v1/attachments", json=text_item(4_000), headers=svc.auth(svc.other_account()))
         assert resp.status == 201, await resp.text()
 
 
@@ -185,15 +189,17 @@ async def test_multipart_is_charged_before_it_is_read(make_service):
         resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"x" * 6_000))
         assert resp.status == 201, await resp.text()
         resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"y" * 3_900))
-        await refused(resp)   # 6,000 + 3,900 bytes of file fit, but not with their multipart framing
+        await refused(resp)  # 6,000 + 3,900 bytes of file fit, but not with their multipart framing
         assert len(await svc.rows()) == 1
 
         async def chunked():
-            yield (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello\r\n'
-                   b"--b--\r\n")
+            yield (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello\r\n--b--\r\n')
 
-        resp = await svc.client.post("/v1/attachments", data=chunked(), headers={
-            **svc.auth(svc.other_account()), "Content-Type": "multipart/form-data; boundary=b"})
+        resp = await svc.client.post(
+            "/v1/attachments",
+            data=chunked(),
+            headers={**svc.auth(svc.other_account()), "Content-Type": "multipart/form-data; boundary=b"},
+        )
         assert (await refused(resp, 411))["code"] == "length_required"
 
 
@@ -207,18 +213,26 @@ async def test_a_request_larger_than_the_whole_budget_is_413_without_lockout(mak
 
 
 async def test_account_limits_raise_and_lower_the_budget_and_the_file_cap(make_service, monkeypatch, capsys):
-    async with make_service(byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60,
-                            max_file_bytes=5_000) as svc:
+    async with make_service(
+        byte_budget=10_000, byte_budget_window_s=60, byte_budget_lockout_s=60, max_file_bytes=5_000
+    ) as svc:
         # `attachd limits` reads the same settings as the service
-        for name, value in (("REDIS_URL", svc.settings.redis_url), ("BYTE_BUDGET", "10000"),
-                            ("BYTE_BUDGET_WINDOW_S", "60"), ("BYTE_BUDGET_LOCKOUT_S", "60"),
-                            ("MAX_FILE_BYTES", "5000")):
+        for name, value in (
+            ("REDIS_URL", svc.settings.redis_url),
+            ("BYTE_BUDGET", "10000"),
+            ("BYTE_BUDGET_WINDOW_S", "60"),
+            ("BYTE_BUDGET_LOCKOUT_S", "60"),
+            ("MAX_FILE_BYTES", "5000"),
+        ):
             monkeypatch.setenv(f"ATTACHD_{name}", value)
         big, small = svc.account, svc.other_account()
         attachd(["limits", "--account", big, "--byte-budget", "30000", "--max-file-bytes", "8000"])
         assert printed_limits(capsys.readouterr().out) == {
-            "byte_budget": (30_000, "account"), "byte_budget_window_s": (60, "default"),
-            "byte_budget_lockout_s": (60, "default"), "max_file_bytes": (8_000, "account")}
+            "byte_budget": (30_000, "account"),
+            "byte_budget_window_s": (60, "default"),
+            "byte_budget_lockout_s": (60, "default"),
+            "max_file_bytes": (8_000, "account"),
+        }
         attachd(["limits", "--account", small, "--byte-budget", "5000", "--max-file-bytes", "2000"])
         capsys.readouterr()
 
@@ -267,8 +281,24 @@ async def test_every_ingress_replica_spends_the_same_budget(make_service):
 
 # --- admission: the limits, the budget and the Idempotency-Key in one script --------------------------
 
-ODD_VALUES = ["42", "0005", "0", "1", "lots", "-5", " 7", "+7", "7 ", "1_000", "4.5", "1e3", "", "٣",
-              "9" * 15, "9" * 16]
+ODD_VALUES = [
+    "42",
+    "0005",
+    "0",
+    "1",
+    "lots",
+    "-5",
+    " 7",
+    "+7",
+    "7 ",
+    "1_000",
+    "4.5",
+    "1e3",
+    "",
+    "٣",
+    "9" * 15,
+    "9" * 16,
+]
 
 
 async def test_the_script_reads_overrides_exactly_as_merge_limits_does(redis, account, caplog):
@@ -290,7 +320,7 @@ async def test_the_script_reads_overrides_exactly_as_merge_limits_does(redis, ac
             assert ("ignoring the account limit" in caplog.text) == (not ok), (name, value)
     await redis.hset(key, mapping={"byte_budget": "5", "byte_budget_window_s": "7", "max_file_bytes": "9"})
     assert (await gate.limits(settings, account, "probe")).limits == AccountLimits(5, 7, 10, 9)
-    assert await redis.keys(f"attachd:budget:{{{account}}}*") == []   # reading the limits charges nothing
+    assert await redis.keys(f"attachd:budget:{{{account}}}*") == []  # reading the limits charges nothing
 
 
 async def test_admission_charges_and_refuses_with_the_accounts_own_limits(redis, account):
@@ -299,24 +329,24 @@ async def test_admission_charges_and_refuses_with_the_accounts_own_limits(redis,
     await redis.hset(budget.limits_key(account), mapping={"byte_budget": "100", "max_file_bytes": "80"})
     admitted = await gate.admit(settings, account, "a", 60)
     assert admitted == budget.Admission(AccountLimits(100, 60, 30, 80))
-    with pytest.raises(budget.FileTooLarge) as caught:   # the file limit is checked before any charge
+    with pytest.raises(budget.FileTooLarge) as caught:  # the file limit is checked before any charge
         await gate.admit(settings, account, "b", 81, file_bytes=81)
     assert (caught.value.status, caught.value.limits.max_file_bytes) == (413, 80)
     with pytest.raises(ApiError) as caught:
         await gate.admit(settings, account, "c", None)
     assert (caught.value.status, caught.value.code) == (411, "length_required")
-    with pytest.raises(budget.NeverFits):   # more than the whole budget: 413 and no lockout
+    with pytest.raises(budget.NeverFits):  # more than the whole budget: 413 and no lockout
         await gate.admit(settings, account, "d", 101)
-    charges, total, lockout = budget.budget_keys(account)
+    _, total, lockout = budget.budget_keys(account)
     assert int(await redis.get(total)) == 60 and not await redis.exists(lockout)
-    with pytest.raises(budget.BudgetExceeded) as caught:   # does not fit now: 429 and the lockout
+    with pytest.raises(budget.BudgetExceeded) as caught:  # does not fit now: 429 and the lockout
         await gate.admit(settings, account, "e", 41)
     assert caught.value.status == 429 and caught.value.headers == {"Retry-After": "30"}
     assert 29_000 < await redis.pttl(lockout) <= 30_000
-    with pytest.raises(budget.BudgetExceeded):   # locked out: even nothing
+    with pytest.raises(budget.BudgetExceeded):  # locked out: even nothing
         await gate.admit(settings, account, "f", 0)
 
-    await redis.hset(budget.limits_key(account), "byte_budget", "0")   # this account: no budget at all
+    await redis.hset(budget.limits_key(account), "byte_budget", "0")  # this account: no budget at all
     assert (await gate.admit(settings, account, "g", None)).limits.byte_budget == 0
     assert int(await redis.get(total)) == 60
 
@@ -328,11 +358,11 @@ async def test_admission_claims_the_idempotency_key_first(redis, account):
     assert await redis.get(claim[0]) == b"first" and 0 < await redis.ttl(claim[0]) <= 60
     again = await gate.admit(settings, account, "second", 10, claim=claim)
     assert again.earlier == "first"
-    assert int(await redis.get(budget.budget_keys(account)[1])) == 10   # a retry is not charged
+    assert int(await redis.get(budget.budget_keys(account)[1])) == 10  # a retry is not charged
     await redis.delete(claim[0])
     with pytest.raises(budget.NeverFits):
         await gate.admit(settings, account, "third", 1_000, claim=claim)
-    assert not await redis.exists(claim[0])   # a refused request does not pin its key
+    assert not await redis.exists(claim[0])  # a refused request does not pin its key
 
 
 async def test_a_multipart_retry_with_its_idempotency_key_is_not_charged_twice(make_service):
@@ -341,7 +371,7 @@ async def test_a_multipart_retry_with_its_idempotency_key_is_not_charged_twice(m
         too_big = await svc.client.post("/v1/attachments", headers=headers, data=form(b"x" * 11_000))
         assert (await refused(too_big, 413))["code"] == "byte_budget_exceeded"
         first = await svc.client.post("/v1/attachments", headers=headers, data=form(b"x" * 6_000))
-        assert first.status == 201, await first.text()   # the refusal left the key free
+        assert first.status == 201, await first.text()  # the refusal left the key free
         second = await svc.client.post("/v1/attachments", headers=headers, data=form(b"x" * 6_000))
         assert second.status == 201 and (await second.json())["id"] == (await first.json())["id"]
         assert len(await svc.rows()) == 1

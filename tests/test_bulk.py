@@ -28,8 +28,15 @@ def item(filename: str, data: bytes, **extra) -> dict:
 
 
 async def test_atomic_bulk_creates_all(service):
-    resp = await service.upload_json({"mode": "atomic", "attachments": [
-        item("a.txt", b"one", name="First", display_order=1), item("b.jpg", jpeg_bytes(200, 100), display_order=2)]})
+    resp = await service.upload_json(
+        {
+            "mode": "atomic",
+            "attachments": [
+                item("a.txt", b"one", name="First", display_order=1),
+                item("b.jpg", jpeg_bytes(200, 100), display_order=2),
+            ],
+        }
+    )
     assert resp.status == 201, await resp.text()
     body = await resp.json()
     assert [a["name"] for a in body["attachments"]] == ["First", "b.jpg"]
@@ -38,9 +45,17 @@ async def test_atomic_bulk_creates_all(service):
 
 
 async def test_atomic_bulk_with_one_bad_file_creates_nothing(service):
-    resp = await service.upload_json({"mode": "atomic", "attachments": [
-        item("a.txt", b"fine"), item("b.jpg", b"<html><body>not a photo</body></html>"),
-        item("c.jpg", jpeg_bytes(120, 80)), item("d.exe", b"MZ" * 10)]})
+    resp = await service.upload_json(
+        {
+            "mode": "atomic",
+            "attachments": [
+                item("a.txt", b"fine"),
+                item("b.jpg", b"<html><body>not a photo</body></html>"),
+                item("c.jpg", jpeg_bytes(120, 80)),
+                item("d.exe", b"MZ" * 10),
+            ],
+        }
+    )
     assert resp.status == 400, await resp.text()
     body = await resp.json()
     assert body["error"]["code"] == "upload_refused"
@@ -51,8 +66,10 @@ async def test_atomic_bulk_with_one_bad_file_creates_nothing(service):
 
 async def test_multipart_atomic_bulk_refuses_an_oversized_file_and_keeps_nothing(make_service):
     async with make_service(max_file_bytes=20_000) as svc:
-        form = bulk_form({"names[0]": "Small", "display_orders[1]": "9"},
-                         [("small.txt", b"tiny", "text/plain"), ("huge.jpg", jpeg_bytes(3000, 3000), "image/jpeg")])
+        form = bulk_form(
+            {"names[0]": "Small", "display_orders[1]": "9"},
+            [("small.txt", b"tiny", "text/plain"), ("huge.jpg", jpeg_bytes(3000, 3000), "image/jpeg")],
+        )
         resp = await svc.client.post("/v1/attachments", data=form, headers=svc.auth())
         assert resp.status == 413, await resp.text()
         errors = (await resp.json())["errors"]
@@ -95,7 +112,9 @@ async def test_partial_keeps_the_good_files_and_reports_the_bad(make_service):
         assert [a["filename"] for a in body["attachments"]] == ["good.txt", "photo.jpg"]
         assert all(a["created_from"] == "task_panel" for a in body["attachments"])
         assert [(e["filename"], e["code"]) for e in body["errors"]] == [
-            ("huge.jpg", "size_exceeded"), ("tool.exe", "invalid_extension")]
+            ("huge.jpg", "size_exceeded"),
+            ("tool.exe", "invalid_extension"),
+        ]
         assert all(e["message"] for e in body["errors"])
         assert body["files_q"] == 3
         assert len(await svc.rows()) == 3
@@ -103,8 +122,10 @@ async def test_partial_keeps_the_good_files_and_reports_the_bad(make_service):
 
 
 async def test_multipart_bulk_gives_each_file_its_own_name_and_display_order(service):
-    form = bulk_form({"names[0]": "Floor plan", "display_orders[0]": "3", "display_orders[1]": "1"},
-                     [("plan.txt", b"plan", "text/plain"), ("door.jpg", jpeg_bytes(200, 100), "image/jpeg")])
+    form = bulk_form(
+        {"names[0]": "Floor plan", "display_orders[0]": "3", "display_orders[1]": "1"},
+        [("plan.txt", b"plan", "text/plain"), ("door.jpg", jpeg_bytes(200, 100), "image/jpeg")],
+    )
     resp = await service.client.post("/v1/attachments", data=form, headers=service.auth())
     assert resp.status == 201, await resp.text()
     made = [(a["name"], a["display_order"], a["filename"]) for a in (await resp.json())["attachments"]]

@@ -16,29 +16,48 @@ from tests.test_uploads import path_of
 
 
 async def make_photo(svc) -> dict:
-    resp = await svc.upload_json({"target_type": "Task", "target_id": "1", "filename": "p.jpg",
-                                  "data": base64.b64encode(jpeg_bytes(300, 200)).decode()})
+    resp = await svc.upload_json(
+        {
+            "target_type": "Task",
+            "target_id": "1",
+            "filename": "p.jpg",
+            "data": base64.b64encode(jpeg_bytes(300, 200)).decode(),
+        }
+    )
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
 
 async def test_patch_changes_the_changeable_fields(service):
     record = await make_photo(service)
-    resp = await service.client.patch(f"/v1/attachments/{record['id']}", headers=service.auth(),
-                                      json={"name": "Renamed", "display_order": 5, "available": False,
-                                            "status": "approved"})
+    resp = await service.client.patch(
+        f"/v1/attachments/{record['id']}",
+        headers=service.auth(),
+        json={"name": "Renamed", "display_order": 5, "available": False, "status": "approved"},
+    )
     assert resp.status == 200, await resp.text()
     changed = await resp.json()
-    assert (changed["name"], changed["display_order"], changed["available"], changed["status"]) == \
-        ("Renamed", 5, False, "approved")
+    assert (changed["name"], changed["display_order"], changed["available"], changed["status"]) == (
+        "Renamed",
+        5,
+        False,
+        "approved",
+    )
     [row] = await service.rows()
     assert row["name"] == "Renamed" and row["updated_at"] > row["created_at"]
     assert [e["event_type"] for e in await service.events()] == ["attachment.created", "attachment.updated"]
 
 
-@pytest.mark.parametrize("body, field", [({"filename": "x.exe"}, "filename"), ({"name": ""}, "name"),
-                                         ({"display_order": "1"}, "display_order"), ({"status": "done"}, "status"),
-                                         ({"name": "x" * 256}, "name")])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"filename": "x.exe"}, "filename"),
+        ({"name": ""}, "name"),
+        ({"display_order": "1"}, "display_order"),
+        ({"status": "done"}, "status"),
+        ({"name": "x" * 256}, "name"),
+    ],
+)
 async def test_patch_refuses_bad_changes(service, body, field):
     record = await make_photo(service)
     resp = await service.client.patch(f"/v1/attachments/{record['id']}", headers=service.auth(), json=body)
@@ -62,8 +81,9 @@ async def test_delete_is_a_soft_delete(service):
 async def test_missing_attachment_is_404(service):
     missing = "01900000-0000-7000-8000-000000000000"
     for method in ("patch", "delete"):
-        resp = await getattr(service.client, method)(f"/v1/attachments/{missing}", headers=service.auth(),
-                                                     json={"name": "x"})
+        resp = await getattr(service.client, method)(
+            f"/v1/attachments/{missing}", headers=service.auth(), json={"name": "x"}
+        )
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "not_found"
 
@@ -92,17 +112,25 @@ async def test_missing_or_bad_tokens_are_401_and_missing_scope_403(service):
     url = "/v1/attachments?target_type=Task&target_id=1"
     assert (await service.client.get(url)).status == 401
     assert (await service.client.get(url, headers={"Authorization": "Bearer nonsense"})).status == 401
-    forged = jwt.encode({"account": service.account, "sub": "x", "scope": READ}, "a-wrong-secret-that-is-long-enough-for-hs256", algorithm="HS256")
+    forged = jwt.encode(
+        {"account": service.account, "sub": "x", "scope": READ},
+        "a-wrong-secret-that-is-long-enough-for-hs256",
+        algorithm="HS256",
+    )
     assert (await service.client.get(url, headers={"Authorization": f"Bearer {forged}"})).status == 401
-    expired = jwt.encode({"account": service.account, "sub": "x", "scope": READ, "exp": int(time.time()) - 3600},
-                         JWT_SECRET, algorithm="HS256")
+    expired = jwt.encode(
+        {"account": service.account, "sub": "x", "scope": READ, "exp": int(time.time()) - 3600},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
     resp = await service.client.get(url, headers={"Authorization": f"Bearer {expired}"})
     assert resp.status == 401 and "expired" in (await resp.json())["error"]["message"]
 
     read_only = service.auth(scope=READ)
     assert (await service.client.get(url, headers=read_only)).status == 200
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt"},
-                                     headers=read_only)
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt"}, headers=read_only
+    )
     assert resp.status == 403
     assert (await resp.json())["error"]["code"] == "insufficient_scope"
     write_only = service.auth(scope=WRITE)
@@ -110,8 +138,10 @@ async def test_missing_or_bad_tokens_are_401_and_missing_scope_403(service):
 
 
 async def test_seed_scope_aliases_are_accepted(service):
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt"},
-                                     headers=service.auth(scope="task_management_write"))
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt"},
+        headers=service.auth(scope="task_management_write"),
+    )
     assert resp.status == 201
     url = "/v1/attachments?target_type=Task&target_id=1"
     assert (await service.client.get(url, headers=service.auth(scope="task_management_read"))).status == 200

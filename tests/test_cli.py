@@ -26,8 +26,14 @@ ATTACHD = [sys.executable, "-m", "services.cli"]
 
 
 def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*ATTACHD, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    return subprocess.Popen(
+        [*ATTACHD, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
 
 
 def read_until(proc: subprocess.Popen, marker: str, timeout: float = 90) -> list[str]:
@@ -89,27 +95,45 @@ async def readme_walkthrough(http: aiohttp.ClientSession, base: str, token: str,
     for key, value in (("target_type", "Task"), ("target_id", "42"), ("name", "Site visit")):
         form.add_field(key, value)
     form.add_field("file", photo, filename="photo.jpg", content_type="image/jpeg")
-    uploads = [http.post(f"{base}/v1/attachments", data=form, headers=auth),                          # 1
-               http.post(f"{base}/v1/attachments", headers=auth, json={                                # 2
-                   "target_type": "Task", "target_id": "42", "filename": "copy.jpg",
-                   "data": base64.b64encode(photo).decode()}),
-               http.post(f"{base}/v1/attachments", headers=auth, json={                                # 3
-                   "target_type": "Task", "target_id": "42", "url": photo_url})]
+    uploads = [
+        http.post(f"{base}/v1/attachments", data=form, headers=auth),  # 1
+        http.post(
+            f"{base}/v1/attachments",
+            headers=auth,
+            json={  # 2
+                "target_type": "Task",
+                "target_id": "42",
+                "filename": "copy.jpg",
+                "data": base64.b64encode(photo).decode(),
+            },
+        ),
+        http.post(
+            f"{base}/v1/attachments",
+            headers=auth,
+            json={  # 3
+                "target_type": "Task",
+                "target_id": "42",
+                "url": photo_url,
+            },
+        ),
+    ]
     for upload in uploads:
         async with upload as resp:
             assert resp.status == 201, await resp.text()
             assert (await resp.json())["width"] == 1200
-    async with http.get(f"{base}/v1/attachments?target_type=Task&target_id=42&order_by=-created_at",   # 4
-                        headers=auth) as resp:
+    async with http.get(
+        f"{base}/v1/attachments?target_type=Task&target_id=42&order_by=-created_at",  # 4
+        headers=auth,
+    ) as resp:
         listed = (await resp.json())["attachments"]
     assert [a["name"] for a in listed] == ["photo.jpg", "copy.jpg", "Site visit"]
     newest = listed[0]["id"]
-    async with http.get(f"{base}/v1/attachments/{newest}/file/thumbnail", headers=auth) as resp:       # 5
+    async with http.get(f"{base}/v1/attachments/{newest}/file/thumbnail", headers=auth) as resp:  # 5
         thumb = pyvips.Image.new_from_buffer(await resp.read(), "")
     assert (thumb.width, thumb.height) == (72, 48)
     async with http.patch(f"{base}/v1/attachments/{newest}", json={"name": "Front door"}, headers=auth) as resp:
-        assert resp.status == 200 and (await resp.json())["name"] == "Front door"                      # 6
-    async with http.delete(f"{base}/v1/attachments/{newest}", headers=auth) as resp:                   # 7
+        assert resp.status == 200 and (await resp.json())["name"] == "Front door"  # 6
+    async with http.delete(f"{base}/v1/attachments/{newest}", headers=auth) as resp:  # 7
         assert resp.status == 204
     async with http.get(f"{base}/v1/attachments/count?target_type=Task&target_id=42", headers=auth) as resp:
         assert (await resp.json())["count"] == 2
@@ -125,8 +149,9 @@ async def test_attachd_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path, aioh
     photos = await aiohttp_server(photo_server, host="127.0.0.1")
     data_dir = tmp_path / "data"
     port = free_port()
-    proc = spawn("dev", "--port", str(port), "--data-dir", str(data_dir),
-                 env={"ATTACHD_FETCH_ALLOW_CIDRS": "127.0.0.1/32"})  # as the README's walkthrough runs it
+    proc = spawn(
+        "dev", "--port", str(port), "--data-dir", str(data_dir), env={"ATTACHD_FETCH_ALLOW_CIDRS": "127.0.0.1/32"}
+    )  # as the README's walkthrough runs it
     started: list[psutil.Process] = []
     try:
         lines = await asyncio.to_thread(read_until, proc, "export ATTACHD_TOKEN=")
@@ -139,8 +164,12 @@ async def test_attachd_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path, aioh
         async with aiohttp.ClientSession() as http:
             await readme_walkthrough(http, base, token, str(photos.make_url("/photo.jpg")))
 
-        minted = subprocess.run([*ATTACHD, "token", "--data-dir", str(data_dir), "--account", "dev"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+        minted = subprocess.run(
+            [*ATTACHD, "token", "--data-dir", str(data_dir), "--account", "dev"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         secret = (data_dir / "jwt-secret").read_text().strip()
         assert jwt.decode(minted, secret, algorithms=["HS256"])["account"] == "dev"
     finally:
@@ -155,20 +184,29 @@ async def test_attachd_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path, aioh
 
 async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
     ingress_port, query_port, worker_port = free_port(), free_port(), free_port()
-    env = {"ATTACHD_DATABASE_URL": pg_url, "ATTACHD_REDIS_URL": redis_url,
-           "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}", "ATTACHD_JWT_SECRET": JWT_SECRET,
-           "ATTACHD_HOST": "127.0.0.1"}
+    env = {
+        "ATTACHD_DATABASE_URL": pg_url,
+        "ATTACHD_REDIS_URL": redis_url,
+        "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}",
+        "ATTACHD_JWT_SECRET": JWT_SECRET,
+        "ATTACHD_HOST": "127.0.0.1",
+    }
     for _ in range(2):  # the schema applies twice without harm
         migrated = subprocess.run([*ATTACHD, "migrate"], env={**os.environ, **env}, capture_output=True, text=True)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    procs = [spawn("ingress", "--port", str(ingress_port), env=env),
-             spawn("query", "--port", str(query_port), env=env),
-             spawn("worker", "--port", str(worker_port), env=env)]
+    procs = [
+        spawn("ingress", "--port", str(ingress_port), env=env),
+        spawn("query", "--port", str(query_port), env=env),
+        spawn("worker", "--port", str(worker_port), env=env),
+    ]
     try:
         for port in (ingress_port, query_port, worker_port):
             await wait_ready(f"http://127.0.0.1:{port}/readyz")
-        token = jwt.encode({"account": "parts", "sub": "u1", "scope": "attachments:read attachments:write"},
-                           JWT_SECRET, algorithm="HS256")
+        token = jwt.encode(
+            {"account": "parts", "sub": "u1", "scope": "attachments:read attachments:write"},
+            JWT_SECRET,
+            algorithm="HS256",
+        )
         async with aiohttp.ClientSession() as http:
             await upload_and_list(http, f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{query_port}", token)
             async with http.get(f"http://127.0.0.1:{worker_port}/metrics") as resp:

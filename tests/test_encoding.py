@@ -55,9 +55,7 @@ def test_parse_data_refuses(value: object) -> None:
     assert caught.value.status == 400
 
 
-@pytest.mark.parametrize(
-    "value", ["data:text/plain,hello", "data:,hello", "data:base64,QUJD", "data:;base64;x=y,QUJD"]
-)
+@pytest.mark.parametrize("value", ["data:text/plain,hello", "data:,hello", "data:base64,QUJD", "data:;base64;x=y,QUJD"])
 def test_parse_data_refuses_non_base64_uris(value: str) -> None:
     with pytest.raises(ApiError) as caught:
         parse_data(value)

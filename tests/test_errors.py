@@ -68,9 +68,11 @@ async def test_a_client_mistake_is_a_4xx_in_the_error_shape(service, method, pat
 
 
 async def test_control_characters_in_read_parameters_name_the_parameter(service):
-    for query, field in ((f"target_type={NUL}&target_id=1", "target_type"),
-                         (f"target_type=Task&target_id=a{NUL}", "target_id"),
-                         (f"ancestor=Ticket:{NUL}", "ancestor")):
+    for query, field in (
+        (f"target_type={NUL}&target_id=1", "target_type"),
+        (f"target_type=Task&target_id=a{NUL}", "target_id"),
+        (f"ancestor=Ticket:{NUL}", "ancestor"),
+    ):
         resp = await service.client.get(f"/v1/attachments?{query}", headers=service.auth())
         assert resp.status == 400
         assert (await resp.json())["error"]["field"] == field
@@ -89,9 +91,12 @@ async def test_a_job_that_breaks_still_answers_its_waiter(service):
     redis = await jobs.connect(service.settings.redis_url)
     try:
         await redis.set(f"attachd:upload:{job_id}", service.account, ex=600)
-        await jobs.enqueue(redis, jobs.CLOSE_SESSION, job_id,
-                           {"account_id": service.account, "actor": {"type": "User", "id": "u"},
-                            "session_token": "a\x00b"})  # Postgres refuses NUL in text
+        await jobs.enqueue(
+            redis,
+            jobs.CLOSE_SESSION,
+            job_id,
+            {"account_id": service.account, "actor": {"type": "User", "id": "u"}, "session_token": "a\x00b"},
+        )  # Postgres refuses NUL in text
     finally:
         await redis.aclose()
     status = await service.finished_upload(f"/v1/uploads/{job_id}", timeout=20)

@@ -17,8 +17,15 @@ from workers.events import STREAM, close_idle_sessions, relay_outbox
 
 
 async def upload(svc, filename: str, **fields) -> dict:
-    resp = await svc.upload_json({"target_type": "Task", "target_id": "1", "filename": filename,
-                                  "data": base64.b64encode(f"text of {filename}".encode()).decode(), **fields})
+    resp = await svc.upload_json(
+        {
+            "target_type": "Task",
+            "target_id": "1",
+            "filename": filename,
+            "data": base64.b64encode(f"text of {filename}".encode()).decode(),
+            **fields,
+        }
+    )
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
@@ -68,16 +75,20 @@ async def redis(redis_url):
 
 async def test_changes_reach_the_stream_in_order_with_their_rows(service, redis):
     first, second = await upload(service, "a.txt"), await upload(service, "b.txt")
-    resp = await service.client.patch(f"/v1/attachments/{first['id']}", headers=service.auth(),
-                                      json={"name": "Renamed"})
+    resp = await service.client.patch(
+        f"/v1/attachments/{first['id']}", headers=service.auth(), json={"name": "Renamed"}
+    )
     assert resp.status == 200, await resp.text()
     resp = await service.client.delete(f"/v1/attachments/{second['id']}", headers=service.auth())
     assert resp.status == 204
 
     events = await published(redis, service.account, 4)
     assert [(e["type"], e["attachment_id"]) for e in events] == [
-        ("attachment.created", first["id"]), ("attachment.created", second["id"]),
-        ("attachment.updated", first["id"]), ("attachment.canceled", second["id"])]
+        ("attachment.created", first["id"]),
+        ("attachment.created", second["id"]),
+        ("attachment.updated", first["id"]),
+        ("attachment.canceled", second["id"]),
+    ]
     assert [e["seq"] for e in events] == [r["seq"] for r in await service.events()]
     created, _, updated, canceled = events
     assert created["account_id"] == service.account and created["occurred_at"].endswith("Z")
@@ -93,8 +104,9 @@ async def test_a_session_is_announced_by_one_event_when_closed(service, redis):
     svc = service
     in_session = [await upload(svc, f"{n}.txt", session_token="batch-1") for n in ("a", "b")]
     loose = await upload(svc, "c.txt")
-    assert [(e["event_type"], str(e["attachment_id"])) for e in await svc.events()] == \
-        [("attachment.created", loose["id"])]
+    assert [(e["event_type"], str(e["attachment_id"])) for e in await svc.events()] == [
+        ("attachment.created", loose["id"])
+    ]
     [session] = await svc.pool.fetch("SELECT * FROM upload_sessions WHERE account_id = $1", svc.account)
     assert session["session_token"] == "batch-1" and session["closed_at"] is None
 
@@ -121,8 +133,11 @@ async def test_a_session_is_announced_by_one_event_when_closed(service, redis):
 
 async def test_closing_an_unknown_or_foreign_session_is_a_404(service):
     await upload(service, "a.txt", session_token="mine")
-    for token, auth in (("nope", service.auth()), ("mine", service.auth(service.other_account())),
-                        ("x" * 300, service.auth())):
+    for token, auth in (
+        ("nope", service.auth()),
+        ("mine", service.auth(service.other_account())),
+        ("x" * 300, service.auth()),
+    ):
         resp = await service.client.post(f"/v1/sessions/{token}/close", headers=auth)
         assert resp.status == 404
         error = (await resp.json())["error"]
@@ -136,8 +151,11 @@ async def test_idle_sessions_are_closed_with_their_event(service):
     svc = service
     idle = await upload(svc, "idle.txt", session_token="idle-1")
     await upload(svc, "busy.txt", session_token="busy-1")
-    await svc.pool.execute("UPDATE upload_sessions SET last_upload_at = now() - interval '1 hour' "
-                           "WHERE account_id = $1 AND session_token = 'idle-1'", svc.account)
+    await svc.pool.execute(
+        "UPDATE upload_sessions SET last_upload_at = now() - interval '1 hour' "
+        "WHERE account_id = $1 AND session_token = 'idle-1'",
+        svc.account,
+    )
 
     assert await close_idle_sessions(svc.pool, 600) >= 1
     await close_idle_sessions(svc.pool, 600)  # a second pass finds it closed: no second event
@@ -145,8 +163,9 @@ async def test_idle_sessions_are_closed_with_their_event(service):
     assert event["event_type"] == "upload_session.closed"
     assert event["payload"]["attachment_ids"] == [idle["id"]]
     assert event["payload"]["session"]["reason"] == "idle"
-    open_now = await svc.pool.fetch("SELECT session_token FROM upload_sessions WHERE account_id = $1 "
-                                    "AND closed_at IS NULL", svc.account)
+    open_now = await svc.pool.fetch(
+        "SELECT session_token FROM upload_sessions WHERE account_id = $1 AND closed_at IS NULL", svc.account
+    )
     assert [r["session_token"] for r in open_now] == ["busy-1"]
 
     # An upload to a closed session reopens it; closing it again announces it again.
@@ -241,8 +260,9 @@ async def test_concurrent_relays_publish_each_event_once_in_order(make_service, 
         committed = [r["seq"] for r in await svc.events()]
 
         async def relay_until_done() -> None:
-            while await svc.pool.fetchval("SELECT count(*) FROM outbox WHERE account_id = $1 "
-                                          "AND published_at IS NULL", svc.account):
+            while await svc.pool.fetchval(
+                "SELECT count(*) FROM outbox WHERE account_id = $1 AND published_at IS NULL", svc.account
+            ):
                 await relay_outbox(svc.pool, redis, batch=7)
 
         await asyncio.gather(*(relay_until_done() for _ in range(3)))

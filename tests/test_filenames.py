@@ -99,8 +99,7 @@ def test_content_disposition_ascii() -> None:
 def test_content_disposition_non_ascii_gives_both_forms() -> None:
     value = content_disposition("attachment", "r\u00e9sum\u00e9 \u65e5\u672c.pdf")
     assert value == (
-        'attachment; filename="r_sum_ __.pdf"; '
-        "filename*=UTF-8''r%C3%A9sum%C3%A9%20%E6%97%A5%E6%9C%AC.pdf"
+        "attachment; filename=\"r_sum_ __.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E6%97%A5%E6%9C%AC.pdf"
     )
 
 

@@ -80,9 +80,11 @@ async def test_a_multipart_create_makes_two_round_trips(make_service, monkeypatc
 
 async def test_a_raw_create_makes_two_round_trips(make_service, monkeypatch):
     async with make_service(byte_budget=10**12) as svc:
+
         def send(headers):
-            return svc.client.post("/v1/attachments?target_type=Task&target_id=1&filename=a.txt",
-                                   data=b"x" * 1000, headers=headers)
+            return svc.client.post(
+                "/v1/attachments?target_type=Task&target_id=1&filename=a.txt", data=b"x" * 1000, headers=headers
+            )
 
         assert await _round_trips(svc, monkeypatch, send) == [["EVALSHA"], ["EVALSHA"]]
 
@@ -91,9 +93,13 @@ async def test_a_json_create_makes_three_round_trips(make_service, monkeypatch):
     """The limits come first (the file limit applies while the JSON is parsed), the charge once the base64 is
     decoded, then the job."""
     async with make_service(byte_budget=10**12) as svc:
+
         def send(headers):
-            return svc.client.post("/v1/attachments", headers=headers, json={
-                "target_type": "Task", "target_id": "1", "filename": "a.txt", "data": "aGVsbG8="})
+            return svc.client.post(
+                "/v1/attachments",
+                headers=headers,
+                json={"target_type": "Task", "target_id": "1", "filename": "a.txt", "data": "aGVsbG8="},
+            )
 
         assert await _round_trips(svc, monkeypatch, send) == [["EVALSHA"], ["EVALSHA"], ["EVALSHA"]]
 

@@ -18,10 +18,18 @@ from workers.sweep import sweep_staging
 def ingest_job(svc, *, text: bytes = b"from a service") -> tuple[str, dict]:
     job_id = str(uuid_utils.uuid7())
     return job_id, {
-        "v": 1, "job_id": job_id, "account_id": svc.account, "actor": {"type": "Application", "id": "billing"},
-        "mode": "atomic", "items": [{"id": job_id, "fields": {"target_type": "Invoice", "target_id": "A-1",
-                                                              "filename": "note.txt"},
-                                     "source": {"kind": "base64", "data": base64.b64encode(text).decode()}}],
+        "v": 1,
+        "job_id": job_id,
+        "account_id": svc.account,
+        "actor": {"type": "Application", "id": "billing"},
+        "mode": "atomic",
+        "items": [
+            {
+                "id": job_id,
+                "fields": {"target_type": "Invoice", "target_id": "A-1", "filename": "note.txt"},
+                "source": {"kind": "base64", "data": base64.b64encode(text).decode()},
+            }
+        ],
     }
 
 
@@ -97,7 +105,7 @@ async def test_enqueue_writes_exactly_what_arqs_enqueue_job_writes(redis_url):
     """One script instead of arq's WATCH/EXISTS/MULTI, same keys, same bytes, same expiry and score."""
     queue = f"attachd:test-queue:{uuid_utils.uuid7()}"
     redis = await jobs.connect(redis_url)
-    redis.default_queue_name = queue   # a queue no worker reads
+    redis.default_queue_name = queue  # a queue no worker reads
     ours, theirs = str(uuid_utils.uuid7()), str(uuid_utils.uuid7())
     payload = {"account_id": "a", "actor": {"type": "User", "id": "u"}, "items": []}
     try:
@@ -121,8 +129,7 @@ async def test_enqueue_writes_exactly_what_arqs_enqueue_job_writes(redis_url):
         assert not await jobs.enqueue(redis, jobs.INGEST, ours, payload)
         assert await redis.zcard(queue) == 2
     finally:
-        await redis.delete(queue, f"arq:job:{ours}", f"arq:job:{theirs}", f"arq:result:{ours}",
-                           f"test:mark:{ours}")
+        await redis.delete(queue, f"arq:job:{ours}", f"arq:job:{theirs}", f"arq:result:{ours}", f"test:mark:{ours}")
         await redis.aclose()
 
 
@@ -131,7 +138,7 @@ async def test_a_job_enqueued_by_the_script_is_run_by_the_arq_worker(service):
     redis = await jobs.connect(service.settings.redis_url)
     try:
         assert await jobs.enqueue(redis, jobs.INGEST, job_id, payload)
-        assert not await jobs.enqueue(redis, jobs.INGEST, job_id, payload)   # a duplicate id is refused
+        assert not await jobs.enqueue(redis, jobs.INGEST, job_id, payload)  # a duplicate id is refused
     finally:
         await redis.aclose()
     outcome = await wait_outcome(service, job_id)
@@ -139,7 +146,7 @@ async def test_a_job_enqueued_by_the_script_is_run_by_the_arq_worker(service):
     [row] = await service.rows()
     assert await service.storage.get_bytes(row["storage_key"]) == b"queued by one script"
     redis = await jobs.connect(service.settings.redis_url)
-    try:   # done, its result kept: still refused, and nothing runs twice
+    try:  # done, its result kept: still refused, and nothing runs twice
         assert not await jobs.enqueue(redis, jobs.INGEST, job_id, payload)
     finally:
         await redis.aclose()

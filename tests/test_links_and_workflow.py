@@ -11,8 +11,14 @@ from workers.targets import purge_unlinked
 
 
 async def unlinked(svc, name: str, parent_type: str = "Note", field: str = "attachments") -> dict:
-    resp = await svc.upload_json({"name": name, "parent_type": parent_type, "field": field,
-                                  "data": "data:text/plain;base64," + base64.b64encode(name.encode()).decode()})
+    resp = await svc.upload_json(
+        {
+            "name": name,
+            "parent_type": parent_type,
+            "field": field,
+            "data": "data:text/plain;base64," + base64.b64encode(name.encode()).decode(),
+        }
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert record["target_id"] is None
@@ -20,8 +26,9 @@ async def unlinked(svc, name: str, parent_type: str = "Note", field: str = "atta
 
 
 async def linked_names(svc, target_id: str = "n1") -> list[str]:
-    resp = await svc.client.get(f"/v1/attachments?target_type=Note&target_id={target_id}&order_by=name",
-                                headers=svc.auth())
+    resp = await svc.client.get(
+        f"/v1/attachments?target_type=Note&target_id={target_id}&order_by=name", headers=svc.auth()
+    )
     return [a["name"] for a in (await resp.json())["attachments"]]
 
 
@@ -62,8 +69,9 @@ async def test_linking_someone_elses_or_an_already_linked_upload_is_refused(serv
     assert resp.status == 400
     assert (await resp.json())["error"]["field"] == "ids[0]"
     other = service.other_account()
-    resp = await service.client.put("/v1/targets/Note/n1/links/attachments", json={"ids": [mine["id"]]},
-                                    headers=service.auth(other))
+    resp = await service.client.put(
+        "/v1/targets/Note/n1/links/attachments", json={"ids": [mine["id"]]}, headers=service.auth(other)
+    )
     assert resp.status == 400
     assert await linked_names(service) == ["mine.txt"]
     bad = await put_links(service, {"ids": ["not-a-uuid"]})
@@ -86,33 +94,61 @@ async def test_unclaimed_uploads_are_purged_with_their_bytes(make_service):
 
 
 async def test_workflow_fields_are_stored_and_filtered(service):
-    resp = await service.upload_json({
-        "target_type": "Task", "target_id": "1", "filename": "review.txt", "data": "cmV2aWV3",
-        "available": False, "status": "pending", "created_from": "rework", "publish": "internal",
-        "impersonator_id": "res-7", "session_token": None})
+    resp = await service.upload_json(
+        {
+            "target_type": "Task",
+            "target_id": "1",
+            "filename": "review.txt",
+            "data": "cmV2aWV3",
+            "available": False,
+            "status": "pending",
+            "created_from": "rework",
+            "publish": "internal",
+            "impersonator_id": "res-7",
+            "session_token": None,
+        }
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
-    assert (record["available"], record["status"], record["created_from"], record["publish"],
-            record["impersonator_id"]) == (False, "pending", "rework", "internal", "res-7")
+    assert (
+        record["available"],
+        record["status"],
+        record["created_from"],
+        record["publish"],
+        record["impersonator_id"],
+    ) == (False, "pending", "rework", "internal", "res-7")
     await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "ok.txt", "data": "b2s="})
-    resp = await service.client.get("/v1/attachments?target_type=Task&target_id=1&available=true",
-                                    headers=service.auth())
+    resp = await service.client.get(
+        "/v1/attachments?target_type=Task&target_id=1&available=true", headers=service.auth()
+    )
     assert [a["filename"] for a in (await resp.json())["attachments"]] == ["ok.txt"]
 
 
 @pytest.mark.parametrize("sub_type", ["User", "Application", "Contact", "Resource"])
 async def test_creator_types_come_from_the_token(service, sub_type):
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt", "data": "YQ=="},
-                                     headers=service.auth(sub=f"{sub_type.lower()}-1", sub_type=sub_type))
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "1", "filename": "a.txt", "data": "YQ=="},
+        headers=service.auth(sub=f"{sub_type.lower()}-1", sub_type=sub_type),
+    )
     assert (await resp.json())["created_by"] == {"type": sub_type, "id": f"{sub_type.lower()}-1"}
 
 
-@pytest.mark.parametrize("field, value", [("status", "done"), ("created_from", "email"), ("publish", "everyone"),
-                                          ("available", "yes"), ("attachment_type", "PHOTO"),
-                                          ("name", "x" * 256), ("content_type", "t/" + "x" * 100)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("status", "done"),
+        ("created_from", "email"),
+        ("publish", "everyone"),
+        ("available", "yes"),
+        ("attachment_type", "PHOTO"),
+        ("name", "x" * 256),
+        ("content_type", "t/" + "x" * 100),
+    ],
+)
 async def test_out_of_range_workflow_values_name_the_field(service, field, value):
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt",
-                                      "data": "YQ==", field: value})
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "1", "filename": "a.txt", "data": "YQ==", field: value}
+    )
     assert resp.status == 400
     assert (await resp.json())["error"]["field"] == field
     assert await service.rows() == []

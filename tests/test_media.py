@@ -17,8 +17,8 @@ from workers.media import (
     NO_MEDIA,
     SMALL,
     THUMBNAIL,
-    MediaResult,
     DecodeBudget,
+    MediaResult,
     configure_vips,
     decode_bytes,
     image_dimensions,
@@ -46,9 +46,7 @@ def gradient(width: int, height: int) -> pyvips.Image:
 
 
 def solid(width: int, height: int, rgb: list[int]) -> pyvips.Image:
-    return (pyvips.Image.black(width, height, bands=3) + rgb).cast("uchar").copy(
-        interpretation="srgb"
-    )
+    return (pyvips.Image.black(width, height, bands=3) + rgb).cast("uchar").copy(interpretation="srgb")
 
 
 def save(path: Path, image: pyvips.Image) -> Path:
@@ -211,9 +209,7 @@ def test_animated_gif_uses_the_first_frame(tmp_path: Path) -> None:
     assert small[0].avg() > 200 and small[2].avg() < 50
 
 
-@pytest.mark.skipif(
-    not pyvips.type_find("VipsOperation", "uhdrsave"), reason="libvips was built without UltraHDR"
-)
+@pytest.mark.skipif(not pyvips.type_find("VipsOperation", "uhdrsave"), reason="libvips was built without UltraHDR")
 def test_ultrahdr_jpeg_is_read_by_the_plain_jpeg_loader(tmp_path: Path) -> None:
     path = tmp_path / "hdr.jpg"
     gradient(300, 200).colourspace("scrgb").uhdrsave(str(path))
@@ -297,9 +293,7 @@ def test_other_types_have_no_variants(tmp_path: Path, content_type: str) -> None
         ("table.csv", "1,2\n3,4\n", "csvload"),
     ],
 )
-def test_unexpected_loaders_are_blocked(
-    tmp_path: Path, name: str, content: str, loader: str
-) -> None:
+def test_unexpected_loaders_are_blocked(tmp_path: Path, name: str, content: str, loader: str) -> None:
     path = tmp_path / name
     path.write_text(content)
 
@@ -404,18 +398,18 @@ def test_decodes_share_the_budget_first_come_first_served() -> None:
     try:
         probe.arrive("a", 60)
         probe.arrive("b", 30)
-        assert probe.inside == ["a", "b"]           # both fit: side by side
+        assert probe.inside == ["a", "b"]  # both fit: side by side
         probe.arrive("big", 60)
         probe.arrive("small", 5)
-        assert probe.inside == ["a", "b"]           # big does not fit yet, and small waits its turn
+        assert probe.inside == ["a", "b"]  # big does not fit yet, and small waits its turn
         probe.leave("a")
         assert sorted(probe.inside) == ["b", "big", "small"]
-        probe.arrive("huge", 10_000)                # more than the whole budget
+        probe.arrive("huge", 10_000)  # more than the whole budget
         probe.leave("b")
         probe.leave("big")
         assert probe.inside == ["small"]
         probe.leave("small")
-        assert probe.inside == ["huge"]             # alone
+        assert probe.inside == ["huge"]  # alone
         probe.arrive("after", 1)
         assert probe.inside == ["huge"]
         probe.leave("huge")
@@ -427,7 +421,7 @@ def test_decodes_share_the_budget_first_come_first_served() -> None:
 def test_make_variants_keeps_its_decodes_within_the_budget(tmp_path: Path, monkeypatch) -> None:
     progressive = [tmp_path / f"p{i}.jpg" for i in range(3)]
     for path in progressive:
-        gradient(800, 600).jpegsave(str(path), interlace=True)   # 2.9 MB of coefficients each
+        gradient(800, 600).jpegsave(str(path), interlace=True)  # 2.9 MB of coefficients each
     baseline = [save(tmp_path / f"b{i}.jpg", gradient(800, 600)) for i in range(4)]
     monkeypatch.setattr(media, "SHRINKING_DECODE_BYTES", 1 << 20)
     monkeypatch.setattr(media, "_decode_budget", DecodeBudget(4 << 20))  # one progressive and one baseline
@@ -451,7 +445,7 @@ def test_make_variants_keeps_its_decodes_within_the_budget(tmp_path: Path, monke
                 in_flight.remove(cost)
 
     monkeypatch.setattr(media, "_decode_small", observed)
-    jobs = [str(p) for pair in zip(baseline, progressive + [baseline[-1]]) for p in pair]
+    jobs = [str(p) for pair in zip(baseline, [*progressive, baseline[-1]], strict=True) for p in pair]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda p: make_variants(p, "image/jpeg", max_pixels=MAX_PIXELS), jobs))
 

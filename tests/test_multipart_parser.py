@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
@@ -25,13 +26,26 @@ class Chunks:
         return (self._chunks.pop(0), False) if self._chunks else (b"", False)
 
 
-def body(parts: list[tuple[str, bytes]], boundary: bytes = BOUNDARY, *, preamble: bytes = b"",
-         epilogue: bytes = b"", padding: bytes = b"") -> bytes:
+def body(
+    parts: list[tuple[str, bytes]],
+    boundary: bytes = BOUNDARY,
+    *,
+    preamble: bytes = b"",
+    epilogue: bytes = b"",
+    padding: bytes = b"",
+) -> bytes:
     out = preamble + (b"\r\n" if preamble else b"")
     for name, data in parts:
         filename = '; filename="f.bin"' if name == "file" else ""
-        out += (b"--" + boundary + padding + b"\r\n"
-                + f'Content-Disposition: form-data; name="{name}"{filename}\r\n\r\n'.encode() + data + b"\r\n")
+        out += (
+            b"--"
+            + boundary
+            + padding
+            + b"\r\n"
+            + f'Content-Disposition: form-data; name="{name}"{filename}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
     return out + b"--" + boundary + b"--" + padding + epilogue
 
 
@@ -45,11 +59,21 @@ async def parse(chunks: list[bytes], boundary: bytes = BOUNDARY) -> list[tuple[s
 
 def split_at(data: bytes, *cuts: int) -> list[bytes]:
     edges = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
-TRICKY = (b"\r\n--" + BOUNDARY[:-1] + b"X\r\n" + b"\r\n\r\n--\r\n-" + b"\r\n--" + BOUNDARY[:7] + b"\r"
-          + b"--" + BOUNDARY + b" not after CRLF\r")
+TRICKY = (
+    b"\r\n--"
+    + BOUNDARY[:-1]
+    + b"X\r\n"
+    + b"\r\n\r\n--\r\n-"
+    + b"\r\n--"
+    + BOUNDARY[:7]
+    + b"\r"
+    + b"--"
+    + BOUNDARY
+    + b" not after CRLF\r"
+)
 
 
 async def test_every_split_point_of_a_body_gives_the_same_parts():
@@ -58,16 +82,24 @@ async def test_every_split_point_of_a_body_gives_the_same_parts():
     assert await parse([data]) == parts
     for cut in range(1, len(data)):
         assert await parse(split_at(data, cut)) == parts, cut
-    assert await parse([data[i:i + 1] for i in range(len(data))]) == parts
+    assert await parse([data[i : i + 1] for i in range(len(data))]) == parts
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["file", "a", "target_id"]),
-                          st.binary(max_size=300) | st.lists(st.sampled_from(
-                              [b"\r", b"\n", b"-", b"--", b"\r\n--", BOUNDARY[:5], BOUNDARY, b"x"]),
-                              max_size=40).map(b"".join)),
-                min_size=1, max_size=4),
-       st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["file", "a", "target_id"]),
+            st.binary(max_size=300)
+            | st.lists(
+                st.sampled_from([b"\r", b"\n", b"-", b"--", b"\r\n--", BOUNDARY[:5], BOUNDARY, b"x"]), max_size=40
+            ).map(b"".join),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.integers(min_value=0, max_value=2000), max_size=8),
+)
 async def test_any_parts_split_anywhere_come_back_whole(parts, cuts):
     parts = [(name, data.replace(b"\r\n--" + BOUNDARY, b"\r\n--x")) for name, data in parts]  # what a client ensures
     data = body(parts)
@@ -100,15 +132,20 @@ async def test_an_empty_form_has_no_parts():
     assert await parse([b"--" + BOUNDARY + b"--\r\n"]) == []
 
 
-@pytest.mark.parametrize("data", [
-    pytest.param(body([("file", b"abc")])[:-10], id="truncated"),
-    pytest.param(b"", id="empty"),
-    pytest.param(b"no boundary anywhere", id="no-boundary"),
-    pytest.param(b"--" + BOUNDARY + b"junk\r\n\r\nx\r\n--" + BOUNDARY + b"--", id="junk-after-boundary"),
-    pytest.param(b"--" + BOUNDARY + b"\r\nContent-Disposition form-data\r\n\r\nx\r\n--" + BOUNDARY + b"--",
-                 id="header-without-colon"),
-    pytest.param(b"--" + BOUNDARY + b"\r\n" + b"X-A: " + b"a" * 9000 + b"\r\n\r\n", id="header-too-long"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(body([("file", b"abc")])[:-10], id="truncated"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"no boundary anywhere", id="no-boundary"),
+        pytest.param(b"--" + BOUNDARY + b"junk\r\n\r\nx\r\n--" + BOUNDARY + b"--", id="junk-after-boundary"),
+        pytest.param(
+            b"--" + BOUNDARY + b"\r\nContent-Disposition form-data\r\n\r\nx\r\n--" + BOUNDARY + b"--",
+            id="header-without-colon",
+        ),
+        pytest.param(b"--" + BOUNDARY + b"\r\n" + b"X-A: " + b"a" * 9000 + b"\r\n\r\n", id="header-too-long"),
+    ],
+)
 async def test_malformed_bodies_are_a_400(data):
     with pytest.raises(ApiError) as caught:
         await parse(split_at(data, len(data) // 2))
@@ -138,14 +175,25 @@ def aiohttp_disposition(header: str | None) -> tuple[str | None, str | None]:
     return params.get("name"), content_disposition_filename(params, "filename")
 
 
-@pytest.mark.parametrize("header", [
-    'form-data; name="file"; filename="photo.jpg"', 'form-data; name="target_type"',
-    'form-data; name="file"; filename="/etc/passwd"', 'form-data; name="file"; filename="a\\"b.txt"',
-    'form-data; name="file"; filename="semi;colon.txt"', "form-data; name=file; filename=plain.txt",
-    "form-data; name=\"file\"; filename*=UTF-8''caf%C3%A9.jpg", 'form-data; name="file"; filename="100%.txt"',
-    'Form-Data; Name="file"; Filename="X.JPG"', 'form-data; name="file"; filename=""', "attachment", None, "",
-    'form-data; name="files[0]"; filename="répertoire/é.png"',
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        'form-data; name="file"; filename="photo.jpg"',
+        'form-data; name="target_type"',
+        'form-data; name="file"; filename="/etc/passwd"',
+        'form-data; name="file"; filename="a\\"b.txt"',
+        'form-data; name="file"; filename="semi;colon.txt"',
+        "form-data; name=file; filename=plain.txt",
+        "form-data; name=\"file\"; filename*=UTF-8''caf%C3%A9.jpg",
+        'form-data; name="file"; filename="100%.txt"',
+        'Form-Data; Name="file"; Filename="X.JPG"',
+        'form-data; name="file"; filename=""',
+        "attachment",
+        None,
+        "",
+        'form-data; name="files[0]"; filename="répertoire/é.png"',
+    ],
+)
 def test_content_disposition_reads_as_aiohttp_reads_it(header):
     assert disposition(header) == aiohttp_disposition(header)
 
@@ -158,17 +206,22 @@ def test_the_fast_path_agrees_with_aiohttp_on_any_names(name, filename):
 
 # --- through the API ---------------------------------------------------------------------------------
 
+
 async def test_a_truncated_multipart_upload_is_a_400_and_stores_nothing(service):
     data = body([("target_type", b"Task"), ("target_id", b"1"), ("file", b"x" * 5000)])[:-100]
-    resp = await service.client.post("/v1/attachments", data=data, headers={
-        **service.auth(), "Content-Type": f"multipart/form-data; boundary={BOUNDARY.decode()}"})
+    resp = await service.client.post(
+        "/v1/attachments",
+        data=data,
+        headers={**service.auth(), "Content-Type": f"multipart/form-data; boundary={BOUNDARY.decode()}"},
+    )
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["error"]["code"] == "invalid_multipart"
     assert await service.rows() == [] and await service.stored_keys() == []
 
 
 async def test_a_multipart_upload_without_a_boundary_is_a_400(service):
-    resp = await service.client.post("/v1/attachments", data=b"--x--", headers={
-        **service.auth(), "Content-Type": "multipart/form-data"})
+    resp = await service.client.post(
+        "/v1/attachments", data=b"--x--", headers={**service.auth(), "Content-Type": "multipart/form-data"}
+    )
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["error"]["code"] == "invalid_multipart"

@@ -14,11 +14,23 @@ async def query(svc, body: dict, path: str = "/v1/attachments/query"):
 async def test_filter_tree_with_groups_and_operators(service):
     for name, order in (("alpha.txt", 1), ("beta.txt", 2), ("gamma.txt", 3), ("alphabet.txt", 4)):
         await upload_text(service, name, display_order=order)
-    body = {"filter": [{"op": "or", "items": [
-        {"field": "name", "op": "beginsWith", "value": "ALPHA"},
-        {"op": "and", "items": [{"field": "display_order", "op": "gte", "value": 3},
-                                {"field": "name", "op": "endsWith", "value": "ma.txt"}]},
-    ]}]}
+    body = {
+        "filter": [
+            {
+                "op": "or",
+                "items": [
+                    {"field": "name", "op": "beginsWith", "value": "ALPHA"},
+                    {
+                        "op": "and",
+                        "items": [
+                            {"field": "display_order", "op": "gte", "value": 3},
+                            {"field": "name", "op": "endsWith", "value": "ma.txt"},
+                        ],
+                    },
+                ],
+            }
+        ]
+    }
     resp = await query(service, body)
     assert resp.status == 200, await resp.text()
     names = sorted(a["name"] for a in (await resp.json())["attachments"])
@@ -32,8 +44,11 @@ async def test_max_records_pages_with_a_cursor_and_include_fields_projects(servi
         await upload_text(service, f"f{i}.txt")
     seen, cursor = [], None
     while True:
-        body = {"filter": [{"field": "content_type", "op": "eq", "value": "text/plain"}], "max_records": 2,
-                "include_fields": ["name", "size"]}
+        body = {
+            "filter": [{"field": "content_type", "op": "eq", "value": "text/plain"}],
+            "max_records": 2,
+            "include_fields": ["name", "size"],
+        }
         if cursor:
             body["cursor"] = cursor
         page = await (await query(service, body)).json()
@@ -50,8 +65,16 @@ async def test_query_is_scoped_to_the_account_and_hides_canceled(service):
     gone = await upload_text(service, "gone.txt")
     await service.client.delete(f"/v1/attachments/{gone['id']}", headers=service.auth())
     other = service.other_account()
-    await service.client.post("/v1/attachments", headers=service.auth(other), json={
-        "target_type": "Task", "target_id": "1", "filename": "theirs.txt", "data": base64.b64encode(b"x").decode()})
+    await service.client.post(
+        "/v1/attachments",
+        headers=service.auth(other),
+        json={
+            "target_type": "Task",
+            "target_id": "1",
+            "filename": "theirs.txt",
+            "data": base64.b64encode(b"x").decode(),
+        },
+    )
     body = {"filter": [{"field": "target_type", "op": "eq", "value": "Task"}]}
     names = [a["name"] for a in (await (await query(service, body)).json())["attachments"]]
     assert names == ["mine.txt"]
@@ -102,13 +125,20 @@ async def test_an_entity_named_outright_wins_over_a_parent(service):
     precedence", so a parent that does not hold the entity changes nothing, on every read route."""
     on_note = await upload_text(service, "on-note.txt", target_id="9")
     await upload_text(service, "elsewhere.txt", target_id="10")
-    body = {"filter": [{"field": "target_id", "op": "eq", "value": "9"},
-                       {"field": "ancestor", "op": "eq", "value": "Ticket:999"}]}
+    body = {
+        "filter": [
+            {"field": "target_id", "op": "eq", "value": "9"},
+            {"field": "ancestor", "op": "eq", "value": "Ticket:999"},
+        ]
+    }
     found = await (await query(service, body)).json()
     assert [a["id"] for a in found["attachments"]] == [on_note["id"]]
     assert await (await query(service, body, "/v1/attachments/query/count")).json() == {"count": 1}
-    listed = await (await service.client.get("/v1/attachments?target_type=Task&target_id=9&ancestor=Ticket:999",
-                                             headers=service.auth())).json()
+    listed = await (
+        await service.client.get(
+            "/v1/attachments?target_type=Task&target_id=9&ancestor=Ticket:999", headers=service.auth()
+        )
+    ).json()
     assert [a["id"] for a in listed["attachments"]] == [on_note["id"]]
     # Inside an "or" group the ancestor is not a second way of naming the entity: it stays a condition.
     grouped = {"filter": [{"op": "or", "items": body["filter"]}]}

@@ -27,45 +27,47 @@ from services.core.querylang import compile_filter
 TEXT = st.text(alphabet="aAb%_\\€", max_size=4)
 ANCESTORS = ["Ticket:1", "Ticket:2", "Project:7", "Task:1"]
 PARENTS = [uuid.UUID(int=n) for n in (1, 2)]
-BASE = dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)
+BASE = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
 TIMES = [BASE + dt.timedelta(seconds=s, microseconds=us) for s in (-3600, 0, 1) for us in (0, 1)]
-OFFSETS = [dt.timezone.utc, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8))]
+OFFSETS = [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8))]
 
 
 def picklist(name: str) -> st.SearchStrategy[str]:
     return st.sampled_from([v.value for v in PICKLISTS[name]])
 
 
-ROW = st.fixed_dictionaries({
-    "id": st.uuids(),
-    "name": TEXT,
-    "filename": st.none() | TEXT,
-    "content_type": st.none() | st.sampled_from(["image/png", "IMAGE/JPEG", "text/plain", "application/pdf"]),
-    "target_type": st.none() | st.sampled_from(["Ticket", "Task", "ticket"]),
-    "target_id": st.none() | TEXT,
-    "field": st.none() | TEXT,
-    "parent_type": st.none() | TEXT,
-    "parent_attachment_id": st.none() | st.sampled_from(PARENTS),
-    "version": st.integers(1, 3),
-    "ancestors": st.lists(st.sampled_from(ANCESTORS), unique=True, max_size=3),
-    "attachment_type": picklist("attachment_type"),
-    "size": st.none() | st.integers(-1, 3) | st.integers(-(2**63), 2**63 - 1),
-    "width": st.none() | st.integers(0, 3) | st.integers(-(2**31), 2**31 - 1),
-    "height": st.none() | st.integers(0, 3),
-    "display_order": st.integers(-2, 2),
-    "available": st.booleans(),
-    "status": st.none() | picklist("status"),
-    "created_from": picklist("created_from"),
-    "publish": picklist("publish"),
-    "url": st.none() | TEXT,
-    "session_token": st.none() | TEXT,
-    "created_by_type": picklist("created_by_type"),
-    "created_by_id": st.none() | TEXT,
-    "impersonator_id": st.none() | TEXT,
-    "created_at": st.sampled_from(TIMES),
-    "updated_at": st.sampled_from(TIMES),
-    "canceled_at": st.none() | st.sampled_from(TIMES),
-})
+ROW = st.fixed_dictionaries(
+    {
+        "id": st.uuids(),
+        "name": TEXT,
+        "filename": st.none() | TEXT,
+        "content_type": st.none() | st.sampled_from(["image/png", "IMAGE/JPEG", "text/plain", "application/pdf"]),
+        "target_type": st.none() | st.sampled_from(["Ticket", "Task", "ticket"]),
+        "target_id": st.none() | TEXT,
+        "field": st.none() | TEXT,
+        "parent_type": st.none() | TEXT,
+        "parent_attachment_id": st.none() | st.sampled_from(PARENTS),
+        "version": st.integers(1, 3),
+        "ancestors": st.lists(st.sampled_from(ANCESTORS), unique=True, max_size=3),
+        "attachment_type": picklist("attachment_type"),
+        "size": st.none() | st.integers(-1, 3) | st.integers(-(2**63), 2**63 - 1),
+        "width": st.none() | st.integers(0, 3) | st.integers(-(2**31), 2**31 - 1),
+        "height": st.none() | st.integers(0, 3),
+        "display_order": st.integers(-2, 2),
+        "available": st.booleans(),
+        "status": st.none() | picklist("status"),
+        "created_from": picklist("created_from"),
+        "publish": picklist("publish"),
+        "url": st.none() | TEXT,
+        "session_token": st.none() | TEXT,
+        "created_by_type": picklist("created_by_type"),
+        "created_by_id": st.none() | TEXT,
+        "impersonator_id": st.none() | TEXT,
+        "created_at": st.sampled_from(TIMES),
+        "updated_at": st.sampled_from(TIMES),
+        "canceled_at": st.none() | st.sampled_from(TIMES),
+    }
+)
 
 # The operators each kind of field takes, written out independently of the compiler.
 BASIC = ["eq", "noteq", "in", "notIn", "exist", "notExist"]
@@ -94,7 +96,7 @@ def as_json(value: Any) -> Any:
 
 def slices(text: str) -> st.SearchStrategy[str]:
     bounds = st.integers(0, len(text))
-    return st.tuples(bounds, bounds).map(lambda ij: text[min(ij):max(ij)])
+    return st.tuples(bounds, bounds).map(lambda ij: text[min(ij) : max(ij)])
 
 
 def field_values(name: str, rows: list[dict[str, Any]]) -> st.SearchStrategy[Any]:
@@ -138,8 +140,9 @@ def condition(draw: st.DrawFn, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def filters(rows: list[dict[str, Any]]) -> st.SearchStrategy[list[dict[str, Any]]]:
     tree = st.recursive(
         condition(rows),
-        lambda items: st.fixed_dictionaries({"op": st.sampled_from(["and", "or"]),
-                                             "items": st.lists(items, min_size=1, max_size=3)}),
+        lambda items: st.fixed_dictionaries(
+            {"op": st.sampled_from(["and", "or"]), "items": st.lists(items, min_size=1, max_size=3)}
+        ),
         max_leaves=6,
     )
     return st.lists(tree, min_size=1, max_size=2)
@@ -187,6 +190,7 @@ def matches(node: dict[str, Any], row: dict[str, Any]) -> bool:
 
 # -- the tests ------------------------------------------------------------------------------------
 
+
 @contextlib.asynccontextmanager
 async def scratch_account(db: asyncpg.Pool) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
     """A connection and a fresh account, inside a transaction that is rolled back afterwards."""
@@ -204,24 +208,34 @@ async def insert(conn: asyncpg.Connection, account: str, rows: list[dict[str, An
     for row in rows:
         columns = ", ".join(row)
         placeholders = ", ".join(f"${i}" for i in range(2, len(row) + 2))
-        record = await conn.fetchrow(f"INSERT INTO attachments (account_id, {columns}) "
-                                     f"VALUES ($1, {placeholders}) RETURNING *", account, *row.values())
+        record = await conn.fetchrow(
+            f"INSERT INTO attachments (account_id, {columns}) VALUES ($1, {placeholders}) RETURNING *",
+            account,
+            *row.values(),
+        )
         stored.append(dict(record))
     return stored
 
 
 async def matching_ids(conn: asyncpg.Connection, account: str, nodes: list[dict[str, Any]]) -> set[uuid.UUID]:
     compiled = compile_filter(nodes, first_param=2)
-    records = await conn.fetch(f"SELECT id FROM attachments WHERE account_id = $1 AND ({compiled.sql})",
-                               account, *compiled.params)
+    records = await conn.fetch(
+        f"SELECT id FROM attachments WHERE account_id = $1 AND ({compiled.sql})", account, *compiled.params
+    )
     return {r["id"] for r in records}
 
 
-@settings(max_examples=150, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(rows=st.lists(ROW, min_size=1, max_size=8, unique_by=lambda row: row["id"]), data=st.data())
-async def test_postgres_agrees_with_the_reference(db: asyncpg.Pool, rows: list[dict[str, Any]],
-                                                  data: st.DataObject) -> None:
+async def test_postgres_agrees_with_the_reference(
+    db: asyncpg.Pool, rows: list[dict[str, Any]], data: st.DataObject
+) -> None:
     async with scratch_account(db) as (conn, account):
         stored = await insert(conn, account, rows)
         # Drawn after the insert so that filters can name the seq values Postgres chose.

@@ -29,8 +29,12 @@ async def assert_nothing_stored(svc) -> None:
 async def test_raw_jpeg_is_stored_thumbnailed_and_readable(any_backend_service):
     svc = any_backend_service
     photo = jpeg_bytes(1200, 800)
-    resp = await raw(svc, photo, "target_type=Task&target_id=42&filename=photo.jpg&name=Site%20visit"
-                                 "&display_order=3", content_type="image/jpeg")
+    resp = await raw(
+        svc,
+        photo,
+        "target_type=Task&target_id=42&filename=photo.jpg&name=Site%20visit&display_order=3",
+        content_type="image/jpeg",
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert_photo_record(record, photo, name="Site visit", filename="photo.jpg")
@@ -45,53 +49,67 @@ async def test_raw_jpeg_is_stored_thumbnailed_and_readable(any_backend_service):
     [row] = await svc.rows()
     assert str(row["id"]) == record["id"]
     assert await svc.storage.get_bytes(row["storage_key"]) == photo
-    assert await svc.stored_keys() == sorted([row["storage_key"], row["variants"]["thumbnail"]["key"],
-                                              row["variants"]["small"]["key"]])
+    assert await svc.stored_keys() == sorted(
+        [row["storage_key"], row["variants"]["thumbnail"]["key"], row["variants"]["small"]["key"]]
+    )
     [event] = await svc.events()
     assert event["event_type"] == "attachment.created"
 
 
 async def test_the_filename_can_come_from_content_disposition(service):
     photo = jpeg_bytes(300, 200)
-    resp = await raw(service, photo, "target_type=Task&target_id=7",
-                     **{"Content-Disposition": 'attachment; filename="from header.jpg"'})
+    resp = await raw(
+        service,
+        photo,
+        "target_type=Task&target_id=7",
+        **{"Content-Disposition": 'attachment; filename="from header.jpg"'},
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert record["filename"] == "from header.jpg"
     assert record["name"] == "from header.jpg"
     # RFC 5987 filename* wins over filename, as in a multipart part
-    resp = await raw(service, photo, "target_type=Task&target_id=7", **{
-        "Content-Disposition": "attachment; filename=\"plain.jpg\"; filename*=UTF-8''caf%C3%A9.jpg"})
+    resp = await raw(
+        service,
+        photo,
+        "target_type=Task&target_id=7",
+        **{"Content-Disposition": "attachment; filename=\"plain.jpg\"; filename*=UTF-8''caf%C3%A9.jpg"},
+    )
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["filename"] == "café.jpg"
     # the query's filename wins over the header's, as a form field wins over the part's filename
-    resp = await raw(service, photo, "target_type=Task&target_id=7&filename=query.jpg",
-                     **{"Content-Disposition": 'attachment; filename="header.jpg"'})
+    resp = await raw(
+        service,
+        photo,
+        "target_type=Task&target_id=7&filename=query.jpg",
+        **{"Content-Disposition": 'attachment; filename="header.jpg"'},
+    )
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["filename"] == "query.jpg"
 
 
 async def test_a_body_with_no_content_type_is_a_file_too(service):
-    resp = await raw(service, b"plain notes\n", "target_type=Task&target_id=1&filename=notes.txt",
-                     content_type=None)
+    resp = await raw(service, b"plain notes\n", "target_type=Task&target_id=1&filename=notes.txt", content_type=None)
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert record["content_type"] == "text/plain" and record["size"] == len(b"plain notes\n")
 
 
 async def test_respond_async_and_the_status_url(service):
-    resp = await raw(service, b"later\n", "target_type=Task&target_id=1&filename=later.txt",
-                     Prefer="respond-async")
+    resp = await raw(service, b"later\n", "target_type=Task&target_id=1&filename=later.txt", Prefer="respond-async")
     assert resp.status == 202, await resp.text()
     status = await service.finished_upload((await resp.json())["status_url"])
     assert status["status"] == "complete" and status["attachment"]["filename"] == "later.txt"
 
 
 async def test_missing_or_bad_fields_are_a_400_naming_the_field(service):
-    cases = [("target_id=1&filename=a.txt", "target_type"), ("target_type=Task&filename=a.txt", "target_id"),
-             ("target_type=Task&target_id=1&filename=a.txt&color=red", "color"),
-             ("target_type=Task&target_id=1&filename=a.txt&display_order=first", "display_order"),
-             ("target_type=Task&target_id=1&filename=a.txt&data=aGk=", "data")]
+    cases = [
+        ("target_id=1&filename=a.txt", "target_type"),
+        ("target_type=Task&filename=a.txt", "target_id"),
+        ("target_type=Task&target_id=1&filename=a.txt&color=red", "color"),
+        ("target_type=Task&target_id=1&filename=a.txt&display_order=first", "display_order"),
+        ("target_type=Task&target_id=1&filename=a.txt&data=aGk=", "data"),
+    ]
     for query, field in cases:
         error = await error_of(await raw(service, b"hello", query), 400)
         assert error["field"] == field, (query, error)
@@ -100,8 +118,7 @@ async def test_missing_or_bad_fields_are_a_400_naming_the_field(service):
 
 
 async def test_a_refused_extension_is_refused_by_the_worker(service):
-    error = await error_of(await raw(service, b"MZ\x90\x00" * 64, "target_type=Task&target_id=1&filename=a.exe"),
-                           400)
+    error = await error_of(await raw(service, b"MZ\x90\x00" * 64, "target_type=Task&target_id=1&filename=a.exe"), 400)
     assert error["code"] == "invalid_extension" and error["field"] == "filename"
     await assert_nothing_stored(service)
 
@@ -140,17 +157,26 @@ async def test_the_budget_is_charged_the_content_length(make_service):
 
         # a bad request is refused before it is charged: another account's budget stays whole
         other = svc.other_account()
-        resp = await svc.client.post(f"{CREATE}?target_type=Task&filename=c.txt", data=b"z" * 9_000,
-                                     headers={**svc.auth(other), "Content-Type": "text/plain"})
+        resp = await svc.client.post(
+            f"{CREATE}?target_type=Task&filename=c.txt",
+            data=b"z" * 9_000,
+            headers={**svc.auth(other), "Content-Type": "text/plain"},
+        )
         assert (await error_of(resp, 400))["field"] == "target_id"
-        resp = await svc.client.post(f"{CREATE}?target_type=Task&target_id=1&filename=c.txt", data=b"z" * 9_000,
-                                     headers={**svc.auth(other), "Content-Type": "text/plain"})
+        resp = await svc.client.post(
+            f"{CREATE}?target_type=Task&target_id=1&filename=c.txt",
+            data=b"z" * 9_000,
+            headers={**svc.auth(other), "Content-Type": "text/plain"},
+        )
         assert resp.status == 201, await resp.text()
 
         # with a budget, a body without a Content-Length is refused unread
         async def chunked():
             yield b"hello"
 
-        resp = await svc.client.post(f"{CREATE}?target_type=Task&target_id=1&filename=d.txt", data=chunked(),
-                                     headers={**svc.auth(svc.other_account()), "Content-Type": "text/plain"})
+        resp = await svc.client.post(
+            f"{CREATE}?target_type=Task&target_id=1&filename=d.txt",
+            data=chunked(),
+            headers={**svc.auth(svc.other_account()), "Content-Type": "text/plain"},
+        )
         assert (await error_of(resp, 411))["code"] == "length_required"

@@ -11,11 +11,18 @@ from tests.conftest import jpeg_bytes
 from tests.test_uploads import path_of
 
 
-async def upload_text(svc, name: str, *, target_id: str = "1", display_order: int = 0,
-                      body: bytes | None = None) -> dict:
-    resp = await svc.upload_json({"target_type": "Task", "target_id": target_id, "filename": name,
-                                  "display_order": display_order,
-                                  "data": base64.b64encode(body or name.encode()).decode()})
+async def upload_text(
+    svc, name: str, *, target_id: str = "1", display_order: int = 0, body: bytes | None = None
+) -> dict:
+    resp = await svc.upload_json(
+        {
+            "target_type": "Task",
+            "target_id": target_id,
+            "filename": name,
+            "display_order": display_order,
+            "data": base64.b64encode(body or name.encode()).decode(),
+        }
+    )
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
@@ -40,8 +47,9 @@ async def test_list_by_target_with_order_by_and_cursor_pages(service):
 
     seen, cursor = [], None
     while True:
-        page, cursor = await list_ids(service, "target_type=Task&target_id=1&order_by=-name&limit=3"
-                                      + (f"&cursor={cursor}" if cursor else ""))
+        page, cursor = await list_ids(
+            service, "target_type=Task&target_id=1&order_by=-name&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        )
         seen += page
         if cursor is None:
             break
@@ -53,8 +61,9 @@ async def test_count_and_canceled_rows_are_hidden_unless_asked(service):
     gone = await upload_text(service, "gone.txt")
     assert (await service.client.delete(f"/v1/attachments/{gone['id']}", headers=service.auth())).status == 204
 
-    count = await (await service.client.get("/v1/attachments/count?target_type=Task&target_id=1",
-                                            headers=service.auth())).json()
+    count = await (
+        await service.client.get("/v1/attachments/count?target_type=Task&target_id=1", headers=service.auth())
+    ).json()
     assert count == {"count": 1}
     names, _ = await list_ids(service, "target_type=Task&target_id=1")
     assert names == ["keep.txt"]
@@ -69,8 +78,14 @@ async def test_count_and_canceled_rows_are_hidden_unless_asked(service):
 
 
 async def test_bad_list_parameters_are_400s_naming_them(service):
-    for query, field in (("order_by=password", "order_by"), ("limit=0", "limit"), ("limit=x", "limit"),
-                         ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("target_id=1", "target_type")):
+    for query, field in (
+        ("order_by=password", "order_by"),
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("colour=red", "colour"),
+        ("target_id=1", "target_type"),
+    ):
         resp = await service.client.get(f"/v1/attachments?{query}", headers=service.auth())
         assert resp.status == 400, query
         assert (await resp.json())["error"]["field"] == field
@@ -107,8 +122,14 @@ async def test_download_headers_range_and_etag(service):
 
 async def test_images_are_inline_and_everything_else_is_an_attachment(service):
     photo = jpeg_bytes(400, 300)
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "Résumé photo.jpg",
-                                      "data": base64.b64encode(photo).decode()})
+    resp = await service.upload_json(
+        {
+            "target_type": "Task",
+            "target_id": "1",
+            "filename": "Résumé photo.jpg",
+            "data": base64.b64encode(photo).decode(),
+        }
+    )
     record = await resp.json()
     original = await service.client.get(path_of(record["file"]["original"]))
     disposition = original.headers["Content-Disposition"]
@@ -119,8 +140,9 @@ async def test_images_are_inline_and_everything_else_is_an_attachment(service):
 
 
 async def test_a_link_without_bytes_has_no_file_to_download(service):
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "attachment_type": "URL",
-                                      "url": "https://example.com/"})
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "1", "attachment_type": "URL", "url": "https://example.com/"}
+    )
     record = await resp.json()
     dl = await service.client.get(f"/v1/attachments/{record['id']}/file", headers=service.auth())
     assert dl.status == 404
@@ -145,8 +167,9 @@ async def test_active_content_is_never_served_as_itself(service, active):
 async def test_range_download_on_both_backends(any_backend_service):
     svc = any_backend_service
     record = await upload_text(svc, "notes.txt", body=b"".join(b"line %04d\n" % i for i in range(1024)))
-    part = await svc.client.get(f"/v1/attachments/{record['id']}/file",
-                                headers={**svc.auth(), "Range": "bytes=100-119"})
+    part = await svc.client.get(
+        f"/v1/attachments/{record['id']}/file", headers={**svc.auth(), "Range": "bytes=100-119"}
+    )
     assert part.status == 206
     assert await part.read() == b"line 0010\nline 0011\n"
     assert part.headers["Content-Range"] == "bytes 100-119/10240"

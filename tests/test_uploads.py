@@ -6,8 +6,8 @@ import base64
 import hashlib
 
 import aiohttp
-import pyvips
 import pytest
+import pyvips
 
 from tests.conftest import jpeg_bytes, png_bytes
 
@@ -47,9 +47,11 @@ async def test_multipart_jpeg_upload_is_stored_thumbnailed_and_readable(any_back
     svc = any_backend_service
     photo = jpeg_bytes(1200, 800)
     resp = await svc.client.post(
-        "/v1/attachments", headers=svc.auth(),
-        data=multipart(("holiday.jpg", photo, "image/jpeg"), target_type="Task", target_id="42",
-                       name="Holiday", display_order="3"),
+        "/v1/attachments",
+        headers=svc.auth(),
+        data=multipart(
+            ("holiday.jpg", photo, "image/jpeg"), target_type="Task", target_id="42", name="Holiday", display_order="3"
+        ),
     )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
@@ -69,16 +71,18 @@ async def test_multipart_jpeg_upload_is_stored_thumbnailed_and_readable(any_back
     assert str(row["id"]) == record["id"]
     assert row["sha256"] == hashlib.sha256(photo).digest()
     assert await svc.storage.get_bytes(row["storage_key"]) == photo
-    assert await svc.stored_keys() == sorted([row["storage_key"], row["variants"]["thumbnail"]["key"],
-                                              row["variants"]["small"]["key"]])
+    assert await svc.stored_keys() == sorted(
+        [row["storage_key"], row["variants"]["thumbnail"]["key"], row["variants"]["small"]["key"]]
+    )
     [event] = await svc.events()
     assert event["event_type"] == "attachment.created" and event["attachment_id"] == row["id"]
 
 
 async def test_png_by_raw_base64_gets_exact_variants(service):
     image = png_bytes(640, 480)
-    resp = await service.upload_json({"target_type": "Task", "target_id": "7", "filename": "chart.png",
-                                      "data": base64.b64encode(image).decode()})
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "7", "filename": "chart.png", "data": base64.b64encode(image).decode()}
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert record["content_type"] == "image/png"
@@ -90,11 +94,15 @@ async def test_png_by_raw_base64_gets_exact_variants(service):
 
 
 async def test_data_uri_upload_names_the_file_from_name(service):
-    text = "hello, attachd\n".encode()
-    resp = await service.upload_json({
-        "target_type": "Note", "target_id": "n-1", "name": "test.txt",
-        "data": "data:text/plain;base64," + base64.b64encode(text).decode(),
-    })
+    text = b"hello, attachd\n"
+    resp = await service.upload_json(
+        {
+            "target_type": "Note",
+            "target_id": "n-1",
+            "name": "test.txt",
+            "data": "data:text/plain;base64," + base64.b64encode(text).decode(),
+        }
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert record["name"] == "test.txt"
@@ -107,9 +115,11 @@ async def test_data_uri_upload_names_the_file_from_name(service):
 
 async def test_pdf_gets_null_variants(service):
     pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
-    resp = await service.client.post("/v1/attachments", headers=service.auth(),
-                                     data=multipart(("report.pdf", pdf, "application/pdf"),
-                                                    target_type="Task", target_id="1"))
+    resp = await service.client.post(
+        "/v1/attachments",
+        headers=service.auth(),
+        data=multipart(("report.pdf", pdf, "application/pdf"), target_type="Task", target_id="1"),
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert record["content_type"] == "application/pdf"
@@ -135,8 +145,15 @@ async def test_url_upload_is_fetched_by_the_worker(service, remote):
 
 @pytest.mark.parametrize("kind", ["URL", "FILE_LINK", "FOLDER_LINK"])
 async def test_link_types_store_no_bytes(service, remote, kind):
-    resp = await service.upload_json({"target_type": "Ticket", "target_id": "5", "attachment_type": kind,
-                                      "url": "https://example.com/shared/folder", "name": "Specs"})
+    resp = await service.upload_json(
+        {
+            "target_type": "Ticket",
+            "target_id": "5",
+            "attachment_type": kind,
+            "url": "https://example.com/shared/folder",
+            "name": "Specs",
+        }
+    )
     assert resp.status == 201, await resp.text()
     record = await resp.json()
     assert record["attachment_type"] == kind
@@ -146,18 +163,25 @@ async def test_link_types_store_no_bytes(service, remote, kind):
     assert remote.hits == []
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"target_type": "Task", "target_id": "1"}, "data"),
-    ({"target_type": "Task", "target_id": "1", "data": "aGk=", "url": "https://example.com/a.txt"}, "url"),
-    ({"target_type": "Task", "target_id": "1", "attachment_type": "URL"}, "url"),
-    ({"target_type": "Task", "target_id": "1", "attachment_type": "URL", "url": "https://e.com", "data": "aGk="},
-     "data"),
-    ({"target_id": "1", "data": "aGk=", "filename": "a.txt"}, "target_type"),
-    ({"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt", "colour": "red"}, "colour"),
-    ({"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt", "status": "done"}, "status"),
-    ({"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt", "display_order": "x"},
-     "display_order"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"target_type": "Task", "target_id": "1"}, "data"),
+        ({"target_type": "Task", "target_id": "1", "data": "aGk=", "url": "https://example.com/a.txt"}, "url"),
+        ({"target_type": "Task", "target_id": "1", "attachment_type": "URL"}, "url"),
+        (
+            {"target_type": "Task", "target_id": "1", "attachment_type": "URL", "url": "https://e.com", "data": "aGk="},
+            "data",
+        ),
+        ({"target_id": "1", "data": "aGk=", "filename": "a.txt"}, "target_type"),
+        ({"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt", "colour": "red"}, "colour"),
+        ({"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt", "status": "done"}, "status"),
+        (
+            {"target_type": "Task", "target_id": "1", "data": "aGk=", "filename": "a.txt", "display_order": "x"},
+            "display_order",
+        ),
+    ],
+)
 async def test_bad_create_requests_name_the_field(service, body, field):
     resp = await service.upload_json(body)
     assert resp.status == 400
@@ -169,18 +193,23 @@ async def test_bad_create_requests_name_the_field(service, body, field):
 
 
 async def test_multipart_with_file_and_data_is_refused(service):
-    resp = await service.client.post("/v1/attachments", headers=service.auth(),
-                                     data=multipart(("a.txt", b"hello", "text/plain"), target_type="Task",
-                                                    target_id="1", url="https://example.com/x.txt"))
+    resp = await service.client.post(
+        "/v1/attachments",
+        headers=service.auth(),
+        data=multipart(
+            ("a.txt", b"hello", "text/plain"), target_type="Task", target_id="1", url="https://example.com/x.txt"
+        ),
+    )
     assert resp.status == 400
     assert (await resp.json())["error"]["field"] == "url"
     assert await service.stored_keys() == []
 
 
 async def test_respond_async_gives_202_and_a_status_url(service):
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt",
-                                      "data": base64.b64encode(b"later").decode()},
-                                     headers={"Prefer": "respond-async"})
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "1", "filename": "a.txt", "data": base64.b64encode(b"later").decode()},
+        headers={"Prefer": "respond-async"},
+    )
     assert resp.status == 202
     body = await resp.json()
     assert body["status"] in ("queued", "in_progress", "complete")
@@ -193,8 +222,10 @@ async def test_respond_async_gives_202_and_a_status_url(service):
 
 
 async def test_failed_async_upload_reports_its_error(service):
-    resp = await service.upload_json({"target_type": "Task", "target_id": "1", "filename": "a.txt",
-                                      "data": "not base64!"}, headers={"Prefer": "respond-async"})
+    resp = await service.upload_json(
+        {"target_type": "Task", "target_id": "1", "filename": "a.txt", "data": "not base64!"},
+        headers={"Prefer": "respond-async"},
+    )
     assert resp.status == 202
     status = await service.finished_upload((await resp.json())["status_url"])
     assert status["status"] == "failed"
@@ -202,8 +233,12 @@ async def test_failed_async_upload_reports_its_error(service):
 
 
 async def test_idempotency_key_returns_the_first_outcome(service):
-    body = {"target_type": "Task", "target_id": "1", "filename": "once.txt",
-            "data": base64.b64encode(b"only once").decode()}
+    body = {
+        "target_type": "Task",
+        "target_id": "1",
+        "filename": "once.txt",
+        "data": base64.b64encode(b"only once").decode(),
+    }
     first = await service.upload_json(body, headers={"Idempotency-Key": "k-1"})
     second = await service.upload_json(body, headers={"Idempotency-Key": "k-1"})
     assert first.status == second.status == 201
@@ -216,9 +251,14 @@ async def test_idempotency_key_returns_the_first_outcome(service):
 
 async def test_several_files_in_one_multipart_request(service):
     resp = await service.client.post(
-        "/v1/attachments", headers=service.auth(),
-        data=multipart(("a.jpg", jpeg_bytes(300, 200), "image/jpeg"), ("b.txt", b"notes", "text/plain"),
-                       target_type="Task", target_id="77"),
+        "/v1/attachments",
+        headers=service.auth(),
+        data=multipart(
+            ("a.jpg", jpeg_bytes(300, 200), "image/jpeg"),
+            ("b.txt", b"notes", "text/plain"),
+            target_type="Task",
+            target_id="77",
+        ),
     )
     assert resp.status == 201, await resp.text()
     body = await resp.json()

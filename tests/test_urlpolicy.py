@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 import pytest
@@ -12,12 +13,36 @@ from services.core.errors import ApiError
 from services.core.urlpolicy import canonical_ip, check_url, is_address_allowed, literal_ip, parse_allow_cidrs
 
 REFUSED = [
-    "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-    "0.0.0.0", "224.0.0.1", "255.255.255.255", "192.0.0.8", "192.0.2.1", "198.18.0.1",
-    "198.51.100.7", "203.0.113.9", "240.0.0.1",
-    "::1", "::", "fe80::1", "fd00::1", "fc00::1", "fd00:ec2::254", "ff02::1", "2001:db8::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2002:7f00:0001::1", "64:ff9b::a9fe:a9fe",
-    "64:ff9b:1::808:808", "::127.0.0.1", "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+    "127.0.0.1",
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "0.0.0.0",
+    "224.0.0.1",
+    "255.255.255.255",
+    "192.0.0.8",
+    "192.0.2.1",
+    "198.18.0.1",
+    "198.51.100.7",
+    "203.0.113.9",
+    "240.0.0.1",
+    "::1",
+    "::",
+    "fe80::1",
+    "fd00::1",
+    "fc00::1",
+    "fd00:ec2::254",
+    "ff02::1",
+    "2001:db8::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "2002:7f00:0001::1",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::808:808",
+    "::127.0.0.1",
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",
 ]
 ALLOWED = ["93.184.216.34", "2606:4700::1111", "8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"]
 
@@ -61,7 +86,7 @@ def test_canonical_ip(wrapped: str, embedded: str) -> None:
 def test_parse_allow_cidrs() -> None:
     assert parse_allow_cidrs("") == ()
     assert parse_allow_cidrs(" 127.0.0.0/8 , fd12::/16,") == (ip_network("127.0.0.0/8"), ip_network("fd12::/16"))
-    with pytest.raises(ValueError, match="'10.0.0.1/8'"):
+    with pytest.raises(ValueError, match=re.escape("'10.0.0.1/8'")):
         parse_allow_cidrs("10.0.0.1/8")
     with pytest.raises(ValueError, match="'nonsense'"):
         parse_allow_cidrs("127.0.0.0/8,nonsense")

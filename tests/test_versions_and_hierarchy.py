@@ -31,7 +31,10 @@ async def test_a_parent_on_the_same_target_makes_the_next_version(service):
     assert v3["parent_attachment_id"] == v2["id"]
     assert await names(service, "target_type=Ticket&target_id=42") == ["plan-v3.txt"]
     assert await names(service, "target_type=Ticket&target_id=42&versions=all") == [
-        "plan-v1.txt", "plan-v2.txt", "plan-v3.txt"]
+        "plan-v1.txt",
+        "plan-v2.txt",
+        "plan-v3.txt",
+    ]
     # Deleting the latest brings back the one before it.
     assert (await service.client.delete(f"/v1/attachments/{v3['id']}", headers=service.auth())).status == 204
     assert await names(service, "target_type=Ticket&target_id=42") == ["plan-v2.txt"]
@@ -39,12 +42,10 @@ async def test_a_parent_on_the_same_target_makes_the_next_version(service):
 
 async def test_nested_attachments_hang_under_their_parent(service):
     parent = await upload(service, "contract.txt")
-    child = await upload(service, "signature.txt", target_type=None, target_id=None,
-                         parent_attachment_id=parent["id"])
+    child = await upload(service, "signature.txt", target_type=None, target_id=None, parent_attachment_id=parent["id"])
     assert (child["target_type"], child["target_id"]) == ("Attachment", parent["id"])
     assert child["ancestors"] == [f"Attachment:{parent['id']}", "Ticket:42"]
-    assert await names(service, "target_type=Ticket&target_id=42&descendants=true") == [
-        "contract.txt", "signature.txt"]
+    assert await names(service, "target_type=Ticket&target_id=42&descendants=true") == ["contract.txt", "signature.txt"]
 
 
 @pytest.mark.parametrize("parent_type", ["Account", "Project", "ProjectNote", "SalesOrder"])
@@ -70,53 +71,71 @@ async def test_parent_rules_are_checked(service):
 
 async def test_descendants_at_any_depth_and_moving_a_target(service):
     put = service.client.put
-    resp = await put("/v1/targets/TicketNote/9", json={"parent": {"type": "Ticket", "id": "42"}},
-                     headers=service.auth())
+    resp = await put(
+        "/v1/targets/TicketNote/9", json={"parent": {"type": "Ticket", "id": "42"}}, headers=service.auth()
+    )
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["ancestors"] == ["TicketNote:9", "Ticket:42"]
     await upload(service, "on-ticket.txt")
     await upload(service, "on-note.txt", target_type="TicketNote", target_id="9")
     # A parent given inline on upload places the target too.
-    entry = await upload(service, "on-time-entry.txt", target_type="TimeEntry", target_id="5",
-                         parent={"type": "TicketNote", "id": "9"})
+    entry = await upload(
+        service, "on-time-entry.txt", target_type="TimeEntry", target_id="5", parent={"type": "TicketNote", "id": "9"}
+    )
     assert entry["ancestors"] == ["TimeEntry:5", "TicketNote:9", "Ticket:42"]
     await upload(service, "elsewhere.txt", target_type="Ticket", target_id="99")
 
     assert await names(service, "target_type=Ticket&target_id=42&descendants=true") == [
-        "on-note.txt", "on-ticket.txt", "on-time-entry.txt"]
+        "on-note.txt",
+        "on-ticket.txt",
+        "on-time-entry.txt",
+    ]
     assert await names(service, "target_type=Ticket&target_id=42") == ["on-ticket.txt"]
-    count = await service.client.get("/v1/attachments/count?target_type=Ticket&target_id=42&descendants=true",
-                                     headers=service.auth())
+    count = await service.client.get(
+        "/v1/attachments/count?target_type=Ticket&target_id=42&descendants=true", headers=service.auth()
+    )
     assert await count.json() == {"count": 3}
-    query = await service.client.post("/v1/attachments/query", headers=service.auth(), json={
-        "filter": [{"field": "ancestor", "op": "eq", "value": "TicketNote:9"}]})
+    query = await service.client.post(
+        "/v1/attachments/query",
+        headers=service.auth(),
+        json={"filter": [{"field": "ancestor", "op": "eq", "value": "TicketNote:9"}]},
+    )
     assert sorted(a["filename"] for a in (await query.json())["attachments"]) == ["on-note.txt", "on-time-entry.txt"]
     # An entity named outright wins over an ancestor.
     assert await names(service, "target_type=TicketNote&target_id=9&ancestor=Ticket:42") == ["on-note.txt"]
 
-    moved = await put("/v1/targets/TicketNote/9", json={"parent": {"type": "Ticket", "id": "99"}},
-                      headers=service.auth())
+    moved = await put(
+        "/v1/targets/TicketNote/9", json={"parent": {"type": "Ticket", "id": "99"}}, headers=service.auth()
+    )
     assert (await moved.json())["ancestors"] == ["TicketNote:9", "Ticket:99"]
     assert await names(service, "target_type=Ticket&target_id=42&descendants=true") == ["on-ticket.txt"]
     assert await names(service, "target_type=Ticket&target_id=99&descendants=true") == [
-        "elsewhere.txt", "on-note.txt", "on-time-entry.txt"]
+        "elsewhere.txt",
+        "on-note.txt",
+        "on-time-entry.txt",
+    ]
     rows = {r["filename"]: r for r in await service.rows()}
     assert list(rows["on-time-entry.txt"]["ancestors"]) == ["TimeEntry:5", "TicketNote:9", "Ticket:99"]
     assert "target.moved" in [e["event_type"] for e in await service.events()]
 
 
 async def test_a_target_cannot_go_under_its_own_descendant(service):
-    await service.client.put("/v1/targets/TicketNote/9", json={"parent": {"type": "Ticket", "id": "42"}},
-                             headers=service.auth())
-    resp = await service.client.put("/v1/targets/Ticket/42", json={"parent": {"type": "TicketNote", "id": "9"}},
-                                    headers=service.auth())
+    await service.client.put(
+        "/v1/targets/TicketNote/9", json={"parent": {"type": "Ticket", "id": "42"}}, headers=service.auth()
+    )
+    resp = await service.client.put(
+        "/v1/targets/Ticket/42", json={"parent": {"type": "TicketNote", "id": "9"}}, headers=service.auth()
+    )
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "cycle"
 
 
 async def test_an_async_target_move_reports_its_state(service):
-    resp = await service.client.put("/v1/targets/TicketNote/3", json={"parent": {"type": "Ticket", "id": "1"}},
-                                    headers={**service.auth(), "Prefer": "respond-async"})
+    resp = await service.client.put(
+        "/v1/targets/TicketNote/3",
+        json={"parent": {"type": "Ticket", "id": "1"}},
+        headers={**service.auth(), "Prefer": "respond-async"},
+    )
     assert resp.status == 202
     status = await service.finished_upload((await resp.json())["status_url"])
     assert status["target"]["ancestors"] == ["TicketNote:3", "Ticket:1"]

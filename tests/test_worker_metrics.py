@@ -12,14 +12,17 @@ from workers.metrics import STAGES
 
 
 def stage_counts() -> dict[str, float]:
-    return {stage: REGISTRY.get_sample_value("attachd_ingest_stage_seconds_count", {"stage": stage}) or 0.0
-            for stage in STAGES}
+    return {
+        stage: REGISTRY.get_sample_value("attachd_ingest_stage_seconds_count", {"stage": stage}) or 0.0
+        for stage in STAGES
+    }
 
 
 async def test_a_jpeg_upload_is_timed_in_every_stage(service):
     before = stage_counts()
     resp = await service.client.post(
-        "/v1/attachments", headers=service.auth(),
+        "/v1/attachments",
+        headers=service.auth(),
         data=multipart(("photo.jpg", jpeg_bytes(1200, 800), "image/jpeg"), target_type="Task", target_id="1"),
     )
     assert resp.status == 201, await resp.text()

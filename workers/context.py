@@ -28,10 +28,16 @@ class WorkerContext:
     async def open(cls, settings: Settings) -> WorkerContext:
         configure_vips(decode_budget_bytes=settings.decode_budget_bytes)
         pool = await db.create_pool(settings.database_url, max_size=max(4, settings.worker_concurrency))
-        store = await open_storage(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url,
-                                   s3_region=settings.s3_region)
-        return cls(settings=settings, pool=pool, storage=store, tmp_dir=tempfile.mkdtemp(prefix="attachd-worker-"),
-                   media_executor=ThreadPoolExecutor(max_workers=2, thread_name_prefix="attachd-media"))
+        store = await open_storage(
+            settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+        )
+        return cls(
+            settings=settings,
+            pool=pool,
+            storage=store,
+            tmp_dir=tempfile.mkdtemp(prefix="attachd-worker-"),
+            media_executor=ThreadPoolExecutor(max_workers=2, thread_name_prefix="attachd-media"),
+        )
 
     async def close(self) -> None:
         self.media_executor.shutdown(wait=True)

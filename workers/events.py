@@ -32,8 +32,14 @@ _RELAY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(hashtextextended('attachd-re
 
 def stream_entry(row: asyncpg.Record) -> dict[str, str | bytes]:
     r = row_to_dict(row)
-    event = {"seq": r["seq"], "type": r["event_type"], "account_id": r["account_id"],
-             "attachment_id": r["attachment_id"], "occurred_at": r["created_at"], **r["payload"]}
+    event = {
+        "seq": r["seq"],
+        "type": r["event_type"],
+        "account_id": r["account_id"],
+        "attachment_id": r["attachment_id"],
+        "occurred_at": r["created_at"],
+        **r["payload"],
+    }
     return {"seq": str(r["seq"]), "account_id": r["account_id"], "type": r["event_type"], "event": orjson.dumps(event)}
 
 
@@ -47,15 +53,18 @@ async def relay_outbox(pool: asyncpg.Pool, redis, *, batch: int = BATCH, maxlen:
             return 0
         rows = await conn.fetch(
             "SELECT seq, account_id, event_type, attachment_id, payload, created_at FROM outbox "
-            "WHERE published_at IS NULL ORDER BY seq LIMIT $1", batch)
+            "WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            batch,
+        )
         if not rows:
             return 0
         async with redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 pipe.xadd(STREAM, stream_entry(row), maxlen=maxlen, approximate=True)
             await pipe.execute()
-        await conn.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
-                           [row["seq"] for row in rows])
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", [row["seq"] for row in rows]
+        )
     return len(rows)
 
 
@@ -99,13 +108,16 @@ async def close_idle_sessions(pool: asyncpg.Pool, idle_s: float, *, limit: int =
     idle = await pool.fetch(
         "SELECT account_id, session_token FROM upload_sessions WHERE closed_at IS NULL "
         "AND last_upload_at < now() - make_interval(secs => $1) ORDER BY last_upload_at LIMIT $2",
-        idle_s, limit)
+        idle_s,
+        limit,
+    )
     closed = 0
     for session in idle:
         async with pool.acquire() as conn, conn.transaction():
             # Re-checked inside: an upload since the query keeps the session open.
-            if await repository.close_upload_session(conn, session["account_id"], session["session_token"],
-                                                     None, idle_s=idle_s):
+            if await repository.close_upload_session(
+                conn, session["account_id"], session["session_token"], None, idle_s=idle_s
+            ):
                 closed += 1
     if closed:
         log.info("closed %d idle upload sessions", closed)

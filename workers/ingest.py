@@ -43,10 +43,21 @@ from workers.outcomes import always_answers
 BYTE_SOURCES = {"staged": "file", "base64": "data", "rejected": "file"}
 # Preferred extension for a sniffed type, for bytes that arrive with no file name.
 TYPE_EXTENSIONS = {
-    "image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp", "image/heif": "heic",
-    "image/avif": "avif", "image/tiff": "tiff", "image/bmp": "bmp", "application/pdf": "pdf",
-    "text/plain": "txt", "application/zip": "zip", "application/gzip": "gz", "audio/mpeg": "mp3",
-    "video/mp4": "mp4", "audio/wav": "wav",
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/heif": "heic",
+    "image/avif": "avif",
+    "image/tiff": "tiff",
+    "image/bmp": "bmp",
+    "application/pdf": "pdf",
+    "text/plain": "txt",
+    "application/zip": "zip",
+    "application/gzip": "gz",
+    "audio/mpeg": "mp3",
+    "video/mp4": "mp4",
+    "audio/wav": "wav",
 }
 
 
@@ -57,7 +68,7 @@ class Prepared:
     values: dict[str, Any]
     stored_keys: list[str]
     new: NewAttachment
-    placement: str | None = None     # "version" or "nested" when parent_attachment_id is given
+    placement: str | None = None  # "version" or "nested" when parent_attachment_id is given
 
 
 def _digest_file(path: str) -> tuple[str, bytes, int]:
@@ -130,8 +141,12 @@ class IngestJob:
             raise
         self.committed_at = time.perf_counter()
         await self.ctx.storage.delete_prefix(storage.staging_prefix(self.job_id))
-        outcome: dict[str, Any] = {"state": "complete", "attachments": [row_to_dict(r) for r in rows],
-                                   "errors": errors, "many": self.many}
+        outcome: dict[str, Any] = {
+            "state": "complete",
+            "attachments": [row_to_dict(r) for r in rows],
+            "errors": errors,
+            "many": self.many,
+        }
         if self.many:
             outcome["files_q"] = await self._files_q(rows)
         return outcome
@@ -148,10 +163,17 @@ class IngestJob:
             return {"state": "failed", "error": error}
         first_status = errors[0]["status"]
         status = first_status if all(e["status"] == first_status for e in errors) else 400
-        message = (f"{len(errors)} of {len(self.items)} files were refused; nothing was stored"
-                   if self.mode == "atomic" else "every file was refused")
-        return {"state": "failed", "error": {"code": "upload_refused", "message": message, "status": status},
-                "errors": errors, "many": True}
+        message = (
+            f"{len(errors)} of {len(self.items)} files were refused; nothing was stored"
+            if self.mode == "atomic"
+            else "every file was refused"
+        )
+        return {
+            "state": "failed",
+            "error": {"code": "upload_refused", "message": message, "status": status},
+            "errors": errors,
+            "many": True,
+        }
 
     async def _discard(self, prepared: list[Prepared]) -> None:
         keys = [k for p in prepared for k in p.stored_keys]
@@ -174,8 +196,9 @@ class IngestJob:
         source = item["source"]
         if source["kind"] == "rejected":  # refused while streaming; reported here so `mode` applies
             raise ApiError.from_dict(source["error"])
-        new = parse_new_attachment(item.get("fields", {}), has_file=source["kind"] in BYTE_SOURCES,
-                                   filename_hint=source.get("filename"))
+        new = parse_new_attachment(
+            item.get("fields", {}), has_file=source["kind"] in BYTE_SOURCES, filename_hint=source.get("filename")
+        )
         check_creator_may_publish(self.actor.get("type", "User"), new.publish)
         bytes_field = BYTE_SOURCES.get(source["kind"], "url")
         attachment_id = str(uuid.UUID(item["id"]))
@@ -212,12 +235,25 @@ class IngestJob:
                     os.unlink(path)
 
         values.update(
-            name=new.name or filename, filename=filename, content_type=_content_type(sniffed, filename),
-            size=size, sha256=digest, storage_key=keys[0], width=media.width, height=media.height,
-            variants={"thumbnail": {"key": keys[1], "size": len(media.thumbnail), "width": THUMBNAIL[0],
-                                    "height": THUMBNAIL[1]},
-                      "small": {"key": keys[2], "size": len(media.small), "width": SMALL[0], "height": SMALL[1]}}
-            if media.thumbnail else None,
+            name=new.name or filename,
+            filename=filename,
+            content_type=_content_type(sniffed, filename),
+            size=size,
+            sha256=digest,
+            storage_key=keys[0],
+            width=media.width,
+            height=media.height,
+            variants={
+                "thumbnail": {
+                    "key": keys[1],
+                    "size": len(media.thumbnail),
+                    "width": THUMBNAIL[0],
+                    "height": THUMBNAIL[1],
+                },
+                "small": {"key": keys[2], "size": len(media.small), "width": SMALL[0], "height": SMALL[1]},
+            }
+            if media.thumbnail
+            else None,
         )
         return Prepared(values, keys, new, placement)
 
@@ -256,15 +292,17 @@ class IngestJob:
         if kind == "url":
             with open(path, "wb") as f:
                 result = await fetch_to_file(
-                    new.url, f, max_bytes=self.max_file_bytes, allow_cidrs=settings.fetch_allow_cidrs,
+                    new.url,
+                    f,
+                    max_bytes=self.max_file_bytes,
+                    allow_cidrs=settings.fetch_allow_cidrs,
                     connect_timeout=settings.fetch_connect_timeout_s,
                     total_timeout=settings.fetch_total_timeout_s,
                 )
             return result.filename
         raise ApiError("invalid_source", f"unknown source kind {kind!r}", field="source")
 
-    async def _store(self, source: dict[str, Any], path: str, attachment_id: str,
-                     media: MediaResult) -> list[str]:
+    async def _store(self, source: dict[str, Any], path: str, attachment_id: str, media: MediaResult) -> list[str]:
         st = self.ctx.storage
         original = storage.object_key(self.account_id, attachment_id, "original")
         keys = [original]
@@ -282,17 +320,35 @@ class IngestJob:
 
     def _base_values(self, attachment_id: str, new: NewAttachment) -> dict[str, Any]:
         return {
-            "id": uuid.UUID(attachment_id), "account_id": self.account_id,
-            "target_type": new.target_type, "target_id": new.target_id, "field": new.field,
-            "parent_type": new.parent_type, "parent_attachment_id": new.parent_attachment_id and
-            uuid.UUID(new.parent_attachment_id), "version": 1, "version_root": None,
+            "id": uuid.UUID(attachment_id),
+            "account_id": self.account_id,
+            "target_type": new.target_type,
+            "target_id": new.target_id,
+            "field": new.field,
+            "parent_type": new.parent_type,
+            "parent_attachment_id": new.parent_attachment_id and uuid.UUID(new.parent_attachment_id),
+            "version": 1,
+            "version_root": None,
             "ancestors": [],
-            "attachment_type": new.attachment_type, "name": new.name, "filename": None,
-            "content_type": None, "size": None, "sha256": None, "storage_key": None,
-            "url": new.url, "width": None, "height": None, "variants": None,
-            "display_order": new.display_order, "available": new.available, "status": new.status,
-            "created_from": new.created_from, "publish": new.publish, "session_token": new.session_token,
-            "created_by_type": self.actor.get("type", "User"), "created_by_id": self.actor.get("id"),
+            "attachment_type": new.attachment_type,
+            "name": new.name,
+            "filename": None,
+            "content_type": None,
+            "size": None,
+            "sha256": None,
+            "storage_key": None,
+            "url": new.url,
+            "width": None,
+            "height": None,
+            "variants": None,
+            "display_order": new.display_order,
+            "available": new.available,
+            "status": new.status,
+            "created_from": new.created_from,
+            "publish": new.publish,
+            "session_token": new.session_token,
+            "created_by_type": self.actor.get("type", "User"),
+            "created_by_id": self.actor.get("id"),
             "impersonator_id": new.impersonator_id,
         }
 
@@ -305,19 +361,25 @@ class IngestJob:
             parent = await repository.get_attachment(conn, self.account_id, uuid.UUID(new.parent_attachment_id))
         field = "parent_attachment_id"
         if parent is None:
-            raise ApiError("invalid_parent", "parent_attachment_id names no attachment of this account",
-                           field=field)
+            raise ApiError("invalid_parent", "parent_attachment_id names no attachment of this account", field=field)
         if new.target_type in (None, NESTED_TARGET_TYPE):
             if new.target_id not in (None, str(parent["id"])):
                 raise ApiError("invalid_parent", "a nested attachment's target is its parent", field="target_id")
             if parent["target_type"] in self.ctx.settings.no_nesting_types:
-                raise ApiError("nesting_not_allowed", f"attachments of a {parent['target_type']} cannot have "
-                               "nested attachments", field=field)
+                raise ApiError(
+                    "nesting_not_allowed",
+                    f"attachments of a {parent['target_type']} cannot have nested attachments",
+                    field=field,
+                )
             values.update(target_type=NESTED_TARGET_TYPE, target_id=str(parent["id"]))
             return "nested"
         if (new.target_type, new.target_id) != (parent["target_type"], parent["target_id"]):
-            raise ApiError("invalid_parent", "a new version goes on its parent's target; to nest an "
-                           "attachment under another, leave target_type and target_id out", field=field)
+            raise ApiError(
+                "invalid_parent",
+                "a new version goes on its parent's target; to nest an "
+                "attachment under another, leave target_type and target_id out",
+                field=field,
+            )
         return "version"
 
     async def commit(self, prepared: list[Prepared]):
@@ -347,17 +409,20 @@ class IngestJob:
         Returns the ``target.moved`` payload when an inline parent moved the target."""
         values, new, moved = p.values, p.new, None
         if p.placement == "nested":
-            parent_chain = await conn.fetchval("SELECT ancestors FROM attachments WHERE id = $1",
-                                               values["parent_attachment_id"])
+            parent_chain = await conn.fetchval(
+                "SELECT ancestors FROM attachments WHERE id = $1", values["parent_attachment_id"]
+            )
             values["ancestors"] = [hierarchy.node(NESTED_TARGET_TYPE, values["target_id"]), *parent_chain]
         elif new.parent is not None:
-            values["ancestors"], moved = await targets.place_target(conn, self.account_id, new.target_type,
-                                                                    new.target_id, new.parent)
+            values["ancestors"], moved = await targets.place_target(
+                conn, self.account_id, new.target_type, new.target_id, new.parent
+            )
         elif new.target_type is not None:
             values["ancestors"] = await targets.chain_of(conn, self.account_id, new.target_type, new.target_id)
         if p.placement == "version":
             values["version"], values["version_root"] = await repository.next_version(
-                conn, self.account_id, values["parent_attachment_id"], values["id"])
+                conn, self.account_id, values["parent_attachment_id"], values["id"]
+            )
         return moved
 
 

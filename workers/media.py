@@ -69,8 +69,9 @@ class MediaResult:
 NO_MEDIA = MediaResult(None, None, None, None)
 
 
-def configure_vips(*, cache_max_mem: int = 0, bound_malloc: bool = True,
-                   decode_budget_bytes: int = DECODE_BUDGET_BYTES) -> None:
+def configure_vips(
+    *, cache_max_mem: int = 0, bound_malloc: bool = True, decode_budget_bytes: int = DECODE_BUDGET_BYTES
+) -> None:
     """Allow only the expected image loaders, bound libvips' caches, the decode memory in flight and
     (``bound_malloc``) glibc's heap.
 

@@ -25,7 +25,9 @@ from prometheus_client import Histogram
 STAGES = ("queue_wait", "fetch", "validate", "media_wait", "thumbnail", "storage", "commit", "finish")
 
 STAGE_SECONDS = Histogram(
-    "attachd_ingest_stage_seconds", "Time ingest jobs spend in each stage", ["stage"],
+    "attachd_ingest_stage_seconds",
+    "Time ingest jobs spend in each stage",
+    ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 for _stage in STAGES:  # every stage shows, at 0, before its first job

@@ -22,8 +22,11 @@ async def _apply(ctx: dict[str, Any], job: dict[str, Any], change) -> dict[str, 
             row = await change(conn, account_id, attachment_id, job_id)
             if row is None and await repository.job_already_applied(conn, job_id, attachment_id):
                 row = await conn.fetchrow(f"SELECT {COLUMNS} FROM attachments WHERE id = $1", attachment_id)
-        outcome = ({"state": "failed", "error": not_found().to_dict()} if row is None
-                   else {"state": "complete", "attachments": [row_to_dict(row)]})
+        outcome = (
+            {"state": "failed", "error": not_found().to_dict()}
+            if row is None
+            else {"state": "complete", "attachments": [row_to_dict(row)]}
+        )
     except ApiError as exc:
         outcome = {"state": "failed", "error": exc.to_dict()}
     await jobs.publish_outcome(ctx["redis"], job_id, outcome)
@@ -33,8 +36,9 @@ async def _apply(ctx: dict[str, Any], job: dict[str, Any], change) -> dict[str, 
 @always_answers
 async def update_attachment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     async def change(conn, account_id, attachment_id, job_id):
-        return await repository.update_attachment(conn, account_id, attachment_id, parse_changes(job["changes"]),
-                                                  job_id)
+        return await repository.update_attachment(
+            conn, account_id, attachment_id, parse_changes(job["changes"]), job_id
+        )
 
     return await _apply(ctx, job, change)
 

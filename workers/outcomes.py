@@ -20,8 +20,11 @@ from services.core import jobs
 log = logging.getLogger("attachd.jobs")
 
 MAX_TRIES = 3
-INTERNAL_ERROR = {"code": "internal_error", "status": 500,
-                  "message": "this could not be done because of a fault on our side; try again"}
+INTERNAL_ERROR = {
+    "code": "internal_error",
+    "status": 500,
+    "message": "this could not be done because of a fault on our side; try again",
+}
 
 Job = Callable[[dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
 

@@ -32,9 +32,15 @@ async def put_target(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]
             chain, moved = await targets.place_target(conn, account_id, target_type, target_id, parent)
             if moved is not None:
                 await repository.write_event(conn, account_id, "target.moved", None, job["job_id"], moved)
-        outcome = {"state": "complete", "target": {
-            "type": target_type, "id": target_id, "ancestors": chain,
-            "parent": None if parent is None else {"type": parent[0], "id": parent[1]}}}
+        outcome = {
+            "state": "complete",
+            "target": {
+                "type": target_type,
+                "id": target_id,
+                "ancestors": chain,
+                "parent": None if parent is None else {"type": parent[0], "id": parent[1]},
+            },
+        }
     except ApiError as exc:
         outcome = {"state": "failed", "error": exc.to_dict()}
     return await _finish(ctx, job["job_id"], outcome)
@@ -46,8 +52,9 @@ async def set_links(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     try:
         ids = [uuid.UUID(i) for i in job["ids"]]
         async with wctx.pool.acquire() as conn, conn.transaction():
-            rows = await targets.set_links(conn, job["account_id"], job["target_type"], job["target_id"],
-                                           job["field"], ids, job["job_id"])
+            rows = await targets.set_links(
+                conn, job["account_id"], job["target_type"], job["target_id"], job["field"], ids, job["job_id"]
+            )
         outcome = {"state": "complete", "attachments": [row_to_dict(r) for r in rows], "many": True}
     except ApiError as exc:
         outcome = {"state": "failed", "error": exc.to_dict()}
@@ -61,17 +68,25 @@ async def purge_unlinked(ctx: dict[str, Any]) -> int:
         rows = await conn.fetch(
             "SELECT id, account_id, storage_key, variants FROM attachments WHERE target_id IS NULL "
             "AND canceled_at IS NULL AND created_at < now() - make_interval(secs => $1) LIMIT 500",
-            wctx.settings.unlinked_ttl_s)
+            wctx.settings.unlinked_ttl_s,
+        )
     for row in rows:
         keys = [row["storage_key"]] if row["storage_key"] else []
         keys += [v["key"] for v in (row["variants"] or {}).values()]
         await wctx.storage.delete(*keys)
         async with wctx.pool.acquire() as conn, conn.transaction():
-            deleted = await conn.fetchrow("DELETE FROM attachments WHERE id = $1 AND target_id IS NULL "
-                                          "RETURNING id, account_id", row["id"])
+            deleted = await conn.fetchrow(
+                "DELETE FROM attachments WHERE id = $1 AND target_id IS NULL RETURNING id, account_id", row["id"]
+            )
             if deleted is not None:
-                await repository.write_event(conn, row["account_id"], "attachment.purged", row["id"],
-                                             f"purge:{row['id']}", {"attachment_id": str(row["id"])})
+                await repository.write_event(
+                    conn,
+                    row["account_id"],
+                    "attachment.purged",
+                    row["id"],
+                    f"purge:{row['id']}",
+                    {"attachment_id": str(row["id"])},
+                )
     if rows:
         log.info("purged %d unlinked uploads", len(rows))
     return len(rows)

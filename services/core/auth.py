@@ -30,13 +30,16 @@ class Principal:
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
-            raise ApiError("insufficient_scope", f"this token lacks the {scope} scope", status=403,
-                           headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+            raise ApiError(
+                "insufficient_scope",
+                f"this token lacks the {scope} scope",
+                status=403,
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
 
 
 def _unauthorized(message: str) -> ApiError:
-    return ApiError("unauthorized", message, status=401,
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return ApiError("unauthorized", message, status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
 def normalize_scopes(raw: object) -> frozenset[str]:
@@ -88,8 +91,9 @@ class TokenVerifier:
         error = "the token is invalid"
         for key, algorithms in self._keys:
             try:
-                claims = jwt.decode(token, key, algorithms=algorithms, leeway=self._leeway,
-                                    options={"require": ["account", "sub"]})
+                claims = jwt.decode(
+                    token, key, algorithms=algorithms, leeway=self._leeway, options={"require": ["account", "sub"]}
+                )
                 break
             except jwt.ExpiredSignatureError:
                 error = "the token has expired"
@@ -107,13 +111,31 @@ class TokenVerifier:
         exp = claims.get("exp")
         # PyJWT has checked that int(exp) works and that exp > now - leeway.
         valid_until = int(exp) + self._leeway if exp is not None else math.inf
-        return Principal(account_id=account, actor_type=actor_type, actor_id=str(claims["sub"]),
-                         scopes=normalize_scopes(claims.get("scope", ""))), valid_until
+        return Principal(
+            account_id=account,
+            actor_type=actor_type,
+            actor_id=str(claims["sub"]),
+            scopes=normalize_scopes(claims.get("scope", "")),
+        ), valid_until
 
 
-def mint_token(secret: str, *, account: str, sub: str = "dev", sub_type: str = "User",
-               scope: str = f"{READ} {WRITE}", ttl_s: int = 30 * 24 * 3600, now: float | None = None) -> str:
+def mint_token(
+    secret: str,
+    *,
+    account: str,
+    sub: str = "dev",
+    sub_type: str = "User",
+    scope: str = f"{READ} {WRITE}",
+    ttl_s: int = 30 * 24 * 3600,
+    now: float | None = None,
+) -> str:
     issued = int(time.time() if now is None else now)
-    claims = {"account": account, "sub": sub, "sub_type": sub_type, "scope": scope,
-              "iat": issued, "exp": issued + ttl_s}
+    claims = {
+        "account": account,
+        "sub": sub,
+        "sub_type": sub_type,
+        "scope": scope,
+        "iat": issued,
+        "exp": issued + ttl_s,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")

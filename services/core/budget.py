@@ -88,10 +88,13 @@ end
 # The charge alone, with limits the caller already knows.
 # KEYS: charges, total, lockout. ARGV: member, bytes, limit, window ms, lockout ms.
 # Returns {allowed (1|0), retry after ms, bytes in the window}.
-_CHARGE = _CHARGE_FUNCTION + """
+_CHARGE = (
+    _CHARGE_FUNCTION
+    + """
 return charge(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
               tonumber(ARGV[5]))
 """
+)
 
 # An upload's admission in one round trip: claim the Idempotency-Key, read the account's limits, hold the
 # declared size to them and charge the budget. The ingress calls it before it reads a byte of the body.
@@ -110,7 +113,9 @@ return charge(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(AR
 # A refusal (steps 3) drops the claim, so a refused request does not pin its Idempotency-Key.
 # Returns {status, retry after ms, bytes in the window, the four limits..., ignored name, value, ...},
 # or {'earlier', job id}.
-_ADMIT = _CHARGE_FUNCTION + """
+_ADMIT = (
+    _CHARGE_FUNCTION
+    + """
 local limits_key, charges, total_key, lockout_key, claim = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local charge_id, bytes, file_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
@@ -151,7 +156,9 @@ local result = charge(charges, total_key, lockout_key, charge_id .. ':' .. ARGV[
                       limits.byte_budget_window_s * 1000, limits.byte_budget_lockout_s * 1000)
 return answer(result[1] == 1 and 'ok' or 'over_budget', result[2], result[3])
 """.replace("{NAMES}", "{" + ", ".join(f"'{name}'" for name in LIMIT_MINIMUMS) + "}").replace(
-    "{MINIMUMS}", "{" + ", ".join(f"{name} = {minimum}" for name, minimum in LIMIT_MINIMUMS.items()) + "}")
+        "{MINIMUMS}", "{" + ", ".join(f"{name} = {minimum}" for name, minimum in LIMIT_MINIMUMS.items()) + "}"
+    )
+)
 
 # An override is a plain decimal integer: what the script above accepts, and what `attachd limits` writes.
 _WELL_FORMED = re.compile(r"[0-9]{1,15}")
@@ -159,7 +166,7 @@ _WELL_FORMED = re.compile(r"[0-9]{1,15}")
 
 @dataclass(frozen=True)
 class AccountLimits:
-    byte_budget: int            # bytes per window; 0: no budget
+    byte_budget: int  # bytes per window; 0: no budget
     byte_budget_window_s: int
     byte_budget_lockout_s: int
     max_file_bytes: int
@@ -173,7 +180,7 @@ class AccountLimits:
 class Charge:
     allowed: bool
     retry_after_s: int
-    used: int       # bytes in the window, after this charge if it was allowed
+    used: int  # bytes in the window, after this charge if it was allowed
     limit: int
 
 
@@ -191,29 +198,38 @@ class BudgetExceeded(ApiError):
             "byte_budget_exceeded",
             f"this account uploaded more than {limits.byte_budget} bytes in the last "
             f"{limits.byte_budget_window_s} seconds; try again in {retry_after_s} seconds",
-            status=429, headers={"Retry-After": str(retry_after_s)},
+            status=429,
+            headers={"Retry-After": str(retry_after_s)},
         )
 
 
 class NeverFits(ApiError):
     def __init__(self, limits: AccountLimits, nbytes: int) -> None:
-        super().__init__("byte_budget_exceeded", f"this request carries {nbytes} bytes; this account may "
-                         f"upload at most {limits.byte_budget} bytes per {limits.byte_budget_window_s} seconds",
-                         status=413)
+        super().__init__(
+            "byte_budget_exceeded",
+            f"this request carries {nbytes} bytes; this account may "
+            f"upload at most {limits.byte_budget} bytes per {limits.byte_budget_window_s} seconds",
+            status=413,
+        )
 
 
 class FileTooLarge(ApiError):
     """The declared size of the file is over the account's max_file_bytes (the caller names the file)."""
 
     def __init__(self, limits: AccountLimits) -> None:
-        super().__init__("size_exceeded", f"the file is larger than the limit of {limits.max_file_bytes} bytes",
-                         field="file", status=413)
+        super().__init__(
+            "size_exceeded",
+            f"the file is larger than the limit of {limits.max_file_bytes} bytes",
+            field="file",
+            status=413,
+        )
         self.limits = limits
 
 
 def length_required(what: str) -> ApiError:
-    return ApiError("length_required", f"{what} needs a Content-Length while this account has a byte budget",
-                    status=411)
+    return ApiError(
+        "length_required", f"{what} needs a Content-Length while this account has a byte budget", status=411
+    )
 
 
 def limits_key(account: str) -> str:
@@ -266,8 +282,7 @@ def multipart_charge(content_length: int | None, limits: AccountLimits) -> int:
 
 def base64_charge(items: Iterable[dict[str, Any]]) -> int:
     """A JSON upload is charged the decoded size of its base64 sources; URLs and links cost nothing here."""
-    return sum(encoding.decoded_size(item["source"]["data"]) for item in items
-               if item["source"]["kind"] == "base64")
+    return sum(encoding.decoded_size(item["source"]["data"]) for item in items if item["source"]["kind"] == "base64")
 
 
 class ByteBudget:
@@ -282,14 +297,27 @@ class ByteBudget:
         """
         allowed, retry_ms, used = await self._charge(
             keys=budget_keys(account),
-            args=[f"{charge_id}:{nbytes}", nbytes, limits.byte_budget, limits.byte_budget_window_s * 1000,
-                  limits.byte_budget_lockout_s * 1000],
+            args=[
+                f"{charge_id}:{nbytes}",
+                nbytes,
+                limits.byte_budget,
+                limits.byte_budget_window_s * 1000,
+                limits.byte_budget_lockout_s * 1000,
+            ],
         )
         return Charge(bool(allowed), _retry_s(retry_ms) if not allowed else 0, int(used), limits.byte_budget)
 
-    async def admit(self, settings: Settings, account: str, charge_id: str, nbytes: int | None, *,
-                    file_bytes: int | None = None, claim: tuple[str, int] | None = None,
-                    what: str = "an upload") -> Admission:
+    async def admit(
+        self,
+        settings: Settings,
+        account: str,
+        charge_id: str,
+        nbytes: int | None,
+        *,
+        file_bytes: int | None = None,
+        claim: tuple[str, int] | None = None,
+        what: str = "an upload",
+    ) -> Admission:
         """One round trip: the account's limits, and ``nbytes`` charged to its budget (None: length unknown).
 
         Raises FileTooLarge (``file_bytes`` over max_file_bytes), 411 (length unknown while a budget
@@ -300,16 +328,29 @@ class ByteBudget:
         arg = "-1" if nbytes is None else str(nbytes)
         return await self._run(settings, account, charge_id, arg, file_bytes, claim, what)
 
-    async def limits(self, settings: Settings, account: str, charge_id: str, *,
-                     claim: tuple[str, int] | None = None) -> Admission:
+    async def limits(
+        self, settings: Settings, account: str, charge_id: str, *, claim: tuple[str, int] | None = None
+    ) -> Admission:
         """The account's limits (and the claim, as in ``admit``), charging nothing."""
         return await self._run(settings, account, charge_id, "", None, claim, "")
 
-    async def _run(self, settings: Settings, account: str, charge_id: str, nbytes: str, file_bytes: int | None,
-                   claim: tuple[str, int] | None, what: str) -> Admission:
+    async def _run(
+        self,
+        settings: Settings,
+        account: str,
+        charge_id: str,
+        nbytes: str,
+        file_bytes: int | None,
+        claim: tuple[str, int] | None,
+        what: str,
+    ) -> Admission:
         keys = [limits_key(account), *budget_keys(account)]
-        args = [charge_id, nbytes, -1 if file_bytes is None else file_bytes,
-                *(getattr(settings, name) for name in LIMIT_MINIMUMS)]
+        args = [
+            charge_id,
+            nbytes,
+            -1 if file_bytes is None else file_bytes,
+            *(getattr(settings, name) for name in LIMIT_MINIMUMS),
+        ]
         if claim is not None:
             keys.append(claim[0])
             args.append(claim[1])
@@ -334,10 +375,10 @@ class ByteBudget:
 def _reply_limits(reply: list[Any]) -> AccountLimits:
     """The limits the admission script applied (logging the overrides it ignored)."""
     n = len(LIMIT_MINIMUMS)
-    ignored = reply[3 + n:]
-    for name, value in zip(ignored[::2], ignored[1::2]):
+    ignored = reply[3 + n :]
+    for name, value in zip(ignored[::2], ignored[1::2], strict=True):
         _ignored(_text(name), _text(value))
-    return AccountLimits(*(int(v) for v in reply[3:3 + n]))
+    return AccountLimits(*(int(v) for v in reply[3 : 3 + n]))
 
 
 def _retry_s(retry_ms: Any) -> int:

@@ -23,15 +23,20 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     """asyncpg has already rolled back an open transaction and dropped its listeners."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
-                      reset_session: bool = True) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, reset_session: bool = True) -> asyncpg.Pool:
     """``reset_session=False``: release a connection without asyncpg's reset statement (``RESET ALL``,
     ``CLOSE ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``), one round trip per release, for pools
     whose users change no session state: plain statements and transactions only, no SET, LISTEN,
     WITH HOLD cursors or session advisory locks. A connection released inside a transaction is still
     rolled back."""
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     command_timeout=30, reset=None if reset_session else _no_session_reset)
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        reset=None if reset_session else _no_session_reset,
+    )
 
 
 async def migrate(dsn: str, schema_path: Path = SCHEMA_PATH) -> None:

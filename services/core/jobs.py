@@ -81,8 +81,9 @@ def _enqueue_script(redis):
     return script
 
 
-async def enqueue(redis: ArqRedis, function: str, job_id: str, payload: Mapping[str, Any], *,
-                  mark: tuple[str, str, int] | None = None) -> bool:
+async def enqueue(
+    redis: ArqRedis, function: str, job_id: str, payload: Mapping[str, Any], *, mark: tuple[str, str, int] | None = None
+) -> bool:
     """Enqueue one job; False when a job with this id is already queued or done (arq's uniqueness).
 
     Writes exactly what ``ArqRedis.enqueue_job(function, body, _job_id=job_id)`` writes, with JSON as the
@@ -173,7 +174,7 @@ class OutcomeWaiter:
                     return None
                 try:
                     await asyncio.wait_for(fut, remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return await read_outcome(self._redis, job_id)
             finally:
                 waiting = self._waiting.get(job_id)

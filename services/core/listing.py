@@ -47,16 +47,20 @@ def parse_order_by(text: str | None) -> tuple[SortKey, ...]:
         descending = raw.startswith("-")
         name = raw.lstrip("-+")
         if name not in ORDERABLE:
-            raise bad_request("invalid_order_by", f"cannot order by {name!r}; choose from "
-                              f"{', '.join(ORDERABLE)} (prefix - for descending)", "order_by")
+            raise bad_request(
+                "invalid_order_by",
+                f"cannot order by {name!r}; choose from {', '.join(ORDERABLE)} (prefix - for descending)",
+                "order_by",
+            )
         if any(k.field == name for k in keys):
             raise bad_request("invalid_order_by", f"{name} appears twice in order_by", "order_by")
         keys.append(SortKey(name, descending))
     return tuple(keys)
 
 
-def parse_limit(text: str | None, *, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT,
-                field: str = "limit") -> int:
+def parse_limit(
+    text: str | None, *, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT, field: str = "limit"
+) -> int:
     if text is None or text == "":
         return default
     try:
@@ -106,16 +110,16 @@ def decode_cursor(cursor: str, order: tuple[SortKey, ...]) -> tuple[list[Any], u
     if tag != _order_tag(order) or not isinstance(raw_values, list) or len(raw_values) != len(order):
         raise invalid("it was made for another order_by")
     values = []
-    for key, raw in zip(order, raw_values):
+    for key, raw in zip(order, raw_values, strict=True):
         kind = ORDERABLE[key.field][1]
         if kind == "datetime" and isinstance(raw, str):
             try:
                 values.append(dt.datetime.fromisoformat(raw))
             except ValueError:
                 raise invalid("bad timestamp") from None
-        elif kind == "int" and isinstance(raw, int) and not isinstance(raw, bool):
-            values.append(raw)
-        elif kind == "text" and isinstance(raw, str):
+        elif (kind == "int" and isinstance(raw, int) and not isinstance(raw, bool)) or (
+            kind == "text" and isinstance(raw, str)
+        ):
             values.append(raw)
         else:
             raise invalid(f"bad value for {key.field}")
@@ -127,8 +131,9 @@ def order_sql(order: tuple[SortKey, ...]) -> str:
     return ", ".join(parts + ["id ASC"])
 
 
-def after_sql(order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID,
-              first_param: int) -> tuple[str, list[Any]]:
+def after_sql(
+    order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID, first_param: int
+) -> tuple[str, list[Any]]:
     """``WHERE`` clause for "strictly after this key" under a mixed-direction order."""
     params: list[Any] = []
 
@@ -145,7 +150,7 @@ def after_sql(order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID,
         return f"(({', '.join(exprs)}, id) > ({', '.join(values_sql)}, {param(last_id)}))", params
 
     clause = f"id > {param(last_id)}"
-    for key, value in reversed(list(zip(order, values))):
+    for key, value in reversed(list(zip(order, values, strict=True))):
         expr = ORDERABLE[key.field][0]
         p = param(value)
         op = "<" if key.descending else ">"

@@ -43,8 +43,21 @@ MAX_DEPTH = 16
 MAX_CONDITIONS = 200
 MAX_LIST = 500
 
-OPERATORS = ("eq", "noteq", "gt", "gte", "lt", "lte", "beginsWith", "endsWith", "contains",
-             "exist", "notExist", "in", "notIn")
+OPERATORS = (
+    "eq",
+    "noteq",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "beginsWith",
+    "endsWith",
+    "contains",
+    "exist",
+    "notExist",
+    "in",
+    "notIn",
+)
 _TEMPLATES = {
     "eq": "{col} = {p}",
     "noteq": "{col} IS DISTINCT FROM {p}",
@@ -76,8 +89,14 @@ _OPERATORS_BY_TYPE = {
     "boolean": _BASIC,
     "picklist": _BASIC,
 }
-_PG_TYPES = {"uuid": "uuid", "integer": "bigint", "datetime": "timestamptz", "text": "text",
-             "picklist": "text", "boolean": "boolean"}
+_PG_TYPES = {
+    "uuid": "uuid",
+    "integer": "bigint",
+    "datetime": "timestamptz",
+    "text": "text",
+    "picklist": "text",
+    "boolean": "boolean",
+}
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -107,7 +126,7 @@ def _datetime(value: Any, spec: FieldSpec) -> dt.datetime:
         try:
             parsed = dt.datetime.fromisoformat(value)
             if parsed.tzinfo is not None:
-                return parsed.astimezone(dt.timezone.utc)
+                return parsed.astimezone(dt.UTC)
         except (ValueError, OverflowError):  # OverflowError: shifting year 1 or 9999 to UTC
             pass
     raise ValueError("an ISO-8601 date-time with a timezone, like 2024-05-01T12:00:00Z")
@@ -140,8 +159,12 @@ def _picklist(value: Any, spec: FieldSpec) -> str:
 
 
 _COERCE: dict[str, Callable[[Any, FieldSpec], Any]] = {
-    "integer": _integer, "boolean": _boolean, "uuid": _uuid, "datetime": _datetime,
-    "text": _text, "picklist": _picklist,
+    "integer": _integer,
+    "boolean": _boolean,
+    "uuid": _uuid,
+    "datetime": _datetime,
+    "text": _text,
+    "picklist": _picklist,
 }
 
 
@@ -154,8 +177,9 @@ def _show(value: Any) -> str:
 def _check_keys(node: dict[str, Any], allowed: frozenset[str], path: str) -> None:
     for key in node:
         if key not in allowed:
-            raise bad_request("invalid_filter", f"unknown key {_show(key)}; expected {', '.join(sorted(allowed))}",
-                              f"{path}.{key}")
+            raise bad_request(
+                "invalid_filter", f"unknown key {_show(key)}; expected {', '.join(sorted(allowed))}", f"{path}.{key}"
+            )
 
 
 _GROUP_KEYS = frozenset({"op", "items"})
@@ -164,7 +188,7 @@ _CONDITION_KEYS = frozenset({"field", "op", "value"})
 
 @dataclass(frozen=True)
 class Compiled:
-    sql: str            # a boolean expression over placeholders $first_param, $first_param+1, ...
+    sql: str  # a boolean expression over placeholders $first_param, $first_param+1, ...
     params: list[Any]
 
 
@@ -214,13 +238,17 @@ class _Compiler:
 
         op = node.get("op")
         if op not in OPERATORS:
-            raise bad_request("invalid_operator", f"unknown operator {_show(op)}; "
-                              f"use one of {', '.join(OPERATORS)}", f"{path}.op")
+            raise bad_request(
+                "invalid_operator", f"unknown operator {_show(op)}; use one of {', '.join(OPERATORS)}", f"{path}.op"
+            )
         templates = _VIRTUAL.get(spec.name, _TEMPLATES)
         allowed = templates.keys() if spec.name in _VIRTUAL else _OPERATORS_BY_TYPE[spec.type]
         if op not in allowed:
-            raise bad_request("invalid_operator", f"{op} does not apply to {spec.name}; use one of "
-                              f"{', '.join(o for o in OPERATORS if o in allowed)}", f"{path}.op")
+            raise bad_request(
+                "invalid_operator",
+                f"{op} does not apply to {spec.name}; use one of {', '.join(o for o in OPERATORS if o in allowed)}",
+                f"{path}.op",
+            )
 
         value, value_path = node.get("value"), f"{path}.value"
         pg_type = _PG_TYPES[spec.type]
@@ -283,14 +311,14 @@ def prefer_entity(items: Any) -> Any:
     return kept if len(kept) < len(items) else items
 
 
-def parse_query_request(body: Any, *, first_param: int = 1, default_max: int = 500,
-                        limit: int = 500) -> QueryRequest:
+def parse_query_request(body: Any, *, first_param: int = 1, default_max: int = 500, limit: int = 500) -> QueryRequest:
     if not isinstance(body, dict):
         raise bad_request("invalid_body", "the body must be a JSON object", None)
     for key in body:
         if key not in _REQUEST_KEYS:
-            raise bad_request("unknown_field", f"{_show(key)} is not part of a query; "
-                              f"expected {', '.join(_REQUEST_KEYS)}", key)
+            raise bad_request(
+                "unknown_field", f"{_show(key)} is not part of a query; expected {', '.join(_REQUEST_KEYS)}", key
+            )
     compiled = compile_filter(body.get("filter"), first_param=first_param)  # checks every condition
     if (entity_first := prefer_entity(body.get("filter"))) is not body.get("filter"):
         compiled = compile_filter(entity_first, first_param=first_param)
@@ -304,13 +332,15 @@ def parse_query_request(body: Any, *, first_param: int = 1, default_max: int = 5
     include = body.get("include_fields")
     if include is not None:
         if not isinstance(include, list) or not include:
-            raise bad_request("invalid_value", "include_fields must be a non-empty list of field names",
-                              "include_fields")
+            raise bad_request(
+                "invalid_value", "include_fields must be a non-empty list of field names", "include_fields"
+            )
         for i, name in enumerate(include):
             spec = FIELDS.get(name) if isinstance(name, str) else None
             if spec is None or spec.column is None:
-                raise bad_request("invalid_field", f"{_show(name)} is not a field of an attachment",
-                                  f"include_fields[{i}]")
+                raise bad_request(
+                    "invalid_field", f"{_show(name)} is not a field of an attachment", f"include_fields[{i}]"
+                )
         include = tuple(dict.fromkeys(include))
 
     cursor = body.get("cursor")

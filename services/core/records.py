@@ -12,15 +12,39 @@ from services.core import signing
 # Selected everywhere a row is read, so every reader sees the same shape.
 COLUMNS = (
     "id, seq, account_id, target_type, target_id, field, parent_type, parent_attachment_id, version, "
-    "version_root, is_latest, ancestors, attachment_type, name, filename, content_type, size, encode(sha256, 'hex') AS sha256, "
+    "version_root, is_latest, ancestors, attachment_type, name, filename, content_type, size, "
+    "encode(sha256, 'hex') AS sha256, "
     "storage_key, url, width, height, variants, display_order, available, status, created_from, publish, "
     "session_token, created_by_type, created_by_id, impersonator_id, created_at, updated_at, canceled_at"
 )
 
 _PUBLIC = (
-    "id", "seq", "account_id", "target_type", "target_id", "field", "parent_type", "parent_attachment_id",
-    "version", "is_latest", "ancestors", "attachment_type", "name", "filename", "content_type", "size", "sha256", "url",
-    "width", "height", "display_order", "available", "status", "created_from", "publish", "session_token",
+    "id",
+    "seq",
+    "account_id",
+    "target_type",
+    "target_id",
+    "field",
+    "parent_type",
+    "parent_attachment_id",
+    "version",
+    "is_latest",
+    "ancestors",
+    "attachment_type",
+    "name",
+    "filename",
+    "content_type",
+    "size",
+    "sha256",
+    "url",
+    "width",
+    "height",
+    "display_order",
+    "available",
+    "status",
+    "created_from",
+    "publish",
+    "session_token",
 )
 
 
@@ -37,8 +61,9 @@ def row_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return {key: _plain(value) for key, value in dict(row).items()}
 
 
-def file_links(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int,
-               signer: signing.LinkSigner | None = None) -> dict[str, str | None]:
+def file_links(
+    row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int, signer: signing.LinkSigner | None = None
+) -> dict[str, str | None]:
     if not row.get("storage_key"):
         return {"original": None, "thumbnail": None, "small": None}
     signer = signer or signing.LinkSigner(secret, expires, base_url)
@@ -50,8 +75,9 @@ def file_links(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires:
 _READY = frozenset({str, int, bool, type(None), list, float})
 
 
-def to_api(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int,
-           signer: signing.LinkSigner | None = None) -> dict[str, Any]:
+def to_api(
+    row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int, signer: signing.LinkSigner | None = None
+) -> dict[str, Any]:
     """The API record of a row (or of a ``row_to_dict`` dict). Pass one ``signer`` for many rows."""
     get = row.get
     record = {key: v if type(v := get(key)) in _READY else _plain(v) for key in _PUBLIC}
@@ -66,8 +92,10 @@ def to_api(row: Mapping[str, Any], *, base_url: str, secret: bytes, expires: int
 # The read path of the query service: rows selected with API_COLUMNS are the record already, in its
 # field order (created_by built by Postgres), followed by the two columns the links need. One dict()
 # per row and a few changes make the record; see api_records.
-_API_SQL = {"sha256": "encode(sha256, 'hex') AS sha256",
-            "created_by": "json_build_object('type', created_by_type, 'id', created_by_id) AS created_by"}
+_API_SQL = {
+    "sha256": "encode(sha256, 'hex') AS sha256",
+    "created_by": "json_build_object('type', created_by_type, 'id', created_by_id) AS created_by",
+}
 API_FIELDS = (*_PUBLIC, "created_by", "impersonator_id", "created_at", "updated_at", "canceled_at")
 _API_KEYS = (*API_FIELDS, "storage_key", "variants")
 API_COLUMNS = ", ".join(_API_SQL.get(name, name) for name in _API_KEYS)
@@ -82,14 +110,15 @@ def api_records(rows, *, base_url: str, secret: bytes, expires: int) -> list[dic
     keys = _API_KEYS
     out = []
     for row in rows:
-        record = dict(zip(keys, row.values()))
+        record = dict(zip(keys, row.values(), strict=True))
         ident = record["id"] = str(record["id"])
         if (parent := record["parent_attachment_id"]) is not None:
             record["parent_attachment_id"] = str(parent)
         variants = record.pop("variants")
         if record.pop("storage_key"):
-            record["file"] = links(ident, bool(variants and variants.get("thumbnail")),
-                                   bool(variants and variants.get("small")))
+            record["file"] = links(
+                ident, bool(variants and variants.get("thumbnail")), bool(variants and variants.get("small"))
+            )
         else:
             record["file"] = {"original": None, "thumbnail": None, "small": None}
         out.append(record)

@@ -14,10 +14,36 @@ from services.core import listing
 from services.core.records import COLUMNS, row_to_dict
 
 INSERT_COLUMNS = (
-    "id", "account_id", "target_type", "target_id", "field", "parent_type", "parent_attachment_id", "version",
-    "version_root", "ancestors", "attachment_type", "name", "filename", "content_type", "size", "sha256", "storage_key", "url",
-    "width", "height", "variants", "display_order", "available", "status", "created_from", "publish",
-    "session_token", "created_by_type", "created_by_id", "impersonator_id",
+    "id",
+    "account_id",
+    "target_type",
+    "target_id",
+    "field",
+    "parent_type",
+    "parent_attachment_id",
+    "version",
+    "version_root",
+    "ancestors",
+    "attachment_type",
+    "name",
+    "filename",
+    "content_type",
+    "size",
+    "sha256",
+    "storage_key",
+    "url",
+    "width",
+    "height",
+    "variants",
+    "display_order",
+    "available",
+    "status",
+    "created_from",
+    "publish",
+    "session_token",
+    "created_by_type",
+    "created_by_id",
+    "impersonator_id",
 )
 _INSERT_SQL = (
     f"INSERT INTO attachments ({', '.join(INSERT_COLUMNS)}) "
@@ -31,9 +57,14 @@ SESSION_COLUMNS = "session_token, opened_at, last_upload_at, closed_at"
 _EVENT_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('attachd-events:' || $1, 0))"
 
 
-async def write_event(conn: asyncpg.Connection, account_id: str, event_type: str,
-                      attachment_id: uuid.UUID | str | None, job_id: str | None,
-                      payload: Mapping[str, Any]) -> None:
+async def write_event(
+    conn: asyncpg.Connection,
+    account_id: str,
+    event_type: str,
+    attachment_id: uuid.UUID | str | None,
+    job_id: str | None,
+    payload: Mapping[str, Any],
+) -> None:
     """Add an event to the outbox. Write events last in a transaction: the first takes the account's
     event lock, held until commit, so one account's events commit in ``seq`` order (the relay
     publishes them in that order); a transaction holding it must not wait for any other lock."""
@@ -41,18 +72,24 @@ async def write_event(conn: asyncpg.Connection, account_id: str, event_type: str
     await conn.execute(
         "INSERT INTO outbox (account_id, event_type, attachment_id, job_id, payload) "
         "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        account_id, event_type, attachment_id, job_id, {"type": event_type, **payload},
+        account_id,
+        event_type,
+        attachment_id,
+        job_id,
+        {"type": event_type, **payload},
     )
 
 
 async def job_already_applied(conn, job_id: str, attachment_id: uuid.UUID) -> bool:
     """True when this job's change is committed: a re-run must report success, not "not found"."""
-    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND attachment_id = $2)",
-                               job_id, attachment_id)
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND attachment_id = $2)", job_id, attachment_id
+    )
 
 
-async def insert_attachment(conn: asyncpg.Connection, values: Mapping[str, Any], job_id: str, *,
-                            emit_event: bool = True) -> tuple[asyncpg.Record, bool]:
+async def insert_attachment(
+    conn: asyncpg.Connection, values: Mapping[str, Any], job_id: str, *, emit_event: bool = True
+) -> tuple[asyncpg.Record, bool]:
     """Insert once: a re-run of the same job finds the row and writes no second event."""
     row = await conn.fetchrow(_INSERT_SQL, *(values.get(c) for c in INSERT_COLUMNS))
     if row is None:
@@ -64,8 +101,9 @@ async def insert_attachment(conn: asyncpg.Connection, values: Mapping[str, Any],
 
 
 async def announce_created(conn, row: asyncpg.Record, job_id: str) -> None:
-    await write_event(conn, row["account_id"], "attachment.created", row["id"], job_id,
-                      {"attachment": row_to_dict(row)})
+    await write_event(
+        conn, row["account_id"], "attachment.created", row["id"], job_id, {"attachment": row_to_dict(row)}
+    )
 
 
 async def touch_upload_session(conn, account_id: str, token: str) -> None:
@@ -73,51 +111,70 @@ async def touch_upload_session(conn, account_id: str, token: str) -> None:
     await conn.execute(
         "INSERT INTO upload_sessions (account_id, session_token) VALUES ($1, $2) "
         "ON CONFLICT (account_id, session_token) DO UPDATE SET last_upload_at = now(), closed_at = NULL",
-        account_id, token,
+        account_id,
+        token,
     )
 
 
 async def get_upload_session(conn, account_id: str, token: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(f"SELECT {SESSION_COLUMNS} FROM upload_sessions "
-                               f"WHERE account_id = $1 AND session_token = $2", account_id, token)
+    return await conn.fetchrow(
+        f"SELECT {SESSION_COLUMNS} FROM upload_sessions WHERE account_id = $1 AND session_token = $2", account_id, token
+    )
 
 
 async def session_attachments(conn, account_id: str, token: str) -> list[asyncpg.Record]:
-    return await conn.fetch(f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND session_token = $2 "
-                            f"AND canceled_at IS NULL ORDER BY seq", account_id, token)
+    return await conn.fetch(
+        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND session_token = $2 "
+        f"AND canceled_at IS NULL ORDER BY seq",
+        account_id,
+        token,
+    )
 
 
-async def close_upload_session(conn, account_id: str, token: str, job_id: str | None, *,
-                               idle_s: float | None = None) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+async def close_upload_session(
+    conn, account_id: str, token: str, job_id: str | None, *, idle_s: float | None = None
+) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
     """Close an open session (with ``idle_s``, only one idle that long) and announce its live attachments
     in one event. None when it was not open: a closed session is never announced twice."""
     session = await conn.fetchrow(
         f"UPDATE upload_sessions SET closed_at = now() WHERE account_id = $1 AND session_token = $2 "
         f"AND closed_at IS NULL AND ($3::float8 IS NULL OR last_upload_at < now() - make_interval(secs => $3)) "
         f"RETURNING {SESSION_COLUMNS}",
-        account_id, token, idle_s,
+        account_id,
+        token,
+        idle_s,
     )
     if session is None:
         return None
     rows = await session_attachments(conn, account_id, token)
-    await write_event(conn, account_id, SESSION_CLOSED, None, job_id, {
-        "session": {**row_to_dict(session), "reason": "request" if idle_s is None else "idle"},
-        "attachment_ids": [str(r["id"]) for r in rows],
-        "attachments": [row_to_dict(r) for r in rows],
-    })
+    await write_event(
+        conn,
+        account_id,
+        SESSION_CLOSED,
+        None,
+        job_id,
+        {
+            "session": {**row_to_dict(session), "reason": "request" if idle_s is None else "idle"},
+            "attachment_ids": [str(r["id"]) for r in rows],
+            "attachments": [row_to_dict(r) for r in rows],
+        },
+    )
     return session, rows
 
 
 async def job_wrote_event(conn, job_id: str, event_type: str) -> bool:
-    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND event_type = $2)",
-                               job_id, event_type)
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND event_type = $2)", job_id, event_type
+    )
 
 
-async def next_version(conn, account_id: str, parent_id: uuid.UUID,
-                       new_id: uuid.UUID) -> tuple[int, uuid.UUID]:
+async def next_version(conn, account_id: str, parent_id: uuid.UUID, new_id: uuid.UUID) -> tuple[int, uuid.UUID]:
     """The number and root of a new version of ``parent_id``'s file; the old latest stops being latest."""
-    root = await conn.fetchval("SELECT coalesce(version_root, id) FROM attachments WHERE id = $1 AND "
-                               "account_id = $2 FOR UPDATE", parent_id, account_id)
+    root = await conn.fetchval(
+        "SELECT coalesce(version_root, id) FROM attachments WHERE id = $1 AND account_id = $2 FOR UPDATE",
+        parent_id,
+        account_id,
+    )
     # Locking the root serializes concurrent versions of one file.
     await conn.execute("SELECT 1 FROM attachments WHERE id = $1 FOR UPDATE", root)
     existing = await conn.fetchval("SELECT version FROM attachments WHERE id = $1", new_id)
@@ -125,14 +182,21 @@ async def next_version(conn, account_id: str, parent_id: uuid.UUID,
         return existing, root
     latest = await conn.fetchval(
         "SELECT max(version) FROM attachments WHERE account_id = $1 AND (id = $2 OR version_root = $2)",
-        account_id, root)
-    await conn.execute("UPDATE attachments SET is_latest = false WHERE account_id = $1 AND (id = $2 OR "
-                       "version_root = $2) AND is_latest", account_id, root)
+        account_id,
+        root,
+    )
+    await conn.execute(
+        "UPDATE attachments SET is_latest = false WHERE account_id = $1 AND (id = $2 OR "
+        "version_root = $2) AND is_latest",
+        account_id,
+        root,
+    )
     return latest + 1, root
 
 
-async def get_attachment(conn, account_id: str, attachment_id: uuid.UUID, *,
-                         include_canceled: bool = False, columns: str = COLUMNS) -> asyncpg.Record | None:
+async def get_attachment(
+    conn, account_id: str, attachment_id: uuid.UUID, *, include_canceled: bool = False, columns: str = COLUMNS
+) -> asyncpg.Record | None:
     sql = f"SELECT {columns} FROM attachments WHERE id = $1 AND account_id = $2"
     if not include_canceled:
         sql += " AND canceled_at IS NULL"
@@ -141,31 +205,43 @@ async def get_attachment(conn, account_id: str, attachment_id: uuid.UUID, *,
 
 async def get_for_download(conn, attachment_id: uuid.UUID) -> asyncpg.Record | None:
     """By id alone: only for signed links, whose signature already proves the caller was given it."""
-    return await conn.fetchrow(f"SELECT {COLUMNS} FROM attachments WHERE id = $1 AND canceled_at IS NULL",
-                               attachment_id)
+    return await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM attachments WHERE id = $1 AND canceled_at IS NULL", attachment_id
+    )
 
 
-async def update_attachment(conn: asyncpg.Connection, account_id: str, attachment_id: uuid.UUID,
-                            changes: Mapping[str, Any], job_id: str) -> asyncpg.Record | None:
+async def update_attachment(
+    conn: asyncpg.Connection, account_id: str, attachment_id: uuid.UUID, changes: Mapping[str, Any], job_id: str
+) -> asyncpg.Record | None:
     names = list(changes)
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
     row = await conn.fetchrow(
         f"UPDATE attachments SET {assignments}, updated_at = now() "
         f"WHERE id = $1 AND account_id = $2 AND canceled_at IS NULL RETURNING {COLUMNS}",
-        attachment_id, account_id, *(changes[n] for n in names),
+        attachment_id,
+        account_id,
+        *(changes[n] for n in names),
     )
     if row is not None:
-        await write_event(conn, account_id, "attachment.updated", attachment_id, job_id,
-                          {"changes": dict(changes), "attachment": row_to_dict(row)})
+        await write_event(
+            conn,
+            account_id,
+            "attachment.updated",
+            attachment_id,
+            job_id,
+            {"changes": dict(changes), "attachment": row_to_dict(row)},
+        )
     return row
 
 
-async def cancel_attachment(conn: asyncpg.Connection, account_id: str,
-                            attachment_id: uuid.UUID, job_id: str) -> asyncpg.Record | None:
+async def cancel_attachment(
+    conn: asyncpg.Connection, account_id: str, attachment_id: uuid.UUID, job_id: str
+) -> asyncpg.Record | None:
     row = await conn.fetchrow(
         f"UPDATE attachments SET canceled_at = now(), updated_at = now() "
         f"WHERE id = $1 AND account_id = $2 AND canceled_at IS NULL RETURNING {COLUMNS}",
-        attachment_id, account_id,
+        attachment_id,
+        account_id,
     )
     if row is not None:
         # Deleting the latest version brings back the one before it.
@@ -174,9 +250,12 @@ async def cancel_attachment(conn: asyncpg.Connection, account_id: str,
             "AND (id = $2 OR version_root = $2) AND canceled_at IS NULL ORDER BY version DESC LIMIT 1) "
             "AND NOT EXISTS (SELECT 1 FROM attachments WHERE account_id = $1 AND (id = $2 OR version_root = $2) "
             "AND canceled_at IS NULL AND is_latest)",
-            account_id, row["version_root"] or row["id"])
-        await write_event(conn, account_id, "attachment.canceled", attachment_id, job_id,
-                          {"attachment": row_to_dict(row)})
+            account_id,
+            row["version_root"] or row["id"],
+        )
+        await write_event(
+            conn, account_id, "attachment.canceled", attachment_id, job_id, {"attachment": row_to_dict(row)}
+        )
     return row
 
 
@@ -184,7 +263,9 @@ async def count_live_on_target(conn, account_id: str, target_type: str, target_i
     return await conn.fetchval(
         "SELECT count(*) FROM attachments WHERE account_id = $1 AND target_type = $2 AND target_id = $3 "
         "AND canceled_at IS NULL",
-        account_id, target_type, target_id,
+        account_id,
+        target_type,
+        target_id,
     )
 
 
@@ -213,7 +294,7 @@ class ListFilter:
     account_id: str
     target_type: str | None = None
     target_id: str | None = None
-    ancestor: str | None = None          # 'Ticket:42': everything on it or anywhere below it
+    ancestor: str | None = None  # 'Ticket:42': everything on it or anywhere below it
     include_canceled: bool = False
     available_only: bool = False
     all_versions: bool = False
@@ -238,8 +319,9 @@ def list_where(f: ListFilter) -> Where:
     return where
 
 
-async def list_attachments(conn, f: ListFilter, order: Sequence[listing.SortKey], limit: int,
-                           cursor: str | None, *, columns: str = COLUMNS) -> tuple[list[asyncpg.Record], str | None]:
+async def list_attachments(
+    conn, f: ListFilter, order: Sequence[listing.SortKey], limit: int, cursor: str | None, *, columns: str = COLUMNS
+) -> tuple[list[asyncpg.Record], str | None]:
     order = tuple(order)
     where = list_where(f)
     if cursor:
@@ -264,15 +346,23 @@ def counter_sql(f: ListFilter) -> tuple[str, list[Any]] | None:
         return None
     column = "live_available" if f.available_only else "live"
     if f.target_type is None and f.target_id is None:
-        return (f"SELECT coalesce((SELECT {column} FROM account_attachment_counts WHERE account_id = $1), 0)",
-                [f.account_id])
+        return (
+            f"SELECT coalesce((SELECT {column} FROM account_attachment_counts WHERE account_id = $1), 0)",
+            [f.account_id],
+        )
     if f.target_type is None:
         return None
     if f.target_id is None:
-        return (f"SELECT coalesce(sum({column}), 0)::bigint FROM attachment_counts "
-                f"WHERE account_id = $1 AND target_type = $2", [f.account_id, f.target_type])
-    return (f"SELECT coalesce((SELECT {column} FROM attachment_counts WHERE account_id = $1 "
-            f"AND target_type = $2 AND target_id = $3), 0)", [f.account_id, f.target_type, f.target_id])
+        return (
+            f"SELECT coalesce(sum({column}), 0)::bigint FROM attachment_counts "
+            f"WHERE account_id = $1 AND target_type = $2",
+            [f.account_id, f.target_type],
+        )
+    return (
+        f"SELECT coalesce((SELECT {column} FROM attachment_counts WHERE account_id = $1 "
+        f"AND target_type = $2 AND target_id = $3), 0)",
+        [f.account_id, f.target_type, f.target_id],
+    )
 
 
 async def count_attachments(conn, f: ListFilter) -> int:

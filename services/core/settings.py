@@ -28,13 +28,13 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     jwt_secret: str = ""
-    jwt_public_key: str = ""          # PEM; when set, RS256 tokens are accepted too
-    signing_secret: str = ""          # download-link HMAC key; derived from jwt_secret when empty
-    public_url: str = ""              # base of signed links; the request's origin when empty
+    jwt_public_key: str = ""  # PEM; when set, RS256 tokens are accepted too
+    signing_secret: str = ""  # download-link HMAC key; derived from jwt_secret when empty
+    public_url: str = ""  # base of signed links; the request's origin when empty
     max_file_bytes: int = 25 * 1024 * 1024
-    max_json_bytes: int = 48 * 1024 * 1024   # a JSON body carries base64 (4/3 of the bytes)
+    max_json_bytes: int = 48 * 1024 * 1024  # a JSON body carries base64 (4/3 of the bytes)
     max_files_per_request: int = 10
-    byte_budget: int = 10_000_000     # per account and window; 0 turns the budget off
+    byte_budget: int = 10_000_000  # per account and window; 0 turns the budget off
     byte_budget_window_s: int = 300
     byte_budget_lockout_s: int = 300
     allowed_extensions: frozenset[str] = DEFAULT_ALLOWED_EXTENSIONS
@@ -49,14 +49,14 @@ class Settings:
     # Decode memory a worker may have in flight (workers/media.py DecodeBudget); the pod's limit is 512 MiB.
     decode_budget_bytes: int = 200 << 20
     staging_grace_s: int = 900
-    session_idle_s: int = 600         # an upload session with no upload for this long is closed
-    relay_interval_s: float = 0.2     # how often a worker polls the outbox; 0: this worker does not relay
-    events_maxlen: int = 1_000_000    # approximate cap of the attachd:events stream
+    session_idle_s: int = 600  # an upload session with no upload for this long is closed
+    relay_interval_s: float = 0.2  # how often a worker polls the outbox; 0: this worker does not relay
+    events_maxlen: int = 1_000_000  # approximate cap of the attachd:events stream
     unlinked_ttl_s: int = 24 * 3600
     # Parent types whose attachments cannot have nested attachments (Autotask's list), as data.
-    no_nesting_types: frozenset[str] = frozenset({
-        "Account", "SalesOrder", "ExpenseReport", "Resource", "AccountNote", "ContractNote", "Project",
-        "ProjectNote"})
+    no_nesting_types: frozenset[str] = frozenset(
+        {"Account", "SalesOrder", "ExpenseReport", "Resource", "AccountNote", "ContractNote", "Project", "ProjectNote"}
+    )
     body_read_timeout_s: float = 300.0
     shutdown_grace_s: float = 25.0
     host: str = "0.0.0.0"

@@ -48,16 +48,17 @@ class LinkSigner:
         self._suffixes = {v: f"/{v}?expires={expires}&signature=" for v in VARIANTS}
 
     def path(self, attachment_id: str, variant: str) -> str:
-        return self._path(self._head + _field(attachment_id.encode()),
-                          self._prefix + _quote_id(attachment_id), variant)
+        return self._path(self._head + _field(attachment_id.encode()), self._prefix + _quote_id(attachment_id), variant)
 
     def links(self, attachment_id: str, thumbnail: bool, small: bool) -> dict[str, str | None]:
         """A record's ``file`` object: the original's link, and the variants' where they exist."""
         head = self._head + _field(attachment_id.encode())
         base = self._prefix + _quote_id(attachment_id)
-        return {"original": self._path(head, base, "original"),
-                "thumbnail": self._path(head, base, "thumbnail") if thumbnail else None,
-                "small": self._path(head, base, "small") if small else None}
+        return {
+            "original": self._path(head, base, "original"),
+            "thumbnail": self._path(head, base, "thumbnail") if thumbnail else None,
+            "small": self._path(head, base, "small") if small else None,
+        }
 
     def _path(self, head: bytes, base: str, variant: str) -> str:
         mac = self._keyed.copy()

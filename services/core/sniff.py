@@ -146,8 +146,7 @@ def _decode_text(head: bytes) -> str:
     """The head as text, if it is text: UTF-8, UTF-16 with a BOM, or a legacy 8-bit encoding
     (a Windows-1252 CSV from a spreadsheet is text too)."""
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return head[2 : len(head) - len(head) % 2].decode("utf-16-le" if head[0] == 0xFF else "utf-16-be",
-                                                           "replace")
+        return head[2 : len(head) - len(head) % 2].decode("utf-16-le" if head[0] == 0xFF else "utf-16-be", "replace")
     # A full head may have cut the file in the middle of a multi-byte character.
     whole_file = len(head) < SNIFF_BYTES
     try:
@@ -232,9 +231,7 @@ EXTENSION_FAMILIES: Mapping[str, frozenset[str]] = MappingProxyType(
 DEFAULT_ALLOWED_EXTENSIONS = frozenset(EXTENSION_FAMILIES)
 
 
-def check_content(
-    extension: str, sniffed: str, *, allowed: frozenset[str], field: str = "filename"
-) -> None:
+def check_content(extension: str, sniffed: str, *, allowed: frozenset[str], field: str = "filename") -> None:
     """Refuse a file whose extension is not allowed or does not match its content.
 
     ``extension`` is the name's final suffix, without the dot. An allowed extension

@@ -317,8 +317,9 @@ class S3Storage:
         self._stack = stack
 
     @classmethod
-    async def open(cls, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                   region: str = "us-east-1") -> S3Storage:
+    async def open(
+        cls, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str = "us-east-1"
+    ) -> S3Storage:
         import aioboto3
         from botocore.config import Config
 
@@ -350,8 +351,11 @@ class S3Storage:
                         created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=full_key)
                         upload_id = created["UploadId"]
                     part = await self._client.upload_part(
-                        Bucket=self.bucket, Key=full_key, UploadId=upload_id,
-                        PartNumber=len(parts) + 1, Body=bytes(buf),
+                        Bucket=self.bucket,
+                        Key=full_key,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=bytes(buf),
                     )
                     parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
                     buf.clear()
@@ -360,8 +364,11 @@ class S3Storage:
                 return size
             if buf:
                 part = await self._client.upload_part(
-                    Bucket=self.bucket, Key=full_key, UploadId=upload_id,
-                    PartNumber=len(parts) + 1, Body=bytes(buf),
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    UploadId=upload_id,
+                    PartNumber=len(parts) + 1,
+                    Body=bytes(buf),
                 )
                 parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
             await self._client.complete_multipart_upload(
@@ -438,7 +445,7 @@ class S3Storage:
 
     async def delete(self, *keys: str) -> None:
         for start in range(0, len(keys), 1000):
-            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
             if batch:
                 await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 

@@ -26,13 +26,16 @@ async def lock_hierarchy(conn: asyncpg.Connection, account_id: str, *, shared: b
 async def chain_of(conn, account_id: str, target_type: str, target_id: str) -> list[str]:
     chain = await conn.fetchval(
         "SELECT ancestors FROM targets WHERE account_id = $1 AND target_type = $2 AND target_id = $3",
-        account_id, target_type, target_id,
+        account_id,
+        target_type,
+        target_id,
     )
     return list(chain) if chain else [hierarchy.node(target_type, target_id)]
 
 
-async def place_target(conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str,
-                       parent: tuple[str, str] | None) -> tuple[list[str], dict | None]:
+async def place_target(
+    conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str, parent: tuple[str, str] | None
+) -> tuple[list[str], dict | None]:
     """Put a target under ``parent`` (or at the top); re-roots everything below it. Needs the lock.
 
     Returns the target's chain and, if it moved, the ``target.moved`` payload: the caller writes that
@@ -45,17 +48,29 @@ async def place_target(conn: asyncpg.Connection, account_id: str, target_type: s
         if len(parent_chain) == 1:  # the parent is new to us: record it at the top
             await conn.execute(
                 "INSERT INTO targets (account_id, target_type, target_id, ancestors) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT DO NOTHING", account_id, parent[0], parent[1], parent_chain)
+                "ON CONFLICT DO NOTHING",
+                account_id,
+                parent[0],
+                parent[1],
+                parent_chain,
+            )
         chain = hierarchy.chain_under(own, parent_chain)
     old = await conn.fetchval(
         "SELECT ancestors FROM targets WHERE account_id = $1 AND target_type = $2 AND target_id = $3 FOR UPDATE",
-        account_id, target_type, target_id,
+        account_id,
+        target_type,
+        target_id,
     )
     await conn.execute(
         "INSERT INTO targets (account_id, target_type, target_id, parent_type, parent_id, ancestors) "
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, target_type, target_id) DO UPDATE "
         "SET parent_type = $4, parent_id = $5, ancestors = $6, updated_at = now()",
-        account_id, target_type, target_id, parent and parent[0], parent and parent[1], chain,
+        account_id,
+        target_type,
+        target_id,
+        parent and parent[0],
+        parent and parent[1],
+        chain,
     )
     # A target never placed before had the chain [own]: attachments may already hang on it with that.
     if list(old or [own]) != chain:
@@ -64,28 +79,45 @@ async def place_target(conn: asyncpg.Connection, account_id: str, target_type: s
             await conn.execute(
                 f"UPDATE {table} SET ancestors = ancestors[1:array_position(ancestors, $2) - 1] || $3::text[] "
                 f"WHERE account_id = $1 AND ancestors @> ARRAY[$2]",
-                account_id, own, chain,
+                account_id,
+                own,
+                chain,
             )
     if old is not None and list(old) != chain:
-        return chain, {"target": {"type": target_type, "id": target_id},
-                       "parent": None if parent is None else {"type": parent[0], "id": parent[1]},
-                       "ancestors": chain}
+        return chain, {
+            "target": {"type": target_type, "id": target_id},
+            "parent": None if parent is None else {"type": parent[0], "id": parent[1]},
+            "ancestors": chain,
+        }
     return chain, None
 
 
-async def set_links(conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str, field: str,
-                    ids: Sequence[uuid.UUID], job_id: str) -> list[asyncpg.Record]:
+async def set_links(
+    conn: asyncpg.Connection,
+    account_id: str,
+    target_type: str,
+    target_id: str,
+    field: str,
+    ids: Sequence[uuid.UUID],
+    job_id: str,
+) -> list[asyncpg.Record]:
     """Make ``ids`` exactly the attachments linked to the target's ``field``; the others are unlinked."""
     await lock_hierarchy(conn, account_id, shared=True)
     chain = await chain_of(conn, account_id, target_type, target_id)
     rows = await conn.fetch(
         f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[]) "
-        "AND canceled_at IS NULL FOR UPDATE", account_id, list(ids))
+        "AND canceled_at IS NULL FOR UPDATE",
+        account_id,
+        list(ids),
+    )
     found = {r["id"]: r for r in rows}
     for index, ident in enumerate(ids):
         row = found.get(ident)
-        linked_here = row is not None and (row["target_type"], row["target_id"], row["field"]) == \
-            (target_type, target_id, field)
+        linked_here = row is not None and (row["target_type"], row["target_id"], row["field"]) == (
+            target_type,
+            target_id,
+            field,
+        )
         free = row is not None and row["target_id"] is None and row["parent_type"] in (None, target_type)
         if not (linked_here or free):
             why = "does not exist" if row is None else "is linked to another record"
@@ -95,18 +127,34 @@ async def set_links(conn: asyncpg.Connection, account_id: str, target_type: str,
         f"UPDATE attachments SET canceled_at = now(), updated_at = now() WHERE account_id = $1 "
         f"AND target_type = $2 AND target_id = $3 AND field IS NOT DISTINCT FROM $4 AND canceled_at IS NULL "
         f"AND NOT (id = ANY($5::uuid[])) RETURNING {COLUMNS}",
-        account_id, target_type, target_id, field, list(ids))
+        account_id,
+        target_type,
+        target_id,
+        field,
+        list(ids),
+    )
     linked = await conn.fetch(
         f"UPDATE attachments SET target_type = $2, target_id = $3, field = $4, ancestors = $5, "
         f"updated_at = now() WHERE account_id = $1 AND id = ANY($6::uuid[]) AND target_id IS NULL "
         f"RETURNING {COLUMNS}",
-        account_id, target_type, target_id, field, chain, list(ids))
+        account_id,
+        target_type,
+        target_id,
+        field,
+        chain,
+        list(ids),
+    )
     for row in unlinked:
-        await repository.write_event(conn, account_id, "attachment.unlinked", row["id"], job_id,
-                                     {"attachment": row_to_dict(row)})
+        await repository.write_event(
+            conn, account_id, "attachment.unlinked", row["id"], job_id, {"attachment": row_to_dict(row)}
+        )
     for row in linked:
-        await repository.write_event(conn, account_id, "attachment.linked", row["id"], job_id,
-                                     {"attachment": row_to_dict(row)})
+        await repository.write_event(
+            conn, account_id, "attachment.linked", row["id"], job_id, {"attachment": row_to_dict(row)}
+        )
     return await conn.fetch(
         f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[]) ORDER BY array_position"
-        f"($2::uuid[], id)", account_id, list(ids))
+        f"($2::uuid[], id)",
+        account_id,
+        list(ids),
+    )

@@ -20,11 +20,30 @@ from services.core.filenames import sanitize_filename
 
 LINK_TYPES = frozenset({"URL", "FILE_LINK", "FOLDER_LINK"})
 SOURCES = ("data", "url", "file")
-CREATE_FIELDS = frozenset({
-    "target_type", "target_id", "field", "parent_type", "name", "filename", "content_type",
-    "data", "url", "attachment_type", "display_order", "available", "status", "created_from",
-    "publish", "parent_attachment_id", "session_token", "impersonator_id", "size", "parent",
-})
+CREATE_FIELDS = frozenset(
+    {
+        "target_type",
+        "target_id",
+        "field",
+        "parent_type",
+        "name",
+        "filename",
+        "content_type",
+        "data",
+        "url",
+        "attachment_type",
+        "display_order",
+        "available",
+        "status",
+        "created_from",
+        "publish",
+        "parent_attachment_id",
+        "session_token",
+        "impersonator_id",
+        "size",
+        "parent",
+    }
+)
 NESTED_TARGET_TYPE = "Attachment"
 CHANGE_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.updatable)
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_:.\-]*$")
@@ -35,13 +54,13 @@ _INT32 = 2**31 - 1
 class NewAttachment:
     """A validated create request for one attachment; JSON-ready through ``asdict``."""
 
-    source: str                       # "data" | "url" | "file" | "link"
+    source: str  # "data" | "url" | "file" | "link"
     target_type: str | None
     target_id: str | None
     field: str | None
     parent_type: str | None
     attachment_type: str
-    name: str | None                  # None: the worker names it after the file
+    name: str | None  # None: the worker names it after the file
     filename: str | None
     content_type: str | None
     url: str | None
@@ -54,7 +73,7 @@ class NewAttachment:
     session_token: str | None
     impersonator_id: str | None
     declared_size: int | None
-    parent: tuple[str, str] | None = None   # the target's parent, to place the target in the hierarchy
+    parent: tuple[str, str] | None = None  # the target's parent, to place the target in the hierarchy
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,8 +112,9 @@ def _text(value: Any, field: str, *, required: bool = False) -> str | None:
 def _type_name(value: Any, field: str) -> str | None:
     text = _text(value, field)
     if text is not None and not _TYPE_NAME.match(text):
-        raise bad_request("invalid_value", f"{field} must start with a letter and contain only "
-                          "letters, digits and _ : . -", field)
+        raise bad_request(
+            "invalid_value", f"{field} must start with a letter and contain only letters, digits and _ : . -", field
+        )
     return text
 
 
@@ -123,8 +143,9 @@ def _uuid(value: Any, field: str) -> str | None:
         raise bad_request("invalid_value", f"{field} must be an attachment id (a UUID)", field) from None
 
 
-def parse_new_attachment(body: Mapping[str, Any], *, has_file: bool = False,
-                         filename_hint: str | None = None) -> NewAttachment:
+def parse_new_attachment(
+    body: Mapping[str, Any], *, has_file: bool = False, filename_hint: str | None = None
+) -> NewAttachment:
     """Validate one create request; ``has_file`` says a multipart file part carries the bytes."""
     if not isinstance(body, Mapping):
         raise bad_request("invalid_body", "an attachment must be a JSON object", None)
@@ -132,22 +153,23 @@ def parse_new_attachment(body: Mapping[str, Any], *, has_file: bool = False,
         if key not in CREATE_FIELDS:
             raise bad_request("unknown_field", f"{key} is not a field of an attachment", key)
 
-    attachment_type = _picklist("attachment_type", body.get("attachment_type") or "FILE_ATTACHMENT",
-                                "attachment_type")
+    attachment_type = _picklist("attachment_type", body.get("attachment_type") or "FILE_ATTACHMENT", "attachment_type")
     given = [s for s in SOURCES if (has_file if s == "file" else body.get(s) is not None)]
     if attachment_type in LINK_TYPES:
         if body.get("data") is not None or has_file:
             field = "data" if body.get("data") is not None else "file"
-            raise bad_request("invalid_source", f"a {attachment_type} attachment stores no bytes: "
-                              f"give url only", field)
+            raise bad_request("invalid_source", f"a {attachment_type} attachment stores no bytes: give url only", field)
         if body.get("url") is None:
             raise bad_request("missing_field", f"a {attachment_type} attachment needs url", "url")
         source = "link"
     elif len(given) == 1:
         source = given[0]
     elif not given:
-        raise bad_request("missing_source", "give exactly one source: data (base64 or a data: URI), "
-                          "url, or a multipart file part", "data")
+        raise bad_request(
+            "missing_source",
+            "give exactly one source: data (base64 or a data: URI), url, or a multipart file part",
+            "data",
+        )
     else:
         # Blame a field the client typed, not the file part it most likely meant.
         blamed = given[1] if given[1] != "file" else given[0]
@@ -164,12 +186,18 @@ def parse_new_attachment(body: Mapping[str, Any], *, has_file: bool = False,
         missing = "target_id" if target_id is None else "target_type"
         raise bad_request("missing_field", "target_type and target_id go together", missing)
     if target_type is None and parent_type is None and body.get("parent_attachment_id") is None:
-        raise bad_request("missing_field", "target_type and target_id are required "
-                          "(or parent_type and field, to link the upload later)", "target_type")
+        raise bad_request(
+            "missing_field",
+            "target_type and target_id are required (or parent_type and field, to link the upload later)",
+            "target_type",
+        )
     parent = parse_parent(body.get("parent"))
     if parent is not None and target_type is None:
-        raise bad_request("missing_field", "parent places the target in the hierarchy: give target_type and "
-                          "target_id too", "target_type")
+        raise bad_request(
+            "missing_field",
+            "parent places the target in the hierarchy: give target_type and target_id too",
+            "target_type",
+        )
 
     raw_name = _text(body.get("name"), "name")
     filename = body.get("filename")
@@ -177,8 +205,9 @@ def parse_new_attachment(body: Mapping[str, Any], *, has_file: bool = False,
         raise bad_request("invalid_type", "filename must be a string", "filename")
     filename = filename or filename_hint
     declared_size = body.get("size")
-    if declared_size is not None and (isinstance(declared_size, bool) or not isinstance(declared_size, int)
-                                      or declared_size < 0):
+    if declared_size is not None and (
+        isinstance(declared_size, bool) or not isinstance(declared_size, int) or declared_size < 0
+    ):
         raise bad_request("invalid_type", "size must be a non-negative integer", "size")
     status = body.get("status")
 
@@ -225,8 +254,9 @@ def check_creator_may_publish(actor_type: str, publish: str) -> None:
         raise bad_request("invalid_value", "an attachment a Contact creates must have publish all", "publish")
 
 
-def parse_target_filter(target_type: str | None, target_id: str | None,
-                        ancestor: str | None) -> tuple[str | None, str | None, str | None]:
+def parse_target_filter(
+    target_type: str | None, target_id: str | None, ancestor: str | None
+) -> tuple[str | None, str | None, str | None]:
     """A read's target and ``ancestor`` (``Type:id``) parameters, held to the rules their writes follow."""
     target_type = _type_name(target_type, "target_type")
     target_id = _text(target_id, "target_id")
@@ -252,8 +282,11 @@ def parse_changes(body: Any) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for key, value in body.items():
         if key not in CHANGE_FIELDS:
-            raise bad_request("not_updatable", f"{key} cannot be changed; changeable fields are "
-                              f"{', '.join(sorted(CHANGE_FIELDS))}", key)
+            raise bad_request(
+                "not_updatable",
+                f"{key} cannot be changed; changeable fields are {', '.join(sorted(CHANGE_FIELDS))}",
+                key,
+            )
         if key == "name":
             changes[key] = _text(value, "name", required=True).strip()
         elif key == "display_order":
@@ -288,7 +321,7 @@ def coerce_form(fields: Mapping[str, str]) -> dict[str, Any]:
             if value.lower() not in _FORM_BOOLEANS:
                 raise bad_request("invalid_type", f"{key} must be true or false", key)
             out[key] = _FORM_BOOLEANS[value.lower()]
-        elif spec is not None and spec.type == "integer" or key == "size":
+        elif (spec is not None and spec.type == "integer") or key == "size":
             try:
                 out[key] = int(value)
             except ValueError:

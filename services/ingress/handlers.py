@@ -76,8 +76,9 @@ async def create(request: web.Request) -> web.Response:
                 payload = await _from_raw(request, upload_id, limits.max_file_bytes, raw)
             else:
                 payload = await _from_json(request, limits.max_file_bytes)
-                await request.app[BUDGET].admit(request.app[SETTINGS], who.account_id, upload_id,
-                                                budget.base64_charge(payload["items"]))
+                await request.app[BUDGET].admit(
+                    request.app[SETTINGS], who.account_id, upload_id, budget.base64_charge(payload["items"])
+                )
                 await _stage_large_base64(request, upload_id, payload["items"])
         payload["max_file_bytes"] = limits.max_file_bytes  # the worker holds the file to the same limit
         if not payload["many"]:  # one attachment: its id is the upload's, so the status URL names it
@@ -98,16 +99,21 @@ def _body_kind(request: web.Request) -> str:
     return "raw" if is_raw_upload(request) else "json"
 
 
-async def _admit(request: web.Request, who: Principal, upload_id: str, claim: tuple[str, int] | None, kind: str,
-                 raw: tuple[dict[str, Any], str | None] | None) -> budget.Admission:
+async def _admit(
+    request: web.Request,
+    who: Principal,
+    upload_id: str,
+    claim: tuple[str, int] | None,
+    kind: str,
+    raw: tuple[dict[str, Any], str | None] | None,
+) -> budget.Admission:
     """Multipart and raw bodies are charged their Content-Length now; JSON once its base64 is decoded."""
     gate, settings = request.app[BUDGET], request.app[SETTINGS]
     if kind == "json":
         return await gate.limits(settings, who.account_id, upload_id, claim=claim)
     length = request.content_length
     if kind == "multipart":
-        return await gate.admit(settings, who.account_id, upload_id, length, claim=claim,
-                                what="a multipart upload")
+        return await gate.admit(settings, who.account_id, upload_id, length, claim=claim, what="a multipart upload")
     try:  # raw: the body is the file, so its declared length is held to the file limit too
         return await gate.admit(settings, who.account_id, upload_id, length, file_bytes=length, claim=claim)
     except budget.FileTooLarge as exc:
@@ -125,8 +131,11 @@ async def _from_json(request: web.Request, max_file_bytes: int) -> dict[str, Any
         if not isinstance(objects, list) or not objects:
             raise bad_request("invalid_value", "attachments must be a non-empty list", "attachments")
         if len(objects) > settings.max_files_per_request:
-            raise bad_request("too_many_files", f"at most {settings.max_files_per_request} attachments per "
-                              f"request, not {len(objects)}", "attachments")
+            raise bad_request(
+                "too_many_files",
+                f"at most {settings.max_files_per_request} attachments per request, not {len(objects)}",
+                "attachments",
+            )
         mode, many, prefix = _mode(body.get("mode")), True, "attachments[{}]"
     else:
         objects, mode, many, prefix = [body], "atomic", False, "{}"
@@ -169,8 +178,13 @@ async def _stage_large_base64(request: web.Request, upload_id: str, items: list[
 
 async def _from_multipart(request: web.Request, upload_id: str, max_file_bytes: int) -> dict[str, Any]:
     settings = request.app[SETTINGS]
-    form = await read_form(request, request.app[STORAGE], upload_id, max_file_bytes=max_file_bytes,
-                           max_files=settings.max_files_per_request)
+    form = await read_form(
+        request,
+        request.app[STORAGE],
+        upload_id,
+        max_file_bytes=max_file_bytes,
+        max_files=settings.max_files_per_request,
+    )
     try:
         return _multipart_payload(form)
     except BaseException:
@@ -199,12 +213,14 @@ def _raw_fields(request: web.Request) -> tuple[dict[str, Any], str | None]:
 def _too_large(raw: tuple[dict[str, Any], str | None], max_file_bytes: int) -> ApiError:
     fields, hint = raw
     name = hint or fields.get("filename") or "the file"
-    return ApiError("size_exceeded", f"{name} is larger than the limit of {max_file_bytes} bytes",
-                    field="file", status=413)
+    return ApiError(
+        "size_exceeded", f"{name} is larger than the limit of {max_file_bytes} bytes", field="file", status=413
+    )
 
 
-async def _from_raw(request: web.Request, upload_id: str, max_file_bytes: int,
-                    raw: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
+async def _from_raw(
+    request: web.Request, upload_id: str, max_file_bytes: int, raw: tuple[dict[str, Any], str | None]
+) -> dict[str, Any]:
     """``POST /v1/attachments?target_type=..&target_id=..`` with the file as the body (already admitted)."""
     fields, hint = raw
     key = storage.staged_key(upload_id, 0)
@@ -247,7 +263,11 @@ def _multipart_payload(form) -> dict[str, Any]:
         kind = "url" if common.get("attachment_type") in (None, "FILE_ATTACHMENT") else "link"
         if common.get("data") is not None:
             raise bad_request("invalid_source", "send base64 data as JSON, or the bytes as a file part", "data")
-        return {"mode": "atomic", "many": False, "items": [{"id": new_id(), "fields": common, "source": {"kind": kind}}]}
+        return {
+            "mode": "atomic",
+            "many": False,
+            "items": [{"id": new_id(), "fields": common, "source": {"kind": kind}}],
+        }
     items = []
     for part in form.files:
         fields = {**common, **coerce_form(per_file.get(part.index, {}))}
@@ -275,8 +295,9 @@ async def cancel(request: web.Request) -> web.Response:
     return await _mutate(request, who, jobs.CANCEL, {"attachment_id": _attachment_id(request)}, "cancel")
 
 
-async def _mutate(request: web.Request, who: Principal, function: str, payload: dict[str, Any],
-                  kind: str) -> web.Response:
+async def _mutate(
+    request: web.Request, who: Principal, function: str, payload: dict[str, Any], kind: str
+) -> web.Response:
     job_id = new_id()
     earlier = await writes.claim_idempotency_key(request, who, job_id)
     if earlier is not None:
@@ -297,8 +318,11 @@ async def put_target(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or set(body) - {"parent"}:
         raise bad_request("invalid_body", 'the body is {"parent": {"type": ..., "id": ...} or null}', "parent")
     parent = parse_parent(body.get("parent"))
-    payload = {"target_type": target_type, "target_id": target_id,
-               "parent": None if parent is None else {"type": parent[0], "id": parent[1]}}
+    payload = {
+        "target_type": target_type,
+        "target_id": target_id,
+        "parent": None if parent is None else {"type": parent[0], "id": parent[1]},
+    }
     return await _mutate(request, who, jobs.PUT_TARGET, payload, "target")
 
 
@@ -313,8 +337,7 @@ async def set_links(request: web.Request) -> web.Response:
     elif isinstance(body, dict) and set(body) == {"id"}:
         ids = [] if body["id"] is None else [body["id"]]  # a single-file field: the new file replaces the old
     else:
-        raise bad_request("invalid_body", 'the body is {"ids": [...]} or, for a single-file field, {"id": ...}',
-                          "ids")
+        raise bad_request("invalid_body", 'the body is {"ids": [...]} or, for a single-file field, {"id": ...}', "ids")
     if len(ids) > 500:
         raise bad_request("too_many", "at most 500 attachments per field", "ids")
     checked = []
@@ -323,8 +346,7 @@ async def set_links(request: web.Request) -> web.Response:
             checked.append(str(uuid.UUID(str(value))))
         except ValueError:
             raise bad_request("invalid_value", f"{value!r} is not an attachment id", f"ids[{index}]") from None
-    payload = {"target_type": target_type, "target_id": target_id, "field": field,
-               "ids": list(dict.fromkeys(checked))}
+    payload = {"target_type": target_type, "target_id": target_id, "field": field, "ids": list(dict.fromkeys(checked))}
     return await _mutate(request, who, jobs.SET_LINKS, payload, "links")
 
 

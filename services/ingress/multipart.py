@@ -37,9 +37,9 @@ from services.core.storage import SizeLimitExceeded, Storage
 
 MAX_FIELDS = 200
 MAX_FIELD_BYTES = 64 * 1024
-MAX_HEADER_LINE = 8 * 1024     # one part header line, or the line after a delimiter
-MAX_PART_HEADERS = 32          # header lines per part
-MAX_BOUNDARY = 70              # RFC 2046
+MAX_HEADER_LINE = 8 * 1024  # one part header line, or the line after a delimiter
+MAX_PART_HEADERS = 32  # header lines per part
+MAX_BOUNDARY = 70  # RFC 2046
 FILE_FIELD_NAMES = frozenset({"file", "files", "file[]", "files[]"})
 _WHITESPACE = b" \t"
 
@@ -110,6 +110,7 @@ def boundary_of(content_type: str | None) -> bytes:
 
 # --- the parser ------------------------------------------------------------------------------------------
 
+
 class MultipartParser:
     """Reads a multipart body from a StreamReader: ``next_part()``, then ``chunks()`` or ``drain()`` of it.
 
@@ -123,9 +124,9 @@ class MultipartParser:
         self._delimiter = b"\r\n--" + boundary
         self._buf = b"\r\n"
         self._pos = 0
-        self._started = False   # the preamble was skipped
-        self._in_part = False   # between a part's headers and the delimiter that ends it
-        self._done = False      # the close delimiter was read
+        self._started = False  # the preamble was skipped
+        self._in_part = False  # between a part's headers and the delimiter that ends it
+        self._done = False  # the close delimiter was read
 
     async def _read(self) -> bytes:
         """The next chunk as the HTTP parser delivered it (no joining); b"" at the end of the body."""
@@ -139,7 +140,7 @@ class MultipartParser:
         chunk = await self._read()
         if not chunk:
             raise _malformed("the multipart body ended before its closing boundary")
-        rest = self._buf[self._pos:]
+        rest = self._buf[self._pos :]
         self._buf = rest + chunk if rest else chunk
         self._pos = 0
 
@@ -148,7 +149,7 @@ class MultipartParser:
             if len(self._buf) - self._pos > MAX_HEADER_LINE:
                 raise _malformed(f"a multipart header line is longer than {MAX_HEADER_LINE} bytes")
             await self._more()
-        line = self._buf[self._pos:end]
+        line = self._buf[self._pos : end]
         self._pos = end + 2
         if len(line) > MAX_HEADER_LINE:
             raise _malformed(f"a multipart header line is longer than {MAX_HEADER_LINE} bytes")
@@ -247,12 +248,14 @@ class MultipartParser:
 
 # --- the form --------------------------------------------------------------------------------------------
 
+
 def _is_file(part: PartHeaders) -> bool:
     return part.filename is not None or part.name in FILE_FIELD_NAMES or (part.name or "").startswith("files[")
 
 
-async def read_form(request: web.Request, store: Storage, upload_id: str, *, max_file_bytes: int,
-                    max_files: int) -> Form:
+async def read_form(
+    request: web.Request, store: Storage, upload_id: str, *, max_file_bytes: int, max_files: int
+) -> Form:
     """Stage every file part and collect the text fields; on any error, nothing stays staged."""
     form = Form()
     try:
@@ -271,8 +274,15 @@ async def read_form(request: web.Request, store: Storage, upload_id: str, *, max
     return form
 
 
-async def _stage_file(parser: MultipartParser, part: PartHeaders, form: Form, store: Storage, upload_id: str,
-                      max_file_bytes: int, max_files: int) -> None:
+async def _stage_file(
+    parser: MultipartParser,
+    part: PartHeaders,
+    form: Form,
+    store: Storage,
+    upload_id: str,
+    max_file_bytes: int,
+    max_files: int,
+) -> None:
     if len(form.files) >= max_files:
         raise bad_request("too_many_files", f"at most {max_files} files per request", "file")
     item = FilePart(index=len(form.files), filename=part.filename, content_type=part.content_type)
@@ -283,8 +293,12 @@ async def _stage_file(parser: MultipartParser, part: PartHeaders, form: Form, st
         item.key = key
     except SizeLimitExceeded:
         await parser.drain()
-        item.error = ApiError("size_exceeded", f"{part.filename or 'the file'} is larger than the limit of "
-                              f"{max_file_bytes} bytes", field="file", status=413)
+        item.error = ApiError(
+            "size_exceeded",
+            f"{part.filename or 'the file'} is larger than the limit of {max_file_bytes} bytes",
+            field="file",
+            status=413,
+        )
 
 
 async def _read_field(parser: MultipartParser, part: PartHeaders, form: Form) -> None:

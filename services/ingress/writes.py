@@ -61,18 +61,21 @@ async def release_idempotency_key(request: web.Request, who: Principal) -> None:
         await request.app[REDIS].delete(claim[0])
 
 
-async def submit(request: web.Request, who: Principal, function: str, job_id: str, payload: dict[str, Any], *,
-                 manifest: bool = False) -> None:
+async def submit(
+    request: web.Request, who: Principal, function: str, job_id: str, payload: dict[str, Any], *, manifest: bool = False
+) -> None:
     """Queue a job, and record which account owns it (for ``GET /v1/uploads/{id}``), in one round trip.
 
     With ``manifest`` the payload is staged first, so the sweeper can re-drive it.
     """
     body = {"account_id": who.account_id, "actor": {"type": who.actor_type, "id": who.actor_id}, **payload}
     if manifest:
-        await request.app[STORAGE].put_bytes(storage.manifest_key(job_id),
-                                             orjson.dumps({"function": function, "job": body}))
-    await jobs.enqueue(request.app[REDIS], function, job_id, body,
-                       mark=(_owner_key(job_id), who.account_id, UPLOAD_TTL_S))
+        await request.app[STORAGE].put_bytes(
+            storage.manifest_key(job_id), orjson.dumps({"function": function, "job": body})
+        )
+    await jobs.enqueue(
+        request.app[REDIS], function, job_id, body, mark=(_owner_key(job_id), who.account_id, UPLOAD_TTL_S)
+    )
 
 
 def status_url(job_id: str) -> str:
@@ -100,8 +103,11 @@ async def respond(request: web.Request, job_id: str, *, kind: str, many: bool = 
 
 
 def accepted(job_id: str, state: str) -> web.Response:
-    return json_response({"id": job_id, "status": state, "status_url": status_url(job_id)}, status=202,
-                         headers={"Location": status_url(job_id)})
+    return json_response(
+        {"id": job_id, "status": state, "status_url": status_url(job_id)},
+        status=202,
+        headers={"Location": status_url(job_id)},
+    )
 
 
 def outcome_response(request: web.Request, outcome: dict[str, Any], *, kind: str, many: bool) -> web.Response:
@@ -123,9 +129,14 @@ def outcome_response(request: web.Request, outcome: dict[str, Any], *, kind: str
     if kind == "update":
         return json_response(_record(request, rows[0]))
     if many or outcome.get("many"):
-        return json_response({"attachments": [_record(request, r) for r in rows],
-                              "errors": _public_errors(outcome.get("errors", [])),
-                              "files_q": outcome.get("files_q")}, status=201)
+        return json_response(
+            {
+                "attachments": [_record(request, r) for r in rows],
+                "errors": _public_errors(outcome.get("errors", [])),
+                "files_q": outcome.get("files_q"),
+            },
+            status=201,
+        )
     return json_response(_record(request, rows[0]), status=201)
 
 

@@ -24,8 +24,15 @@ from services.web.engines import POOL, STORAGE
 from services.web.http import SETTINGS, principal
 
 VARIANTS = ("original", "thumbnail", "small")
-ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xml", "text/xml", "application/xhtml+xml",
-                "application/javascript", "text/javascript")
+ACTIVE_TYPES = (
+    "text/html",
+    "image/svg+xml",
+    "application/xml",
+    "text/xml",
+    "application/xhtml+xml",
+    "application/javascript",
+    "text/javascript",
+)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "sandbox; default-src 'none'",
@@ -55,8 +62,14 @@ async def by_signed_link(request: web.Request) -> web.StreamResponse:
         ident = uuid.UUID(request.match_info["id"])
     except ValueError:
         raise not_found() from None
-    signing.verify(request.app[SETTINGS].link_secret, str(ident), variant, request.query.get("expires"),
-                   request.query.get("signature"), now=time.time())
+    signing.verify(
+        request.app[SETTINGS].link_secret,
+        str(ident),
+        variant,
+        request.query.get("expires"),
+        request.query.get("signature"),
+        now=time.time(),
+    )
     async with request.app[POOL].acquire() as conn:
         row = await repository.get_for_download(conn, ident)
     if row is None:
@@ -73,8 +86,7 @@ def _object(row: Mapping[str, Any], variant: str) -> tuple[str, int, str, str]:
         return row["storage_key"], row["size"], content_type, f'"{row["sha256"]}"'
     stored = (row["variants"] or {}).get(variant)
     if not stored:
-        raise ApiError("no_variant", f"this attachment has no {variant} (it is not a transformable image)",
-                       status=404)
+        raise ApiError("no_variant", f"this attachment has no {variant} (it is not a transformable image)", status=404)
     return stored["key"], stored["size"], "image/jpeg", f'"{row["sha256"]}-{variant}"'
 
 

@@ -19,8 +19,20 @@ from services.core.validation import parse_target_filter
 from services.web.engines import POOL
 from services.web.http import SETTINGS, base_url, json_response, principal, read_json
 
-LIST_PARAMS = frozenset({"target_type", "target_id", "descendants", "ancestor", "versions", "order_by", "limit",
-                         "cursor", "include_canceled", "available"})
+LIST_PARAMS = frozenset(
+    {
+        "target_type",
+        "target_id",
+        "descendants",
+        "ancestor",
+        "versions",
+        "order_by",
+        "limit",
+        "cursor",
+        "include_canceled",
+        "available",
+    }
+)
 
 
 def attachment_id(request: web.Request) -> uuid.UUID:
@@ -47,8 +59,7 @@ def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str])
     versions = q.get("versions", "latest")
     if versions not in ("latest", "all"):
         raise bad_request("invalid_value", "versions must be latest or all", "versions")
-    target_type, target_id, ancestor = parse_target_filter(q.get("target_type"), q.get("target_id"),
-                                                           q.get("ancestor"))
+    target_type, target_id, ancestor = parse_target_filter(q.get("target_type"), q.get("target_id"), q.get("ancestor"))
     if listing.parse_bool(q.get("descendants"), "descendants"):
         if target_id is None:
             raise bad_request("missing_field", "descendants needs target_type and target_id", "target_id")
@@ -72,8 +83,9 @@ async def list_attachments(request: web.Request) -> web.Response:
     order = listing.parse_order_by(request.query.get("order_by"))
     limit = listing.parse_limit(request.query.get("limit"))
     async with request.app[POOL].acquire() as conn:
-        rows, next_cursor = await repository.list_attachments(conn, f, order, limit, request.query.get("cursor"),
-                                                              columns=API_COLUMNS)
+        rows, next_cursor = await repository.list_attachments(
+            conn, f, order, limit, request.query.get("cursor"), columns=API_COLUMNS
+        )
     return json_response({"attachments": render(request, rows), "next_cursor": next_cursor})
 
 
@@ -89,8 +101,9 @@ async def get_attachment(request: web.Request) -> web.Response:
     who = principal(request, READ)
     include_canceled = listing.parse_bool(request.query.get("include_canceled"), "include_canceled")
     async with request.app[POOL].acquire() as conn:
-        row = await repository.get_attachment(conn, who.account_id, attachment_id(request),
-                                              include_canceled=include_canceled, columns=API_COLUMNS)
+        row = await repository.get_attachment(
+            conn, who.account_id, attachment_id(request), include_canceled=include_canceled, columns=API_COLUMNS
+        )
     if row is None:
         raise not_found()
     return json_response(render(request, [row])[0])
@@ -132,8 +145,7 @@ def _decode_query_cursor(cursor: str) -> uuid.UUID:
     try:
         return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError):
-        raise bad_request("invalid_cursor", "cursor is not valid: it was not made by this service",
-                          "cursor") from None
+        raise bad_request("invalid_cursor", "cursor is not valid: it was not made by this service", "cursor") from None
 
 
 async def query_attachments(request: web.Request) -> web.Response:
@@ -143,16 +155,19 @@ async def query_attachments(request: web.Request) -> web.Response:
     if query.cursor:
         where.add("id > ?", _decode_query_cursor(query.cursor))
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
-                                f"LIMIT {query.max_records + 1}", *where.params)
+        rows = await conn.fetch(
+            f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id LIMIT {query.max_records + 1}",
+            *where.params,
+        )
     more = len(rows) > query.max_records
     rows = rows[: query.max_records]
     rendered = render(request, rows)
     if query.include_fields:
         keep = ("id", *query.include_fields)
         rendered = [{k: r[k] for k in keep if k in r} for r in rendered]
-    return json_response({"attachments": rendered,
-                          "next_cursor": _encode_query_cursor(rows[-1]["id"]) if more else None})
+    return json_response(
+        {"attachments": rendered, "next_cursor": _encode_query_cursor(rows[-1]["id"]) if more else None}
+    )
 
 
 async def query_count(request: web.Request) -> web.Response:

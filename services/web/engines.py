@@ -45,8 +45,9 @@ async def pool_ctx(app: web.Application):
 
 async def storage_ctx(app: web.Application):
     settings = app[SETTINGS]
-    store = await open_storage(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url,
-                               s3_region=settings.s3_region)
+    store = await open_storage(
+        settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+    )
     app[STORAGE] = store
     add_ready_check(app, "storage", store.ping)
     yield

@@ -24,22 +24,36 @@ READY = web.AppKey("ready_checks", list)
 APP_NAME = web.AppKey("app_name", str)
 
 REQUESTS = Counter("attachd_http_requests_total", "HTTP requests", ["app", "method", "route", "status"])
-LATENCY = Histogram("attachd_http_request_seconds", "HTTP request latency", ["app", "route"],
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LATENCY = Histogram(
+    "attachd_http_request_seconds",
+    "HTTP request latency",
+    ["app", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # A date-time goes out as records._plain writes it: ISO 8601, UTC as "Z".
-    return web.Response(body=orjson.dumps(data, option=orjson.OPT_UTC_Z), status=status, headers=headers,
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_UTC_Z),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
 
 
 def error_response(error: ApiError) -> web.Response:
     return json_response(error.body(), status=error.status, headers=error.headers)
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
-               413: "payload_too_large", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 @web.middleware
@@ -63,17 +77,21 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         message = exc.reason if exc.status != 404 else "no such route"
         if exc.status == 413:
             message = "the request body is too large"
-        return json_response({"error": {"code": code, "message": message}}, status=exc.status,
-                             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+        return json_response(
+            {"error": {"code": code, "message": message}},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
     except asyncio.CancelledError:
         status = 499
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response({"error": {"code": "internal_error", "message": "something went wrong on our side"}},
-                             status=500)
+        return json_response(
+            {"error": {"code": "internal_error", "message": "something went wrong on our side"}}, status=500
+        )
     finally:
-        app = request.app[APP_NAME] if APP_NAME in request.app else "attachd"
+        app = request.app.get(APP_NAME, "attachd")
         REQUESTS.labels(app, request.method, route, str(status)).inc()
         LATENCY.labels(app, route).observe(time.perf_counter() - started)
 
@@ -86,8 +104,7 @@ def principal(request: web.Request, scope: str) -> Principal:
 
 async def read_json(request: web.Request, *, max_bytes: int) -> Any:
     if request.content_type != "application/json":
-        raise ApiError("unsupported_media_type", "send application/json (or multipart/form-data for files)",
-                       status=415)
+        raise ApiError("unsupported_media_type", "send application/json (or multipart/form-data for files)", status=415)
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413)
     try:
@@ -127,8 +144,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def base_app(name: str, settings: Settings, *, client_max_size: int | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=client_max_size or settings.max_json_bytes)
+    app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size or settings.max_json_bytes)
     app[APP_NAME] = name
     app[SETTINGS] = settings
     app[VERIFIER] = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
