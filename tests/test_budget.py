@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.cli import main as attachd
 from services.core import budget
 from services.core.budget import AccountLimits, ByteBudget
+from services.core.contract import Base64Source, IngestItem, LinkSource, Source, UrlSource
 from services.core.errors import ApiError
 from services.core.jobs import QUEUE
 from services.core.settings import Settings, load_settings
@@ -95,8 +96,9 @@ def test_multipart_is_charged_its_content_length_and_needs_one():
 
 
 def test_base64_is_charged_its_decoded_size_and_urls_nothing():
-    items = [{"source": {"kind": "base64", "data": base64.b64encode(b"x" * n).decode()}} for n in (1, 2, 3, 1000)]
-    items += [{"source": {"kind": "url"}}, {"source": {"kind": "link"}}]
+    sources: list[Source] = [Base64Source(data=base64.b64encode(b"x" * n).decode()) for n in (1, 2, 3, 1000)]
+    sources += [UrlSource(), LinkSource()]
+    items = [IngestItem(id=uuid.uuid4(), source=source) for source in sources]
     assert budget.base64_charge(items) == 1006
 
 

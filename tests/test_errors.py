@@ -84,24 +84,20 @@ async def test_a_session_token_with_a_control_character_is_refused_at_once(servi
     assert (await resp.json())["error"]["field"] == "session_token"
 
 
-async def test_a_job_that_breaks_still_answers_its_waiter(service):
-    """A job enqueued directly (as internal services do) with input the worker cannot store: its outcome
-    says failed (after a few quick retries) instead of leaving the upload "queued" for good."""
+async def test_a_job_that_breaks_the_contract_still_answers_its_waiter(service):
+    """A job enqueued directly (as internal services do) with input the contract refuses: its outcome says
+    failed, naming the field, instead of leaving the upload "queued" for good."""
     job_id = str(uuid.uuid4())
+    payload = {"v": 1, "job_id": job_id, "account_id": service.account, "session_token": "a\x00b"}
     redis = await jobs.connect(service.settings.redis_url)
     try:
-        await redis.set(f"attachd:upload:{job_id}", service.account, ex=600)
-        await jobs.enqueue(
-            redis,
-            jobs.CLOSE_SESSION,
-            job_id,
-            {"account_id": service.account, "actor": {"type": "User", "id": "u"}, "session_token": "a\x00b"},
-        )  # Postgres refuses NUL in text
+        await redis.set(jobs.owner_key(job_id), service.account, ex=600)
+        await redis.enqueue_job("close_session", payload, _job_id=job_id)  # as any arq client writes it
     finally:
         await redis.aclose()
     status = await service.finished_upload(f"/v1/uploads/{job_id}", timeout=20)
     assert status["status"] == "failed"
-    assert status["error"]["code"] == "internal_error"
+    assert (status["error"]["code"], status["error"]["field"]) == ("invalid_job", "session_token")
 
 
 async def test_a_good_upload_after_the_battery_still_works(service):

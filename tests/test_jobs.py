@@ -9,7 +9,7 @@ import time
 import orjson
 import uuid_utils
 
-from services.core import jobs, storage
+from services.core import contract, jobs, storage
 from workers.context import WorkerContext
 from workers.ingest import ingest
 from workers.sweep import sweep_staging
@@ -33,7 +33,13 @@ def ingest_job(svc, *, text: bytes = b"from a service") -> tuple[str, dict]:
     }
 
 
-async def wait_outcome(svc, job_id: str) -> dict:
+def typed(payload: dict) -> contract.IngestJob:
+    job = contract.decode_job("ingest", payload)
+    assert isinstance(job, contract.IngestJob)
+    return job
+
+
+async def wait_outcome(svc, job_id: str) -> contract.AnyOutcome | None:
     redis = await jobs.connect(svc.settings.redis_url)
     try:
         waiter = jobs.OutcomeWaiter(redis)
@@ -54,7 +60,7 @@ async def test_an_internal_service_can_enqueue_an_ingest_job_directly(service):
     await redis.zadd(jobs.QUEUE, {job_id: int(time.time() * 1000)})
     await redis.aclose()
     outcome = await wait_outcome(service, job_id)
-    assert outcome["state"] == "complete", outcome
+    assert outcome is not None and outcome.state == "complete", outcome
     [row] = await service.rows()
     assert row["created_by_type"] == "Application" and row["created_by_id"] == "billing"
     assert await service.storage.get_bytes(row["storage_key"]) == b"from a service"
@@ -81,7 +87,7 @@ async def test_a_job_run_twice_makes_one_row_and_one_event(service):
 
 async def test_the_sweeper_re_enqueues_a_staged_upload_whose_job_was_lost(service):
     job_id, payload = ingest_job(service, text=b"survived a redis flush")
-    manifest = {"function": jobs.INGEST, "job": payload}
+    manifest = {"function": "ingest", "job": payload}
     await service.storage.put_bytes(storage.manifest_key(job_id), orjson.dumps(manifest))
     if (path := service.storage.local_path(storage.manifest_key(job_id))) is not None:
         old = time.time() - 3600
@@ -95,7 +101,7 @@ async def test_the_sweeper_re_enqueues_a_staged_upload_whose_job_was_lost(servic
         await redis.aclose()
     assert result == {"requeued": 1, "deleted": 0}
     outcome = await wait_outcome(service, job_id)
-    assert outcome["state"] == "complete"
+    assert outcome is not None and outcome.state == "complete"
     [row] = await service.rows()
     assert await service.storage.get_bytes(row["storage_key"]) == b"survived a redis flush"
     assert [o.key async for o in service.storage.list("staging/")] == []
@@ -107,14 +113,18 @@ async def test_enqueue_writes_exactly_what_arqs_enqueue_job_writes(redis_url):
     redis = await jobs.connect(redis_url)
     redis.default_queue_name = queue  # a queue no worker reads
     ours, theirs = str(uuid_utils.uuid7()), str(uuid_utils.uuid7())
-    payload = {"account_id": "a", "actor": {"type": "User", "id": "u"}, "items": []}
+    item = {"id": str(uuid_utils.uuid7()), "fields": {"target_type": "T", "target_id": "1"}, "source": {"kind": "url"}}
+    payload = {"v": 1, "account_id": "a", "actor": {"type": "User", "id": "u"}, "items": [item]}
+    job, their_job = typed({**payload, "job_id": ours}), typed({**payload, "job_id": theirs})
     try:
-        assert await jobs.enqueue(redis, jobs.INGEST, ours, payload, mark=(f"test:mark:{ours}", "a", 60))
-        assert await redis.enqueue_job(jobs.INGEST, {"v": 1, "job_id": theirs, **payload}, _job_id=theirs)
+        assert await jobs.enqueue(redis, job, mark=(f"test:mark:{ours}", "a", 60))
+        assert await redis.enqueue_job("ingest", their_job, _job_id=theirs)
         mine, arqs = [orjson.loads(await redis.get(f"arq:job:{i}")) for i in (ours, theirs)]
         assert abs(mine.pop("et") - arqs.pop("et")) < 5_000
         assert mine["a"][0].pop("job_id") == ours and arqs["a"][0].pop("job_id") == theirs
-        assert mine == arqs == {"t": None, "f": "ingest", "a": [{"v": 1, **payload}], "k": {}}
+        expected = orjson.loads(contract.encode(job))
+        del expected["job_id"]
+        assert mine == arqs == {"t": None, "f": "ingest", "a": [expected], "k": {}}
         for job_id in (ours, theirs):
             assert 86_000_000 < await redis.pttl(f"arq:job:{job_id}") <= 86_400_000
             raw = orjson.loads(await redis.get(f"arq:job:{job_id}"))
@@ -122,11 +132,11 @@ async def test_enqueue_writes_exactly_what_arqs_enqueue_job_writes(redis_url):
         assert await redis.get(f"test:mark:{ours}") == b"a" and 0 < await redis.ttl(f"test:mark:{ours}") <= 60
 
         # uniqueness, as arq has it: refused while queued, and while the result is kept
-        assert not await jobs.enqueue(redis, jobs.INGEST, ours, payload)
-        assert await redis.enqueue_job(jobs.INGEST, payload, _job_id=ours) is None
+        assert not await jobs.enqueue(redis, job)
+        assert await redis.enqueue_job("ingest", job, _job_id=ours) is None
         await redis.delete(f"arq:job:{ours}")
         await redis.set(f"arq:result:{ours}", b"{}")
-        assert not await jobs.enqueue(redis, jobs.INGEST, ours, payload)
+        assert not await jobs.enqueue(redis, job)
         assert await redis.zcard(queue) == 2
     finally:
         await redis.delete(queue, f"arq:job:{ours}", f"arq:job:{theirs}", f"arq:result:{ours}", f"test:mark:{ours}")
@@ -137,17 +147,17 @@ async def test_a_job_enqueued_by_the_script_is_run_by_the_arq_worker(service):
     job_id, payload = ingest_job(service, text=b"queued by one script")
     redis = await jobs.connect(service.settings.redis_url)
     try:
-        assert await jobs.enqueue(redis, jobs.INGEST, job_id, payload)
-        assert not await jobs.enqueue(redis, jobs.INGEST, job_id, payload)  # a duplicate id is refused
+        assert await jobs.enqueue(redis, typed(payload))
+        assert not await jobs.enqueue(redis, typed(payload))  # a duplicate id is refused
     finally:
         await redis.aclose()
     outcome = await wait_outcome(service, job_id)
-    assert outcome["state"] == "complete", outcome
+    assert outcome is not None and outcome.state == "complete", outcome
     [row] = await service.rows()
     assert await service.storage.get_bytes(row["storage_key"]) == b"queued by one script"
     redis = await jobs.connect(service.settings.redis_url)
     try:  # done, its result kept: still refused, and nothing runs twice
-        assert not await jobs.enqueue(redis, jobs.INGEST, job_id, payload)
+        assert not await jobs.enqueue(redis, typed(payload))
     finally:
         await redis.aclose()
     assert len(await service.rows()) == 1

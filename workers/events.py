@@ -16,12 +16,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.core import jobs, repository
+from services.core import repository
+from services.core.contract import AnyOutcome, CloseSessionJob, Failed, SessionClosed, attachment_row, session_row
 from services.core.errors import not_found
 from services.core.records import row_to_dict
 from services.core.settings import Settings
 from workers.context import WorkerContext
-from workers.outcomes import always_answers
+from workers.runner import Attempt, JobSpec
 
 log = logging.getLogger("attachd.events")
 
@@ -82,25 +83,19 @@ async def relay_forever(pool: asyncpg.Pool, redis, settings: Settings) -> None:
         await asyncio.sleep(delay)
 
 
-def _session_outcome(session: asyncpg.Record, rows: list[asyncpg.Record]) -> dict[str, Any]:
-    return {"state": "complete", "session": row_to_dict(session), "attachments": [row_to_dict(r) for r in rows]}
-
-
-@always_answers
-async def close_session(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+async def close_session(wctx: WorkerContext, job: CloseSessionJob, attempt: Attempt) -> AnyOutcome:
     """Close an upload session and announce its attachments in one event; closing it again adds none."""
-    wctx: WorkerContext = ctx["attachd"]
-    job_id, account_id, token = job["job_id"], job["account_id"], job["session_token"]
     async with wctx.pool.acquire() as conn, conn.transaction():
         closed = None
         # A re-run of this job must not close the session again if an upload has reopened it since.
-        if not await repository.job_wrote_event(conn, job_id, repository.SESSION_CLOSED):
-            closed = await repository.close_upload_session(conn, account_id, token, job_id)
-        if closed is None and (session := await repository.get_upload_session(conn, account_id, token)):
-            closed = session, await repository.session_attachments(conn, account_id, token)
-    outcome = _session_outcome(*closed) if closed else {"state": "failed", "error": not_found("session").to_dict()}
-    await jobs.publish_outcome(ctx["redis"], job_id, outcome)
-    return {"state": outcome["state"]}
+        if not await repository.job_wrote_event(conn, job.job_id, repository.SESSION_CLOSED):
+            closed = await repository.close_upload_session(conn, job.account_id, job.session_token, job.job_id)
+        if closed is None and (session := await repository.get_upload_session(conn, job.account_id, job.session_token)):
+            closed = session, await repository.session_attachments(conn, job.account_id, job.session_token)
+    if closed is None:
+        return Failed(error=not_found("session").to_info())
+    session, rows = closed
+    return SessionClosed(session=session_row(session), attachments=[attachment_row(r) for r in rows])
 
 
 async def close_idle_sessions(pool: asyncpg.Pool, idle_s: float, *, limit: int = 500) -> int:
@@ -128,3 +123,6 @@ async def close_idle(ctx: dict[str, Any]) -> int:
     """arq cron: ``close_idle_sessions`` with ``ATTACHD_SESSION_IDLE_S``."""
     wctx: WorkerContext = ctx["attachd"]
     return await close_idle_sessions(wctx.pool, wctx.settings.session_idle_s)
+
+
+CLOSE_SESSION = JobSpec(CloseSessionJob, close_session, deadline_s=lambda s: 60)

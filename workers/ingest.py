@@ -1,12 +1,17 @@
 """The ingest job: turn sources (staged bytes, base64, a URL, a bare link) into committed attachments.
 
 For each item: fetch or decode into a private temp file, sniff, validate,
-hash and thumbnail off the event loop, then move the bytes to their final
+hash and thumbnail off the event loop, then copy the bytes to their final
 keys. Only then are the rows and their outbox events committed, in one
 transaction. ``mode`` decides what one bad item does: ``atomic`` commits
 nothing, ``partial`` commits the rest and reports it. The job id is the
 upload id; rows are keyed by their own ids, so a re-run finds them and makes
 nothing twice.
+
+Bytes are deleted only once it is known that no row needs them: the staged
+input after the outcome is published (``finish``), an item's final objects
+only when its refusal is certain or, giving up, after the database says it
+has no row.
 """
 
 from __future__ import annotations
@@ -22,25 +27,36 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.core import encoding, hierarchy, jobs, repository, storage, targets
+import asyncpg
+
+from services.core import encoding, hierarchy, repository, storage, targets
+from services.core.contract import (
+    AnyOutcome,
+    Base64Source,
+    Failed,
+    Ingested,
+    IngestItem,
+    IngestJob,
+    ItemError,
+    LinkSource,
+    NewAttachment,
+    RejectedSource,
+    Source,
+    StagedSource,
+    UrlSource,
+    attachment_row,
+)
 from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
-from services.core.records import row_to_dict
 from services.core.sniff import check_content, sniff
-from services.core.validation import (
-    NESTED_TARGET_TYPE,
-    NewAttachment,
-    check_creator_may_publish,
-    parse_new_attachment,
-)
+from services.core.validation import NESTED_TARGET_TYPE, check_new_attachment
 from workers import metrics
 from workers.context import WorkerContext
 from workers.fetch import fetch_to_file
 from workers.media import SMALL, THUMBNAIL, MediaResult, make_variants
-from workers.outcomes import always_answers
+from workers.runner import INTERNAL_ERROR, Attempt, JobSpec
 
-# Source kinds whose bytes travel outside the item's fields, and the field their errors name.
-BYTE_SOURCES = {"staged": "file", "base64": "data", "rejected": "file"}
+VARIANT_NAMES = ("original", "thumbnail", "small")
 # Preferred extension for a sniffed type, for bytes that arrive with no file name.
 TYPE_EXTENSIONS = {
     "image/jpeg": "jpg",
@@ -67,7 +83,7 @@ class Prepared:
 
     values: dict[str, Any]
     stored_keys: list[str]
-    new: NewAttachment
+    item: IngestItem
     placement: str | None = None  # "version" or "nested" when parent_attachment_id is given
 
 
@@ -99,131 +115,146 @@ def _content_type(sniffed: str, filename: str) -> str:
     return mimetypes.guess_type(filename, strict=False)[0] or sniffed
 
 
-class IngestJob:
-    def __init__(self, ctx: WorkerContext, job: dict[str, Any]) -> None:
+def _bytes_field(source: Source) -> str:
+    """The request field a problem with the item's bytes is blamed on."""
+    if isinstance(source, Base64Source):
+        return "data"
+    return "url" if isinstance(source, UrlSource) else "file"
+
+
+class IngestRun:
+    """One run of an ingest job."""
+
+    def __init__(self, ctx: WorkerContext, job: IngestJob) -> None:
         self.ctx = ctx
         self.job = job
-        self.job_id: str = job["job_id"]
-        self.account_id: str = job["account_id"]
-        self.actor: dict[str, Any] = job.get("actor") or {}
-        self.mode: str = job.get("mode", "atomic")
-        self.items: list[dict[str, Any]] = job["items"]
-        self.many: bool = job.get("many", len(self.items) > 1)
+        self.job_id = job.job_id
+        self.account_id = job.account_id
         # The ingress puts the account's own limit in the job; jobs from elsewhere get the default.
-        self.max_file_bytes: int = job.get("max_file_bytes") or ctx.settings.max_file_bytes
-        self.committed_at: float | None = None  # perf_counter() once the rows are committed
+        self.max_file_bytes: int = job.max_file_bytes or ctx.settings.max_file_bytes
 
-    async def run(self) -> dict[str, Any]:
-        settings = self.ctx.settings
-        sem = asyncio.Semaphore(settings.worker_concurrency)
+    async def run(self, attempt: Attempt) -> AnyOutcome:
+        if attempt.is_retry and (rows := await self.committed_rows()):
+            return await self.ingested(rows, [])  # an earlier run committed, then died before it answered
+        sem = asyncio.Semaphore(self.ctx.settings.worker_concurrency)
 
-        async def guarded(index: int, item: dict[str, Any]) -> Prepared | ApiError:
+        async def guarded(item: IngestItem) -> Prepared | ApiError:
             async with sem:
                 try:
                     return await self.prepare(item)
                 except ApiError as exc:
                     return exc
 
-        results = await asyncio.gather(*(guarded(i, item) for i, item in enumerate(self.items)))
+        results = await asyncio.gather(*(guarded(item) for item in self.job.items))
         errors = [self._item_error(i, r) for i, r in enumerate(results) if isinstance(r, ApiError)]
         good = [r for r in results if isinstance(r, Prepared)]
-        if errors and (self.mode == "atomic" or not good):
-            await self._discard(good)
+        if errors and (self.job.mode == "atomic" or not good):
+            await self._discard(good)  # refused for certain: nothing of this job is committed
             return self._failed(errors)
         try:
             with metrics.timed("commit"):
-                rows = await self.commit(good)
+                records = await self.commit(good)
         except ApiError as exc:  # the parent changed under us between checking and committing
             await self._discard(good)
-            return self._failed([{"index": 0, **exc.to_dict()}])
-        except BaseException:
-            await self._discard(good)
-            raise
-        self.committed_at = time.perf_counter()
-        await self.ctx.storage.delete_prefix(storage.staging_prefix(self.job_id))
-        outcome: dict[str, Any] = {
-            "state": "complete",
-            "attachments": [row_to_dict(r) for r in rows],
-            "errors": errors,
-            "many": self.many,
-        }
-        if self.many:
-            outcome["files_q"] = await self._files_q(rows)
-        return outcome
+            return self._failed([self._item_error(0, exc)])
+        # Any other error leaves every byte where it is: the commit may have happened.
+        return await self.ingested(records, errors)
 
-    def _item_error(self, index: int, error: ApiError) -> dict[str, Any]:
-        fields = self.items[index].get("fields", {})
-        return {"index": index, "filename": fields.get("filename") or fields.get("name"), **error.to_dict()}
+    async def committed_rows(self) -> list[asyncpg.Record]:
+        async with self.ctx.pool.acquire() as conn:
+            return await repository.get_attachments(conn, self.account_id, [item.id for item in self.job.items])
 
-    def _failed(self, errors: list[dict[str, Any]]) -> dict[str, Any]:
-        if not self.many:
-            error = dict(errors[0])
-            error.pop("index", None)
-            error.pop("filename", None)
-            return {"state": "failed", "error": error}
-        first_status = errors[0]["status"]
-        status = first_status if all(e["status"] == first_status for e in errors) else 400
+    async def ingested(self, records: list[asyncpg.Record], errors: list[ItemError]) -> Ingested:
+        many = self.job.answers_many
+        return Ingested(
+            attachments=[attachment_row(r) for r in records],
+            errors=errors,
+            many=many,
+            files_q=await self._files_q(records) if many else None,
+        )
+
+    async def give_up(self) -> AnyOutcome:
+        """Every run failed: the answer is what the database holds, and only rowless bytes go."""
+        if rows := await self.committed_rows():
+            return await self.ingested(rows, [])
+        uncommitted = [
+            storage.object_key(self.account_id, str(item.id), variant)
+            for item in self.job.items
+            for variant in VARIANT_NAMES
+        ]
+        await self.ctx.storage.delete(*uncommitted)
+        return Failed(error=INTERNAL_ERROR, many=self.job.answers_many)
+
+    def _item_error(self, index: int, error: ApiError) -> ItemError:
+        fields = self.job.items[index].fields
+        info = error.to_info()
+        return ItemError(
+            index=index,
+            filename=fields.filename or fields.name,
+            code=info.code,
+            message=info.message,
+            status=info.status,
+            field=info.field,
+            extra=info.extra,
+        )
+
+    def _failed(self, errors: list[ItemError]) -> Failed:
+        if not self.job.answers_many:
+            first = errors[0]
+            return Failed(error=ApiError.from_info(first).to_info())
+        first_status = errors[0].status
+        status = first_status if all(e.status == first_status for e in errors) else 400
         message = (
-            f"{len(errors)} of {len(self.items)} files were refused; nothing was stored"
-            if self.mode == "atomic"
+            f"{len(errors)} of {len(self.job.items)} files were refused; nothing was stored"
+            if self.job.mode == "atomic"
             else "every file was refused"
         )
-        return {
-            "state": "failed",
-            "error": {"code": "upload_refused", "message": message, "status": status},
-            "errors": errors,
-            "many": True,
-        }
+        return Failed(error=ApiError("upload_refused", message, status=status).to_info(), errors=errors, many=True)
 
     async def _discard(self, prepared: list[Prepared]) -> None:
         keys = [k for p in prepared for k in p.stored_keys]
         with contextlib.suppress(Exception):
             await self.ctx.storage.delete(*keys)
-            await self.ctx.storage.delete_prefix(storage.staging_prefix(self.job_id))
 
-    async def _files_q(self, rows) -> int | None:
+    async def _files_q(self, rows: list[asyncpg.Record]) -> int | None:
         target = next(((r["target_type"], r["target_id"]) for r in rows if r["target_id"] is not None), None)
         if target is None:
-            first = self.items[0].get("fields", {})
-            if first.get("target_type") is None:
+            first = self.job.items[0].fields
+            if first.target_type is None or first.target_id is None:
                 return None
-            target = (first["target_type"], str(first["target_id"]))
+            target = (first.target_type, first.target_id)
         async with self.ctx.pool.acquire() as conn:
             return await repository.count_live_on_target(conn, self.account_id, *target)
 
-    async def prepare(self, item: dict[str, Any]) -> Prepared:
+    async def prepare(self, item: IngestItem) -> Prepared:
         settings = self.ctx.settings
-        source = item["source"]
-        if source["kind"] == "rejected":  # refused while streaming; reported here so `mode` applies
-            raise ApiError.from_dict(source["error"])
-        new = parse_new_attachment(
-            item.get("fields", {}), has_file=source["kind"] in BYTE_SOURCES, filename_hint=source.get("filename")
-        )
-        check_creator_may_publish(self.actor.get("type", "User"), new.publish)
-        bytes_field = BYTE_SOURCES.get(source["kind"], "url")
-        attachment_id = str(uuid.UUID(item["id"]))
+        source, new = item.source, item.fields
+        if isinstance(source, RejectedSource):  # refused while streaming; reported here so `mode` applies
+            raise ApiError.from_info(source.error)
+        check_new_attachment(new, source, self.job.actor.type)
+        attachment_id = str(item.id)
         if new.declared_size is not None and new.declared_size > self.max_file_bytes:
             raise _too_large(self.max_file_bytes, "size")
         values = self._base_values(attachment_id, new)
         placement = await self._placement(new, values)
-        if new.source == "link":
-            values["name"] = new.name or new.url
-            return Prepared(values, [], new, placement)
+        if isinstance(source, LinkSource):
+            values["name"] = _link_name(new)
+            return Prepared(values, [], item, placement)
 
         # Bytes staged in a local directory are read where they lie; anything else lands in a temp file.
-        local = self.ctx.storage.local_path(source["key"]) if source["kind"] == "staged" else None
+        local = self.ctx.storage.local_path(source.key) if isinstance(source, StagedSource) else None
         path = local or self._temp_path()
         try:
-            hint = source.get("filename")
+            hint = source.filename if isinstance(source, StagedSource) else None
             with metrics.timed("fetch"):
                 if local is None:
                     hint = await self._materialize(source, new, path) or hint
             with metrics.timed("validate"):
                 sniffed, digest, size = await asyncio.to_thread(_digest_file, path)
                 if size > self.max_file_bytes:
-                    raise _too_large(self.max_file_bytes, bytes_field)
+                    raise _too_large(self.max_file_bytes, _bytes_field(source))
                 if size == 0:
-                    raise ApiError("empty_file", "the file is empty", field=bytes_field, status=400)
+                    raise ApiError("empty_file", "the file is empty", field=_bytes_field(source), status=400)
                 filename = _file_name(new, hint, sniffed, attachment_id)
                 check_content(extension_of(filename), sniffed, allowed=settings.allowed_extensions)
             media = await self._thumbnail(path, sniffed)
@@ -243,19 +274,9 @@ class IngestJob:
             storage_key=keys[0],
             width=media.width,
             height=media.height,
-            variants={
-                "thumbnail": {
-                    "key": keys[1],
-                    "size": len(media.thumbnail),
-                    "width": THUMBNAIL[0],
-                    "height": THUMBNAIL[1],
-                },
-                "small": {"key": keys[2], "size": len(media.small), "width": SMALL[0], "height": SMALL[1]},
-            }
-            if media.thumbnail
-            else None,
+            variants=_variants(keys, media),
         )
-        return Prepared(values, keys, new, placement)
+        return Prepared(values, keys, item, placement)
 
     async def _thumbnail(self, path: str, sniffed: str) -> MediaResult:
         max_pixels = self.ctx.settings.max_image_pixels
@@ -273,45 +294,44 @@ class IngestJob:
         os.close(fd)
         return path
 
-    async def _materialize(self, source: dict[str, Any], new: NewAttachment, path: str) -> str | None:
+    async def _materialize(self, source: Source, new: NewAttachment, path: str) -> str | None:
         """Write the item's bytes to ``path``; returns a file name the source suggested, if any."""
         settings = self.ctx.settings
-        kind = source["kind"]
-        if kind == "staged":
-            await self.ctx.storage.download_to(source["key"], path)
+        if isinstance(source, StagedSource):
+            await self.ctx.storage.download_to(source.key, path)
             return None
-        if kind == "base64":
-            text = source.get("data")
+        if isinstance(source, Base64Source):
+            text = source.data
             if text is None:
-                text = (await self.ctx.storage.get_bytes(source["key"])).decode("ascii", "replace")
+                assert source.key is not None  # one of the two, by the contract
+                text = (await self.ctx.storage.get_bytes(source.key)).decode("ascii", "replace")
             data = encoding.parse_data(text)
             encoding.check_size(data.base64, self.max_file_bytes)
             with open(path, "wb") as f:
                 await asyncio.to_thread(encoding.decode_to, data.base64, f.write)
             return None
-        if kind == "url":
-            with open(path, "wb") as f:
-                result = await fetch_to_file(
-                    new.url,
-                    f,
-                    max_bytes=self.max_file_bytes,
-                    allow_cidrs=settings.fetch_allow_cidrs,
-                    connect_timeout=settings.fetch_connect_timeout_s,
-                    total_timeout=settings.fetch_total_timeout_s,
-                )
-            return result.filename
-        raise ApiError("invalid_source", f"unknown source kind {kind!r}", field="source")
+        assert isinstance(source, UrlSource) and new.url is not None  # check_new_attachment saw to it
+        with open(path, "wb") as f:
+            result = await fetch_to_file(
+                new.url,
+                f,
+                max_bytes=self.max_file_bytes,
+                allow_cidrs=settings.fetch_allow_cidrs,
+                connect_timeout=settings.fetch_connect_timeout_s,
+                total_timeout=settings.fetch_total_timeout_s,
+            )
+        return result.filename
 
-    async def _store(self, source: dict[str, Any], path: str, attachment_id: str, media: MediaResult) -> list[str]:
+    async def _store(self, source: Source, path: str, attachment_id: str, media: MediaResult) -> list[str]:
         st = self.ctx.storage
         original = storage.object_key(self.account_id, attachment_id, "original")
         keys = [original]
-        if source["kind"] == "staged":
+        if isinstance(source, StagedSource):
             # Copy, not move: a retried job must still find its staged bytes.
-            await st.copy(source["key"], original)
+            await st.copy(source.key, original)
         else:
             await st.put_file(original, path)
-        if media.thumbnail is not None:
+        if media.thumbnail is not None and media.small is not None:
             thumb = storage.object_key(self.account_id, attachment_id, "thumbnail")
             small = storage.object_key(self.account_id, attachment_id, "small")
             await asyncio.gather(st.put_bytes(thumb, media.thumbnail), st.put_bytes(small, media.small))
@@ -319,6 +339,7 @@ class IngestJob:
         return keys
 
     def _base_values(self, attachment_id: str, new: NewAttachment) -> dict[str, Any]:
+        actor = self.job.actor
         return {
             "id": uuid.UUID(attachment_id),
             "account_id": self.account_id,
@@ -326,7 +347,7 @@ class IngestJob:
             "target_id": new.target_id,
             "field": new.field,
             "parent_type": new.parent_type,
-            "parent_attachment_id": new.parent_attachment_id and uuid.UUID(new.parent_attachment_id),
+            "parent_attachment_id": new.parent_attachment_id,
             "version": 1,
             "version_root": None,
             "ancestors": [],
@@ -347,8 +368,8 @@ class IngestJob:
             "created_from": new.created_from,
             "publish": new.publish,
             "session_token": new.session_token,
-            "created_by_type": self.actor.get("type", "User"),
-            "created_by_id": self.actor.get("id"),
+            "created_by_type": actor.type,
+            "created_by_id": actor.id,
             "impersonator_id": new.impersonator_id,
         }
 
@@ -358,7 +379,7 @@ class IngestJob:
         if new.parent_attachment_id is None:
             return None
         async with self.ctx.pool.acquire() as conn:
-            parent = await repository.get_attachment(conn, self.account_id, uuid.UUID(new.parent_attachment_id))
+            parent = await repository.get_attachment(conn, self.account_id, new.parent_attachment_id)
         field = "parent_attachment_id"
         if parent is None:
             raise ApiError("invalid_parent", "parent_attachment_id names no attachment of this account", field=field)
@@ -382,10 +403,10 @@ class IngestJob:
             )
         return "version"
 
-    async def commit(self, prepared: list[Prepared]):
+    async def commit(self, prepared: list[Prepared]) -> list[asyncpg.Record]:
         async with self.ctx.pool.acquire() as conn, conn.transaction():
-            moves = any(p.new.parent is not None for p in prepared)
-            await targets.lock_hierarchy(conn, self.account_id, shared=not moves)
+            places_targets = any(p.item.fields.parent is not None for p in prepared)
+            await targets.lock_hierarchy(conn, self.account_id, shared=not places_targets)
             rows, announce, moves = [], [], []
             for p in prepared:
                 if (moved := await self._place(conn, p)) is not None:
@@ -398,26 +419,27 @@ class IngestJob:
                     announce.append(row)
                 rows.append(row)
             # Events last: see repository.write_event.
-            for moved in moves:
-                await repository.write_event(conn, self.account_id, "target.moved", None, self.job_id, moved)
+            for payload in moves:
+                await repository.write_event(conn, self.account_id, "target.moved", None, self.job_id, payload)
             for row in announce:
                 await repository.announce_created(conn, row, self.job_id)
             return rows
 
-    async def _place(self, conn, p: Prepared) -> dict | None:
+    async def _place(self, conn: asyncpg.Connection, p: Prepared) -> dict[str, Any] | None:
         """Fill in the row's ancestors and, for a new version, its number; inside the commit.
         Returns the ``target.moved`` payload when an inline parent moved the target."""
-        values, new, moved = p.values, p.new, None
+        values, new, moved = p.values, p.item.fields, None
         if p.placement == "nested":
             parent_chain = await conn.fetchval(
                 "SELECT ancestors FROM attachments WHERE id = $1", values["parent_attachment_id"]
             )
             values["ancestors"] = [hierarchy.node(NESTED_TARGET_TYPE, values["target_id"]), *parent_chain]
         elif new.parent is not None:
+            assert new.target_type is not None and new.target_id is not None  # check_placement
             values["ancestors"], moved = await targets.place_target(
-                conn, self.account_id, new.target_type, new.target_id, new.parent
+                conn, self.account_id, new.target_type, new.target_id, (new.parent.type, new.parent.id)
             )
-        elif new.target_type is not None:
+        elif new.target_type is not None and new.target_id is not None:
             values["ancestors"] = await targets.chain_of(conn, self.account_id, new.target_type, new.target_id)
         if p.placement == "version":
             values["version"], values["version_root"] = await repository.next_version(
@@ -426,23 +448,40 @@ class IngestJob:
         return moved
 
 
+def _variants(keys: list[str], media: MediaResult) -> dict[str, Any] | None:
+    if media.thumbnail is None or media.small is None:
+        return None
+    return {
+        "thumbnail": {"key": keys[1], "size": len(media.thumbnail), "width": THUMBNAIL[0], "height": THUMBNAIL[1]},
+        "small": {"key": keys[2], "size": len(media.small), "width": SMALL[0], "height": SMALL[1]},
+    }
+
+
+def _link_name(new: NewAttachment) -> str:
+    assert new.url is not None  # a link attachment has one (check_new_attachment)
+    return new.name or new.url
+
+
 def _too_large(limit: int, field: str) -> ApiError:
     return ApiError("size_exceeded", f"the file is larger than the limit of {limit} bytes", field=field, status=413)
 
 
-@always_answers
-async def ingest(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    """arq entry point; the outcome goes to Redis for the waiting ingress, the return value to arq."""
-    wctx: WorkerContext = ctx["attachd"]
-    job_id = job["job_id"]
-    if (done := await jobs.read_outcome(ctx["redis"], job_id)) is not None:
-        # Already finished (arq may run a job again): its staged bytes are gone, its outcome stands.
-        return {"state": done["state"]}
-    if ctx.get("job_try", 1) == 1:
-        metrics.observe_queue_wait(ctx.get("enqueue_time"))
-    ingest_job = IngestJob(wctx, job)
-    outcome = await ingest_job.run()
-    await jobs.publish_outcome(ctx["redis"], job_id, outcome)
-    if ingest_job.committed_at is not None:
-        metrics.observe("finish", time.perf_counter() - ingest_job.committed_at)
-    return {"state": outcome["state"]}
+async def _run(wctx: WorkerContext, job: IngestJob, attempt: Attempt) -> AnyOutcome:
+    if attempt.number == 1:
+        metrics.observe_queue_wait(attempt.enqueued_at)
+    return await IngestRun(wctx, job).run(attempt)
+
+
+async def _give_up(wctx: WorkerContext, job: IngestJob) -> AnyOutcome:
+    return await IngestRun(wctx, job).give_up()
+
+
+async def _finish(wctx: WorkerContext, job: IngestJob, answered_at: float | None) -> None:
+    """The outcome is durable: the staged input goes (the sweeper takes it if this fails)."""
+    await wctx.storage.delete_prefix(storage.staging_prefix(job.job_id))
+    if answered_at is not None:
+        metrics.observe("finish", time.perf_counter() - answered_at)
+
+
+INGEST = JobSpec(IngestJob, _run, deadline_s=lambda s: s.job_timeout_s, give_up=_give_up, finish=_finish)
+ingest = INGEST.entry

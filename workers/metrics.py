@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 STAGES = ("queue_wait", "fetch", "validate", "media_wait", "thumbnail", "storage", "commit", "finish")
 
@@ -50,3 +50,12 @@ def timed(stage: str) -> Iterator[None]:
 def observe_queue_wait(enqueue_time: datetime | None) -> None:
     if enqueue_time is not None:
         observe("queue_wait", time.time() - enqueue_time.timestamp())
+
+
+JOBS = Counter(
+    "attachd_jobs", "Job runs by function and result: complete, failed, retried, invalid", ["function", "result"]
+)
+
+
+def job_outcome(function: str, result: str) -> None:
+    JOBS.labels(function, result).inc()

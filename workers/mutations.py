@@ -2,47 +2,57 @@
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from services.core import jobs, repository
+import asyncpg
+
+from services.core import repository
+from services.core.contract import (
+    AnyOutcome,
+    Canceled,
+    CancelJob,
+    Failed,
+    Updated,
+    UpdateJob,
+    attachment_row,
+)
 from services.core.errors import ApiError, not_found
-from services.core.records import COLUMNS, row_to_dict
-from services.core.validation import parse_changes
+from services.core.validation import check_changes
 from workers.context import WorkerContext
-from workers.outcomes import always_answers
+from workers.runner import Attempt, JobSpec
+
+Change = Callable[[asyncpg.Connection], Awaitable[asyncpg.Record | None]]
 
 
-async def _apply(ctx: dict[str, Any], job: dict[str, Any], change) -> dict[str, Any]:
-    wctx: WorkerContext = ctx["attachd"]
-    job_id, account_id = job["job_id"], job["account_id"]
-    attachment_id = uuid.UUID(job["attachment_id"])
+async def _apply(wctx: WorkerContext, job: UpdateJob | CancelJob, change: Change) -> asyncpg.Record | None:
+    """The row after the change; a re-run of a job whose change is committed finds it as it was left."""
+    async with wctx.pool.acquire() as conn, conn.transaction():
+        row = await change(conn)
+        if row is None and await repository.job_already_applied(conn, job.job_id, job.attachment_id):
+            row = await repository.get_attachment(conn, job.account_id, job.attachment_id, include_canceled=True)
+    return row
+
+
+async def update_attachment(wctx: WorkerContext, job: UpdateJob, attempt: Attempt) -> AnyOutcome:
     try:
-        async with wctx.pool.acquire() as conn, conn.transaction():
-            row = await change(conn, account_id, attachment_id, job_id)
-            if row is None and await repository.job_already_applied(conn, job_id, attachment_id):
-                row = await conn.fetchrow(f"SELECT {COLUMNS} FROM attachments WHERE id = $1", attachment_id)
-        outcome = (
-            {"state": "failed", "error": not_found().to_dict()}
-            if row is None
-            else {"state": "complete", "attachments": [row_to_dict(row)]}
-        )
+        changes = check_changes(job.changes)
     except ApiError as exc:
-        outcome = {"state": "failed", "error": exc.to_dict()}
-    await jobs.publish_outcome(ctx["redis"], job_id, outcome)
-    return {"state": outcome["state"]}
+        return Failed(error=exc.to_info())
+
+    async def change(conn: asyncpg.Connection) -> asyncpg.Record | None:
+        return await repository.update_attachment(conn, job.account_id, job.attachment_id, changes, job.job_id)
+
+    row = await _apply(wctx, job, change)
+    return Failed(error=not_found().to_info()) if row is None else Updated(attachment=attachment_row(row))
 
 
-@always_answers
-async def update_attachment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    async def change(conn, account_id, attachment_id, job_id):
-        return await repository.update_attachment(
-            conn, account_id, attachment_id, parse_changes(job["changes"]), job_id
-        )
+async def cancel_attachment(wctx: WorkerContext, job: CancelJob, attempt: Attempt) -> AnyOutcome:
+    async def change(conn: asyncpg.Connection) -> asyncpg.Record | None:
+        return await repository.cancel_attachment(conn, job.account_id, job.attachment_id, job.job_id)
 
-    return await _apply(ctx, job, change)
+    row = await _apply(wctx, job, change)
+    return Failed(error=not_found().to_info()) if row is None else Canceled(attachment=attachment_row(row))
 
 
-@always_answers
-async def cancel_attachment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    return await _apply(ctx, job, repository.cancel_attachment)
+UPDATE = JobSpec(UpdateJob, update_attachment, deadline_s=lambda s: 60)
+CANCEL = JobSpec(CancelJob, cancel_attachment, deadline_s=lambda s: 60)

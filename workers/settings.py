@@ -7,16 +7,17 @@ import contextlib
 from typing import Any
 
 from arq import cron
-from arq.worker import Worker, func
+from arq.worker import Worker
 
 from services.core import jobs
 from services.core.settings import Settings
+from workers import runner
 from workers.context import WorkerContext
-from workers.events import close_idle, close_session, relay_forever
-from workers.ingest import ingest
-from workers.mutations import cancel_attachment, update_attachment
+from workers.events import CLOSE_SESSION, close_idle, relay_forever
+from workers.ingest import INGEST
+from workers.mutations import CANCEL, UPDATE
 from workers.sweep import sweep_staging
-from workers.targets import purge_unlinked, put_target, set_links
+from workers.targets import PUT_TARGET, SET_LINKS, purge_unlinked
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
@@ -36,12 +37,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
     return {
         "functions": [
-            func(ingest, name=jobs.INGEST, timeout=settings.job_timeout_s),
-            func(update_attachment, name=jobs.UPDATE, timeout=60),
-            func(cancel_attachment, name=jobs.CANCEL, timeout=60),
-            func(close_session, name=jobs.CLOSE_SESSION, timeout=60),
-            func(put_target, name=jobs.PUT_TARGET, timeout=300),
-            func(set_links, name=jobs.SET_LINKS, timeout=60),
+            # The one way into the workers: every job decoded from the contract by workers/runner.py.
+            spec.arq_function(settings)
+            for spec in (INGEST, UPDATE, CANCEL, CLOSE_SESSION, PUT_TARGET, SET_LINKS)
         ],
         "cron_jobs": [
             cron(sweep_staging, second={0, 30}, run_at_startup=False, unique=True, timeout=300),
@@ -55,9 +53,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_serializer": jobs.serialize,
         "job_deserializer": jobs.deserialize,
         "max_jobs": settings.worker_concurrency,
-        "job_timeout": settings.job_timeout_s,
+        "job_timeout": settings.job_timeout_s + runner.CLEANUP_S,
         "keep_result": 3600,
-        "max_tries": 5,
+        "max_tries": runner.MAX_TRIES + 1,
         "poll_delay": 0.05,
         "job_completion_wait": settings.shutdown_grace_s,
     }

@@ -15,9 +15,10 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import orjson
+import msgspec
 
-from services.core import jobs, storage
+from services.core import contract, jobs, storage
+from services.core.contract import ErrorInfo, Failed
 from workers.context import WorkerContext
 
 log = logging.getLogger("attachd.sweep")
@@ -43,8 +44,18 @@ async def sweep_staging(ctx: dict[str, Any]) -> dict[str, int]:
             await wctx.storage.delete_prefix(prefix)
             deleted += 1
             continue
-        payload = orjson.loads(await wctx.storage.get_bytes(manifest.key))
-        if await jobs.enqueue(redis, payload["function"], upload_id, payload["job"]):
+        manifest_body = msgspec.json.decode(await wctx.storage.get_bytes(manifest.key))
+        try:
+            job = contract.decode_job(manifest_body["function"], manifest_body["job"])
+        except (contract.UnknownJob, KeyError, TypeError) as exc:
+            log.error("staged upload %s has a manifest this worker cannot run: %s", upload_id, exc)
+            error = ErrorInfo(code="invalid_job", message=f"the upload's job cannot be run: {exc}", status=400)
+            await jobs.publish_outcome(redis, upload_id, Failed(error=error))
+            await wctx.storage.delete_prefix(prefix)
+            deleted += 1
+            continue
+        # With its owner key, as the ingress queued it, so its status URL answers.
+        if await jobs.submit(redis, job):
             log.warning("re-enqueued staged upload %s", upload_id)
             requeued += 1
     return {"requeued": requeued, "deleted": deleted}

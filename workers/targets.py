@@ -3,62 +3,48 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
-from services.core import jobs, repository, targets
+from services.core import repository, targets
+from services.core.contract import (
+    AnyOutcome,
+    Failed,
+    LinksSet,
+    PlacedTarget,
+    PutTargetJob,
+    SetLinksJob,
+    TargetPlaced,
+    attachment_row,
+)
 from services.core.errors import ApiError
-from services.core.records import row_to_dict
-from services.core.validation import parse_parent
 from workers.context import WorkerContext
-from workers.outcomes import always_answers
+from workers.runner import Attempt, JobSpec
 
 log = logging.getLogger("attachd.targets")
 
 
-async def _finish(ctx: dict[str, Any], job_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
-    await jobs.publish_outcome(ctx["redis"], job_id, outcome)
-    return {"state": outcome["state"]}
-
-
-@always_answers
-async def put_target(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    wctx: WorkerContext = ctx["attachd"]
-    account_id, target_type, target_id = job["account_id"], job["target_type"], job["target_id"]
+async def put_target(wctx: WorkerContext, job: PutTargetJob, attempt: Attempt) -> AnyOutcome:
+    parent = None if job.parent is None else (job.parent.type, job.parent.id)
     try:
-        parent = parse_parent(job.get("parent"))
         async with wctx.pool.acquire() as conn, conn.transaction():
-            await targets.lock_hierarchy(conn, account_id)
-            chain, moved = await targets.place_target(conn, account_id, target_type, target_id, parent)
+            await targets.lock_hierarchy(conn, job.account_id)
+            chain, moved = await targets.place_target(conn, job.account_id, job.target_type, job.target_id, parent)
             if moved is not None:
-                await repository.write_event(conn, account_id, "target.moved", None, job["job_id"], moved)
-        outcome = {
-            "state": "complete",
-            "target": {
-                "type": target_type,
-                "id": target_id,
-                "ancestors": chain,
-                "parent": None if parent is None else {"type": parent[0], "id": parent[1]},
-            },
-        }
+                await repository.write_event(conn, job.account_id, "target.moved", None, job.job_id, moved)
     except ApiError as exc:
-        outcome = {"state": "failed", "error": exc.to_dict()}
-    return await _finish(ctx, job["job_id"], outcome)
+        return Failed(error=exc.to_info())
+    return TargetPlaced(target=PlacedTarget(type=job.target_type, id=job.target_id, ancestors=chain, parent=job.parent))
 
 
-@always_answers
-async def set_links(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    wctx: WorkerContext = ctx["attachd"]
+async def set_links(wctx: WorkerContext, job: SetLinksJob, attempt: Attempt) -> AnyOutcome:
     try:
-        ids = [uuid.UUID(i) for i in job["ids"]]
         async with wctx.pool.acquire() as conn, conn.transaction():
             rows = await targets.set_links(
-                conn, job["account_id"], job["target_type"], job["target_id"], job["field"], ids, job["job_id"]
+                conn, job.account_id, job.target_type, job.target_id, job.field, job.ids, job.job_id
             )
-        outcome = {"state": "complete", "attachments": [row_to_dict(r) for r in rows], "many": True}
     except ApiError as exc:
-        outcome = {"state": "failed", "error": exc.to_dict()}
-    return await _finish(ctx, job["job_id"], outcome)
+        return Failed(error=exc.to_info())
+    return LinksSet(attachments=[attachment_row(r) for r in rows])
 
 
 async def purge_unlinked(ctx: dict[str, Any]) -> int:
@@ -90,3 +76,7 @@ async def purge_unlinked(ctx: dict[str, Any]) -> int:
     if rows:
         log.info("purged %d unlinked uploads", len(rows))
     return len(rows)
+
+
+PUT_TARGET = JobSpec(PutTargetJob, put_target, deadline_s=lambda s: 300)
+SET_LINKS = JobSpec(SetLinksJob, set_links, deadline_s=lambda s: 60)

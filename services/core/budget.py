@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.core import encoding
+from services.core.contract import Base64Source, IngestItem
 from services.core.errors import ApiError
 from services.core.settings import Settings
 
@@ -280,9 +281,13 @@ def multipart_charge(content_length: int | None, limits: AccountLimits) -> int:
     return content_length
 
 
-def base64_charge(items: Iterable[dict[str, Any]]) -> int:
-    """A JSON upload is charged the decoded size of its base64 sources; URLs and links cost nothing here."""
-    return sum(encoding.decoded_size(item["source"]["data"]) for item in items if item["source"]["kind"] == "base64")
+def base64_charge(items: Iterable[IngestItem]) -> int:
+    """A JSON upload is charged the decoded size of its inline base64; URLs and links cost nothing here."""
+    return sum(
+        encoding.decoded_size(item.source.data)
+        for item in items
+        if isinstance(item.source, Base64Source) and item.source.data is not None
+    )
 
 
 class ByteBudget:

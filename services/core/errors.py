@@ -1,14 +1,15 @@
 """The one error shape of the API: ``{"error": {"code", "message", "field"}}``.
 
 Every rule that refuses input raises :class:`ApiError`; the HTTP layer turns it
-into a response and the workers put it, as a dict, into a job's outcome. The
-error travels through Redis as JSON, so it must round-trip through
-:meth:`ApiError.to_dict` / :meth:`ApiError.from_dict`.
+into a response and the workers put it into a job's outcome as the contract's
+``ErrorInfo`` (:meth:`ApiError.to_info` / :meth:`ApiError.from_info`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from services.core.contract import ErrorInfo
 
 
 class ApiError(Exception):
@@ -37,17 +38,12 @@ class ApiError(Exception):
         error.update(self.extra)
         return {"error": error}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.body()["error"], "status": self.status}
+    def to_info(self) -> ErrorInfo:
+        return ErrorInfo(code=self.code, message=self.message, status=self.status, field=self.field, extra=self.extra)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ApiError:
-        data = dict(data)
-        status = data.pop("status", 400)
-        code = data.pop("code")
-        message = data.pop("message")
-        field = data.pop("field", None)
-        return cls(code, message, field=field, status=status, extra=data)
+    def from_info(cls, info: ErrorInfo) -> ApiError:
+        return cls(info.code, info.message, field=info.field, status=info.status, extra=dict(info.extra))
 
     def __repr__(self) -> str:
         return f"ApiError({self.code!r}, {self.message!r}, field={self.field!r}, status={self.status})"

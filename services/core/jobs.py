@@ -1,10 +1,10 @@
-"""The job contract between writers (the ingress, internal services) and the workers.
+"""How jobs travel: the queue, enqueueing, outcomes, and the entry point for internal producers.
 
-Jobs travel through arq as JSON (orjson), never pickle, so any service can
-enqueue them; ``workers/JOBS.md`` documents the payloads. Each write job
-reports its outcome under ``attachd:outcome:<job id>`` (kept for a day) and
-announces it on the ``attachd:outcomes`` channel, so a waiting ingress
-replica wakes at once instead of polling.
+Jobs are the typed Structs of ``services.core.contract``, carried by arq as
+JSON, never pickle, so any service can enqueue them (``workers/JOBS.md``).
+Each write job reports its outcome under ``attachd:outcome:<job id>`` (kept
+for a day) and announces it on the ``attachd:outcomes`` channel, so a waiting
+ingress replica wakes at once instead of polling.
 """
 
 from __future__ import annotations
@@ -12,34 +12,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Mapping
 from typing import Any
 
-import orjson
+import msgspec
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
+from redis.asyncio import Redis
+
+from services.core import budget, encoding, storage
+from services.core.contract import FUNCTIONS, AnyOutcome, Base64Source, IngestJob, Job, decode_outcome, encode
+from services.core.settings import Settings
+from services.core.storage import Storage
 
 QUEUE = "attachd:queue"
 OUTCOME_CHANNEL = "attachd:outcomes"
 OUTCOME_TTL_S = 24 * 3600
-CONTRACT_VERSION = 1
-
-INGEST = "ingest"
-UPDATE = "update_attachment"
-CANCEL = "cancel_attachment"
-CLOSE_SESSION = "close_session"
-PUT_TARGET = "put_target"
-SET_LINKS = "set_links"
+UPLOAD_TTL_S = 24 * 3600
 
 
 def serialize(data: dict[str, Any]) -> bytes:
-    return orjson.dumps(data)
+    return encode(data)
 
 
 def deserialize(data: bytes) -> dict[str, Any]:
-    return orjson.loads(data)
+    # Plain JSON: each job function decodes its own argument into its Struct (workers/outcomes.py).
+    decoded: dict[str, Any] = msgspec.json.decode(data)
+    return decoded
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -59,6 +59,11 @@ def outcome_key(job_id: str) -> str:
     return f"attachd:outcome:{job_id}"
 
 
+def owner_key(job_id: str) -> str:
+    """Which account a write belongs to, for ``GET /v1/uploads/{id}``."""
+    return f"attachd:upload:{job_id}"
+
+
 # arq's enqueue_job in one round trip (it takes three: WATCH, EXISTS, then MULTI/PSETEX/ZADD/EXEC), and
 # atomic without WATCH because a script is. Optionally SETs one more key (the ingress's upload owner) first,
 # whether or not the job is new, as a separate SET before enqueue_job did.
@@ -71,53 +76,79 @@ redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 return 1
 """
-_enqueue_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_enqueue_scripts: weakref.WeakKeyDictionary[Redis, Any] = weakref.WeakKeyDictionary()
 
 
-def _enqueue_script(redis):
+def _enqueue_script(redis: Redis) -> Any:
     script = _enqueue_scripts.get(redis)
     if script is None:
         script = _enqueue_scripts[redis] = redis.register_script(_ENQUEUE)
     return script
 
 
-async def enqueue(
-    redis: ArqRedis, function: str, job_id: str, payload: Mapping[str, Any], *, mark: tuple[str, str, int] | None = None
-) -> bool:
-    """Enqueue one job; False when a job with this id is already queued or done (arq's uniqueness).
+async def enqueue(redis: ArqRedis, job: Job, *, mark: tuple[str, str, int] | None = None) -> bool:
+    """Enqueue one job; False when a job with its id is already queued or done (arq's uniqueness).
 
-    Writes exactly what ``ArqRedis.enqueue_job(function, body, _job_id=job_id)`` writes, with JSON as the
-    serializer: the job under ``arq:job:<id>`` for arq's default expiry, scored by its enqueue time in the
-    queue. ``mark`` = (key, value, TTL s) is SET in the same round trip.
+    Writes exactly what ``ArqRedis.enqueue_job(function, job, _job_id=job.job_id)`` writes, with JSON as
+    the serializer: the job under ``arq:job:<id>`` for arq's default expiry, scored by its enqueue time in
+    the queue. ``mark`` = (key, value, TTL s) is SET in the same round trip.
     """
-    body = {"v": CONTRACT_VERSION, "job_id": job_id, **payload}
     now = timestamp_ms()
-    job = serialize_job(function, (body,), {}, None, now, serializer=serialize)
+    payload = serialize_job(FUNCTIONS[type(job)], (job,), {}, None, now, serializer=serialize)
     queue = getattr(redis, "default_queue_name", QUEUE)
-    keys = [job_key_prefix + job_id, result_key_prefix + job_id, queue]
-    args = [job_id, job, getattr(redis, "expires_extra_ms", expires_extra_ms), now]
+    keys = [job_key_prefix + job.job_id, result_key_prefix + job.job_id, queue]
+    args: list[Any] = [job.job_id, payload, getattr(redis, "expires_extra_ms", expires_extra_ms), now]
     if mark is not None:
         keys.append(mark[0])
         args += [mark[1], mark[2]]
     return bool(await _enqueue_script(redis)(keys=keys, args=args))
 
 
-async def publish_outcome(redis, job_id: str, outcome: Mapping[str, Any]) -> None:
+async def submit(redis: ArqRedis, job: Job, *, store: Storage | None = None) -> bool:
+    """Queue a job and record which account owns it (for its status URL), in one round trip.
+
+    With ``store`` the job is first written as the upload's manifest, so the sweeper can re-drive it if
+    Redis loses it.
+    """
+    if store is not None:
+        await store.put_bytes(storage.manifest_key(job.job_id), encode({"function": FUNCTIONS[type(job)], "job": job}))
+    return await enqueue(redis, job, mark=(owner_key(job.job_id), job.account_id, UPLOAD_TTL_S))
+
+
+async def submit_ingest(redis: ArqRedis, store: Storage, settings: Settings, job: IngestJob) -> bool:
+    """The entry point for internal Python services: queue an ingest job exactly as the ingress does.
+
+    The account's limits apply (its file limit goes into the job unless the job sets a smaller one) and its
+    byte budget is charged the decoded size of inline base64; a refusal raises the API's error (413, 429)
+    and queues nothing. Bytes the job names by ``key`` must already be staged under ``staging/<job id>/``.
+    Follow the outcome with ``OutcomeWaiter`` or ``read_outcome``.
+    """
+    gate = budget.ByteBudget(redis)
+    admission = await gate.admit(settings, job.account_id, job.job_id, budget.base64_charge(job.items))
+    limit = admission.limits.max_file_bytes
+    job.max_file_bytes = limit if job.max_file_bytes is None else min(job.max_file_bytes, limit)
+    for item in job.items:
+        if isinstance(item.source, Base64Source) and item.source.data is not None:
+            encoding.check_size(item.source.data, limit)
+    return await submit(redis, job, store=store)
+
+
+async def publish_outcome(redis: Redis, job_id: str, outcome: AnyOutcome) -> None:
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(outcome_key(job_id), orjson.dumps(outcome), ex=OUTCOME_TTL_S)
+        pipe.set(outcome_key(job_id), encode(outcome), ex=OUTCOME_TTL_S)
         pipe.publish(OUTCOME_CHANNEL, job_id)
         await pipe.execute()
 
 
-async def read_outcome(redis, job_id: str) -> dict[str, Any] | None:
+async def read_outcome(redis: Redis, job_id: str) -> AnyOutcome | None:
     raw = await redis.get(outcome_key(job_id))
-    return None if raw is None else orjson.loads(raw)
+    return None if raw is None else decode_outcome(raw)
 
 
 class OutcomeWaiter:
     """One pub/sub subscription per process, fanned out to the requests waiting on it."""
 
-    def __init__(self, redis) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._waiting: dict[str, list[asyncio.Future]] = {}
         self._task: asyncio.Task | None = None
@@ -157,7 +188,7 @@ class OutcomeWaiter:
             if not fut.done():
                 fut.set_result(None)
 
-    async def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+    async def wait(self, job_id: str, timeout: float) -> AnyOutcome | None:
         """The job's outcome, or None if it has not finished within ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

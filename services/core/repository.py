@@ -194,6 +194,16 @@ async def next_version(conn, account_id: str, parent_id: uuid.UUID, new_id: uuid
     return latest + 1, root
 
 
+async def get_attachments(conn: asyncpg.Connection, account_id: str, ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    """The rows with these ids, canceled or not, in the order of ``ids``."""
+    return await conn.fetch(
+        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[]) "
+        f"ORDER BY array_position($2::uuid[], id)",
+        account_id,
+        ids,
+    )
+
+
 async def get_attachment(
     conn, account_id: str, attachment_id: uuid.UUID, *, include_canceled: bool = False, columns: str = COLUMNS
 ) -> asyncpg.Record | None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 
+from services.core.contract import BYTE_SOURCES, Changes, LinkSource, NewAttachment, Source, TargetRef, UrlSource
 from services.core.errors import ApiError, bad_request
 from services.core.fields import FIELDS, PICKLISTS
 from services.core.filenames import sanitize_filename
@@ -48,40 +48,6 @@ NESTED_TARGET_TYPE = "Attachment"
 CHANGE_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.updatable)
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_:.\-]*$")
 _INT32 = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class NewAttachment:
-    """A validated create request for one attachment; JSON-ready through ``asdict``."""
-
-    source: str  # "data" | "url" | "file" | "link"
-    target_type: str | None
-    target_id: str | None
-    field: str | None
-    parent_type: str | None
-    attachment_type: str
-    name: str | None  # None: the worker names it after the file
-    filename: str | None
-    content_type: str | None
-    url: str | None
-    display_order: int
-    available: bool
-    status: str | None
-    created_from: str
-    publish: str
-    parent_attachment_id: str | None
-    session_token: str | None
-    impersonator_id: str | None
-    declared_size: int | None
-    parent: tuple[str, str] | None = None  # the target's parent, to place the target in the hierarchy
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> NewAttachment:
-        parent = data.get("parent")
-        return cls(**{**data, "parent": tuple(parent) if parent else None})
 
 
 def _picklist(name: str, value: Any, field: str) -> str:
@@ -153,51 +119,32 @@ def parse_new_attachment(
         if key not in CREATE_FIELDS:
             raise bad_request("unknown_field", f"{key} is not a field of an attachment", key)
 
-    attachment_type = _picklist("attachment_type", body.get("attachment_type") or "FILE_ATTACHMENT", "attachment_type")
+    attachment_type = _picklist(
+        "attachment_type", _given(body, "attachment_type", "FILE_ATTACHMENT"), "attachment_type"
+    )
     given = [s for s in SOURCES if (has_file if s == "file" else body.get(s) is not None)]
     if attachment_type in LINK_TYPES:
         if body.get("data") is not None or has_file:
             field = "data" if body.get("data") is not None else "file"
             raise bad_request("invalid_source", f"a {attachment_type} attachment stores no bytes: give url only", field)
-        if body.get("url") is None:
-            raise bad_request("missing_field", f"a {attachment_type} attachment needs url", "url")
-        source = "link"
-    elif len(given) == 1:
-        source = given[0]
     elif not given:
         raise bad_request(
             "missing_source",
             "give exactly one source: data (base64 or a data: URI), url, or a multipart file part",
             "data",
         )
-    else:
+    elif len(given) > 1:
         # Blame a field the client typed, not the file part it most likely meant.
         blamed = given[1] if given[1] != "file" else given[0]
         raise bad_request("too_many_sources", f"give exactly one source, not {' and '.join(given)}", blamed)
-
     url = _text(body.get("url"), "url")
-    if url is not None and not re.match(r"^https?://", url, re.IGNORECASE):
-        raise bad_request("invalid_url", "url must be an http:// or https:// URL", "url")
+    check_link_source(attachment_type, url)
 
     target_type = _type_name(body.get("target_type"), "target_type")
     target_id = _text(body.get("target_id"), "target_id")
     parent_type = _type_name(body.get("parent_type"), "parent_type")
-    if (target_type is None) != (target_id is None):
-        missing = "target_id" if target_id is None else "target_type"
-        raise bad_request("missing_field", "target_type and target_id go together", missing)
-    if target_type is None and parent_type is None and body.get("parent_attachment_id") is None:
-        raise bad_request(
-            "missing_field",
-            "target_type and target_id are required (or parent_type and field, to link the upload later)",
-            "target_type",
-        )
     parent = parse_parent(body.get("parent"))
-    if parent is not None and target_type is None:
-        raise bad_request(
-            "missing_field",
-            "parent places the target in the hierarchy: give target_type and target_id too",
-            "target_type",
-        )
+    check_placement(target_type, target_id, parent_type, body.get("parent_attachment_id"), parent)
 
     raw_name = _text(body.get("name"), "name")
     filename = body.get("filename")
@@ -210,29 +157,91 @@ def parse_new_attachment(
     ):
         raise bad_request("invalid_type", "size must be a non-negative integer", "size")
     status = body.get("status")
+    parent_attachment_id = _uuid(body.get("parent_attachment_id"), "parent_attachment_id")
 
     return NewAttachment(
-        source=source,
         target_type=target_type,
         target_id=target_id,
         field=_text(body.get("field"), "field"),
         parent_type=parent_type,
-        attachment_type=attachment_type,
+        attachment_type=attachment_type,  # type: ignore[arg-type]  # checked against the picklist
         name=raw_name.strip() if raw_name and raw_name.strip() else None,
         filename=sanitize_filename(filename) if filename else None,
         content_type=_text(body.get("content_type"), "content_type"),
         url=url,
         display_order=_integer(body.get("display_order"), "display_order", 0),
         available=_boolean(body.get("available"), "available", True),
-        status=None if status is None else _picklist("status", status, "status"),
-        created_from=_picklist("created_from", body.get("created_from") or "api", "created_from"),
-        publish=_picklist("publish", body.get("publish") or "all", "publish"),
-        parent_attachment_id=_uuid(body.get("parent_attachment_id"), "parent_attachment_id"),
+        status=None if status is None else _picklist("status", status, "status"),  # type: ignore[arg-type]
+        created_from=_picklist("created_from", _given(body, "created_from", "api"), "created_from"),  # type: ignore[arg-type]
+        publish=_picklist("publish", _given(body, "publish", "all"), "publish"),  # type: ignore[arg-type]
+        parent_attachment_id=None if parent_attachment_id is None else uuid.UUID(parent_attachment_id),
         session_token=_text(body.get("session_token"), "session_token"),
         impersonator_id=_text(body.get("impersonator_id"), "impersonator_id"),
         declared_size=declared_size,
-        parent=parent,
+        parent=None if parent is None else TargetRef(*parent),
     )
+
+
+def _given(body: Mapping[str, Any], key: str, default: str) -> Any:
+    """The value sent, or the default when absent or null; a wrong-typed value (``false``, ``[]``) is not absent."""
+    value = body.get(key)
+    return default if value is None else value
+
+
+def check_link_source(attachment_type: str, url: str | None) -> None:
+    """A link attachment is its url; any other kind may name one only to fetch it."""
+    if attachment_type in LINK_TYPES and url is None:
+        raise bad_request("missing_field", f"a {attachment_type} attachment needs url", "url")
+    if url is not None and not re.match(r"^https?://", url, re.IGNORECASE):
+        raise bad_request("invalid_url", "url must be an http:// or https:// URL", "url")
+
+
+def check_placement(
+    target_type: str | None,
+    target_id: str | None,
+    parent_type: str | None,
+    parent_attachment_id: Any,
+    parent: Any,
+) -> None:
+    """Where the attachment goes: a target (type and id together), a parent type to link it later, or a
+    parent attachment; ``parent`` places a named target in the hierarchy."""
+    if (target_type is None) != (target_id is None):
+        missing = "target_id" if target_id is None else "target_type"
+        raise bad_request("missing_field", "target_type and target_id go together", missing)
+    if target_type is None and parent_type is None and parent_attachment_id is None:
+        raise bad_request(
+            "missing_field",
+            "target_type and target_id are required (or parent_type and field, to link the upload later)",
+            "target_type",
+        )
+    if parent is not None and target_type is None:
+        raise bad_request(
+            "missing_field",
+            "parent places the target in the hierarchy: give target_type and target_id too",
+            "target_type",
+        )
+
+
+def check_new_attachment(new: NewAttachment, source: Source, actor_type: str) -> None:
+    """The rules of a create request that span fields, for a typed request (a job's item): its types and
+    per-field limits were checked when it was decoded. Normalizes the name as the ingress does."""
+    is_link = new.attachment_type in LINK_TYPES
+    if is_link != isinstance(source, LinkSource):
+        field = "attachment_type" if isinstance(source, LinkSource) else "source"
+        raise bad_request(
+            "invalid_source",
+            f"a {new.attachment_type} attachment takes a {'link' if is_link else 'file, base64 or url'} source",
+            field,
+        )
+    if isinstance(source, UrlSource) and new.url is None:
+        raise bad_request("missing_source", "a url source needs url", "url")
+    if isinstance(source, BYTE_SOURCES) and new.url is not None:
+        raise bad_request("too_many_sources", "give exactly one source, not the bytes and url", "url")
+    check_link_source(new.attachment_type, new.url)
+    check_placement(new.target_type, new.target_id, new.parent_type, new.parent_attachment_id, new.parent)
+    check_creator_may_publish(actor_type, new.publish)
+    if new.name is not None:
+        new.name = new.name.strip() or None
 
 
 def parse_parent(value: Any, field: str = "parent") -> tuple[str, str] | None:
@@ -273,7 +282,7 @@ def parse_session_token(value: str) -> str:
     return _text(value, "session_token", required=True)
 
 
-def parse_changes(body: Any) -> dict[str, Any]:
+def parse_changes(body: Any) -> Changes:
     """Validate a PATCH body: only the updatable fields, at least one of them."""
     if not isinstance(body, Mapping):
         raise bad_request("invalid_body", "the body must be a JSON object", None)
@@ -295,7 +304,17 @@ def parse_changes(body: Any) -> dict[str, Any]:
             changes[key] = _boolean(value, key, True) if value is not None else _raise_null(key)
         elif key == "status":
             changes[key] = None if value is None else _picklist("status", value, "status")
-    return changes
+    return Changes(**changes)
+
+
+def check_changes(changes: Changes) -> dict[str, Any]:
+    """The columns a typed change sets, by the rules ``parse_changes`` applies to a PATCH body."""
+    given = changes.given()
+    if not given:
+        raise bad_request("missing_field", f"give at least one of {', '.join(sorted(CHANGE_FIELDS))}", None)
+    if "name" in given:
+        given["name"] = _text(given["name"], "name", required=True).strip()  # type: ignore[union-attr]
+    return given
 
 
 def _raise_null(field: str):

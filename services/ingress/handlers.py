@@ -6,15 +6,37 @@ import asyncio
 import contextlib
 import re
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import uuid_utils
 from aiohttp import web
 
-from services.core import budget, encoding, jobs, storage
+from services.core import budget, encoding, storage
 from services.core.auth import READ, WRITE, Principal
+from services.core.contract import (
+    Actor,
+    Base64Source,
+    CancelJob,
+    CloseSessionJob,
+    IngestItem,
+    IngestJob,
+    Job,
+    LinkSource,
+    Mode,
+    NewAttachment,
+    PutTargetJob,
+    RejectedSource,
+    SetLinksJob,
+    StagedSource,
+    TargetRef,
+    UpdateJob,
+    UrlSource,
+)
 from services.core.errors import ApiError, bad_request
 from services.core.validation import (
+    LINK_TYPES,
     coerce_form,
     parse_changes,
     parse_new_attachment,
@@ -22,7 +44,7 @@ from services.core.validation import (
     parse_session_token,
 )
 from services.ingress import writes
-from services.ingress.multipart import raw_disposition_filename, read_form
+from services.ingress.multipart import Form, raw_disposition_filename, read_form
 from services.web.engines import BUDGET, STORAGE
 from services.web.http import SETTINGS, principal, read_json
 
@@ -36,9 +58,9 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-def _attachment_id(request: web.Request) -> str:
+def _attachment_id(request: web.Request) -> uuid.UUID:
     try:
-        return str(uuid.UUID(request.match_info["id"]))
+        return uuid.UUID(request.match_info["id"])
     except ValueError:
         raise ApiError("not_found", "attachment not found", status=404) from None
 
@@ -48,49 +70,71 @@ def _prefixed(exc: ApiError, prefix: str) -> ApiError:
     return exc
 
 
-def _mode(value: Any, default: str = "atomic") -> str:
+def _mode(value: Any) -> Mode:
     if value is None:
-        return default
+        return "atomic"
     if value not in MODES:
         raise bad_request("invalid_value", "mode must be atomic or partial", "mode")
-    return value
+    return value  # type: ignore[no-any-return]
+
+
+def _actor(who: Principal) -> Actor:
+    return Actor(type=who.actor_type, id=who.actor_id)  # type: ignore[arg-type]  # a checked token claim
+
+
+@dataclass
+class Parsed:
+    """A create request's items, validated, before they become the job."""
+
+    items: list[IngestItem]
+    many: bool = False
+    mode: Mode = "atomic"
 
 
 async def create(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
     upload_id = new_id()
-    claim = writes.idempotency_claim(request, who)  # a malformed Idempotency-Key: 400 before anything
+    claim = writes.idempotency_claim(request, who.account_id)  # a malformed Idempotency-Key: 400 before anything
     kind = _body_kind(request)
     raw = _raw_fields(request) if kind == "raw" else None  # a bad request costs no budget and no Redis
     # One round trip before the body is read: the Idempotency-Key, the account's limits and (multipart and
     # raw) the byte budget's charge. A refused upload leaves nothing behind, the claim included.
     admission = await _admit(request, who, upload_id, claim, kind, raw)
     if admission.earlier is not None:
-        return await writes.respond(request, admission.earlier, kind="create")
+        return await writes.respond(request, admission.earlier)
     limits = admission.limits
     try:
         async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
             if kind == "multipart":
-                payload = await _from_multipart(request, upload_id, limits.max_file_bytes)
+                parsed = await _from_multipart(request, upload_id, limits.max_file_bytes)
             elif kind == "raw":
-                payload = await _from_raw(request, upload_id, limits.max_file_bytes, raw)
+                assert raw is not None
+                parsed = await _from_raw(request, upload_id, limits.max_file_bytes, raw)
             else:
-                payload = await _from_json(request, limits.max_file_bytes)
+                parsed = await _from_json(request, limits.max_file_bytes)
                 await request.app[BUDGET].admit(
-                    request.app[SETTINGS], who.account_id, upload_id, budget.base64_charge(payload["items"])
+                    request.app[SETTINGS], who.account_id, upload_id, budget.base64_charge(parsed.items)
                 )
-                await _stage_large_base64(request, upload_id, payload["items"])
-        payload["max_file_bytes"] = limits.max_file_bytes  # the worker holds the file to the same limit
-        if not payload["many"]:  # one attachment: its id is the upload's, so the status URL names it
-            payload["items"][0]["id"] = upload_id
-        await writes.submit(request, who, jobs.INGEST, upload_id, payload, manifest=True)
+                await _stage_large_base64(request, upload_id, parsed.items)
+        if not parsed.many:  # one attachment: its id is the upload's, so the status URL names it
+            parsed.items[0].id = uuid.UUID(upload_id)
+        job = IngestJob(
+            job_id=upload_id,
+            account_id=who.account_id,
+            actor=_actor(who),
+            mode=parsed.mode,
+            many=parsed.many,
+            max_file_bytes=limits.max_file_bytes,  # the worker holds the file to the same limit
+            items=parsed.items,
+        )
+        await writes.submit(request, job, manifest=True)
     except TimeoutError:
         await writes.release_idempotency_key(request, who)
         raise ApiError("request_timeout", "the request body arrived too slowly", status=408) from None
     except BaseException:
         await writes.release_idempotency_key(request, who)
         raise
-    return await writes.respond(request, upload_id, kind="create", many=payload["many"])
+    return await writes.respond(request, upload_id)
 
 
 def _body_kind(request: web.Request) -> str:
@@ -105,7 +149,7 @@ async def _admit(
     upload_id: str,
     claim: tuple[str, int] | None,
     kind: str,
-    raw: tuple[dict[str, Any], str | None] | None,
+    raw: tuple[NewAttachment, str | None] | None,
 ) -> budget.Admission:
     """Multipart and raw bodies are charged their Content-Length now; JSON once its base64 is decoded."""
     gate, settings = request.app[BUDGET], request.app[SETTINGS]
@@ -117,10 +161,11 @@ async def _admit(
     try:  # raw: the body is the file, so its declared length is held to the file limit too
         return await gate.admit(settings, who.account_id, upload_id, length, file_bytes=length, claim=claim)
     except budget.FileTooLarge as exc:
+        assert raw is not None
         raise _too_large(raw, exc.limits.max_file_bytes) from None
 
 
-async def _from_json(request: web.Request, max_file_bytes: int) -> dict[str, Any]:
+async def _from_json(request: web.Request, max_file_bytes: int) -> Parsed:
     settings = request.app[SETTINGS]
     body = await read_json(request, max_bytes=settings.max_json_bytes)
     if isinstance(body, dict) and "attachments" in body:
@@ -138,7 +183,7 @@ async def _from_json(request: web.Request, max_file_bytes: int) -> dict[str, Any
             )
         mode, many, prefix = _mode(body.get("mode")), True, "attachments[{}]"
     else:
-        objects, mode, many, prefix = [body], "atomic", False, "{}"
+        objects, mode, many, prefix = [body], _mode(None), False, "{}"
     items = []
     for index, obj in enumerate(objects):
         field_prefix = prefix.format(index)
@@ -148,35 +193,44 @@ async def _from_json(request: web.Request, max_file_bytes: int) -> dict[str, Any
             if many:
                 raise _prefixed(exc, field_prefix) from None
             raise
-    return {"mode": mode, "many": many, "items": items}
+    return Parsed(items, many, mode)
 
 
-def _json_item(obj: Any, max_file_bytes: int) -> dict[str, Any]:
-    parse_new_attachment(obj)
-    fields = dict(obj)
-    item: dict[str, Any] = {"id": new_id(), "fields": fields}
-    data = fields.pop("data", None)
+def _item(new: NewAttachment, source: StagedSource | Base64Source | RejectedSource | None = None) -> IngestItem:
+    """The job's item; with no bytes, the worker fetches ``url`` or, for a link type, stores it."""
+    if source is None:
+        return IngestItem(
+            id=_new_uuid(), fields=new, source=LinkSource() if new.attachment_type in LINK_TYPES else UrlSource()
+        )
+    return IngestItem(id=_new_uuid(), fields=new, source=source)
+
+
+def _new_uuid() -> uuid.UUID:
+    return uuid.UUID(new_id())
+
+
+def _json_item(obj: Any, max_file_bytes: int) -> IngestItem:
+    new = parse_new_attachment(obj)
+    data = obj.get("data")
     if data is None:
-        item["source"] = {"kind": "url" if fields.get("attachment_type") in (None, "FILE_ATTACHMENT") else "link"}
-        return item
+        return _item(new)
     parsed = encoding.parse_data(data)
     encoding.check_size(parsed.base64, max_file_bytes)
-    if fields.get("content_type") is None and parsed.declared_type:
-        fields["content_type"] = parsed.declared_type[:100]
-    item["source"] = {"kind": "base64", "data": parsed.base64}
-    return item
+    if new.content_type is None and parsed.declared_type:
+        new.content_type = parsed.declared_type[:100]
+    return _item(new, Base64Source(data=parsed.base64))
 
 
-async def _stage_large_base64(request: web.Request, upload_id: str, items: list[dict[str, Any]]) -> None:
+async def _stage_large_base64(request: web.Request, upload_id: str, items: list[IngestItem]) -> None:
     for index, item in enumerate(items):
-        source = item["source"]
-        if source["kind"] == "base64" and len(source["data"]) > INLINE_BASE64_CHARS:
+        source = item.source
+        if isinstance(source, Base64Source) and source.data is not None and len(source.data) > INLINE_BASE64_CHARS:
             key = storage.staged_key(upload_id, index)
-            await request.app[STORAGE].put_bytes(key, source.pop("data").encode("ascii", "replace"))
-            source["key"] = key
+            await request.app[STORAGE].put_bytes(key, source.data.encode("ascii", "replace"))
+            item.source = Base64Source(key=key)
 
 
-async def _from_multipart(request: web.Request, upload_id: str, max_file_bytes: int) -> dict[str, Any]:
+async def _from_multipart(request: web.Request, upload_id: str, max_file_bytes: int) -> Parsed:
     settings = request.app[SETTINGS]
     form = await read_form(
         request,
@@ -198,31 +252,31 @@ def is_raw_upload(request: web.Request) -> bool:
     return request.content_type != "application/json" and not request.content_type.startswith("multipart/")
 
 
-def _raw_fields(request: web.Request) -> tuple[dict[str, Any], str | None]:
+def _raw_fields(request: web.Request) -> tuple[NewAttachment, str | None]:
     """The create fields of a raw upload, from the query string, checked as a multipart form's are."""
     fields = coerce_form(dict(request.rel_url.query.items()))
     hint = None
     if disposition := request.headers.get("Content-Disposition"):
         hint = raw_disposition_filename(disposition)
-    parse_new_attachment(fields, has_file=True, filename_hint=hint)
-    if fields.get("content_type") is None and request.content_type != "application/octet-stream":
-        fields["content_type"] = request.content_type[:100]  # declared, as a data: URI's type is
-    return fields, hint
+    new = parse_new_attachment(fields, has_file=True, filename_hint=hint)
+    if new.content_type is None and request.content_type != "application/octet-stream":
+        new.content_type = request.content_type[:100]  # declared, as a data: URI's type is
+    return new, hint
 
 
-def _too_large(raw: tuple[dict[str, Any], str | None], max_file_bytes: int) -> ApiError:
-    fields, hint = raw
-    name = hint or fields.get("filename") or "the file"
+def _too_large(raw: tuple[NewAttachment, str | None], max_file_bytes: int) -> ApiError:
+    new, hint = raw
+    name = hint or new.filename or "the file"
     return ApiError(
         "size_exceeded", f"{name} is larger than the limit of {max_file_bytes} bytes", field="file", status=413
     )
 
 
 async def _from_raw(
-    request: web.Request, upload_id: str, max_file_bytes: int, raw: tuple[dict[str, Any], str | None]
-) -> dict[str, Any]:
+    request: web.Request, upload_id: str, max_file_bytes: int, raw: tuple[NewAttachment, str | None]
+) -> Parsed:
     """``POST /v1/attachments?target_type=..&target_id=..`` with the file as the body (already admitted)."""
-    fields, hint = raw
+    new, hint = raw
     key = storage.staged_key(upload_id, 0)
     try:
         size = await request.app[STORAGE].write_stream(key, _body_chunks(request), limit=max_file_bytes)
@@ -232,13 +286,10 @@ async def _from_raw(
         if isinstance(exc, storage.SizeLimitExceeded):
             raise _too_large(raw, max_file_bytes) from None
         raise
-    if hint and "filename" not in fields:
-        fields["filename"] = hint
-    source = {"kind": "staged", "key": key, "filename": hint, "size": size}
-    return {"mode": "atomic", "many": False, "items": [{"id": new_id(), "fields": fields, "source": source}]}
+    return Parsed([_item(new, StagedSource(key=key, filename=hint, size=size))])
 
 
-async def _body_chunks(request: web.Request):
+async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The body as the HTTP parser delivered it, chunk by chunk (no joining)."""
     content = request.content
     while True:
@@ -249,7 +300,7 @@ async def _body_chunks(request: web.Request):
             return
 
 
-def _multipart_payload(form) -> dict[str, Any]:
+def _multipart_payload(form: Form) -> Parsed:
     raw = dict(form.fields)
     explicit_mode = raw.pop("mode", None)
     per_file: dict[int, dict[str, str]] = {}
@@ -259,51 +310,48 @@ def _multipart_payload(form) -> dict[str, Any]:
             per_file.setdefault(int(m.group(2)), {})[name] = raw.pop(key)
     common = coerce_form(raw)
     if not form.files:
-        parse_new_attachment(common)
-        kind = "url" if common.get("attachment_type") in (None, "FILE_ATTACHMENT") else "link"
+        new = parse_new_attachment(common)
         if common.get("data") is not None:
             raise bad_request("invalid_source", "send base64 data as JSON, or the bytes as a file part", "data")
-        return {
-            "mode": "atomic",
-            "many": False,
-            "items": [{"id": new_id(), "fields": common, "source": {"kind": kind}}],
-        }
+        return Parsed([_item(new)])
     items = []
     for part in form.files:
         fields = {**common, **coerce_form(per_file.get(part.index, {}))}
-        parse_new_attachment(fields, has_file=True, filename_hint=part.filename)
+        new = parse_new_attachment(fields, has_file=True, filename_hint=part.filename)
+        source: StagedSource | RejectedSource
         if part.error is not None:
-            source = {"kind": "rejected", "error": part.error.to_dict()}
+            source = RejectedSource(error=part.error.to_info())
         else:
-            source = {"kind": "staged", "key": part.key, "filename": part.filename, "size": part.size}
-        if part.filename and "filename" not in fields:
-            fields["filename"] = part.filename
-        items.append({"id": new_id(), "fields": fields, "source": source})
+            assert part.key is not None  # staged, since it was not refused
+            source = StagedSource(key=part.key, filename=part.filename, size=part.size)
+        items.append(_item(new, source))
     many = len(items) > 1 or explicit_mode is not None
-    return {"mode": _mode(explicit_mode), "many": many, "items": items}
+    return Parsed(items, many, _mode(explicit_mode))
 
 
 async def update(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
     attachment_id = _attachment_id(request)
     changes = parse_changes(await read_json(request, max_bytes=64 * 1024))
-    return await _mutate(request, who, jobs.UPDATE, {"attachment_id": attachment_id, "changes": changes}, "update")
+    return await _mutate(request, UpdateJob(**_job_base(who), attachment_id=attachment_id, changes=changes))
 
 
 async def cancel(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
-    return await _mutate(request, who, jobs.CANCEL, {"attachment_id": _attachment_id(request)}, "cancel")
+    return await _mutate(request, CancelJob(**_job_base(who), attachment_id=_attachment_id(request)))
 
 
-async def _mutate(
-    request: web.Request, who: Principal, function: str, payload: dict[str, Any], kind: str
-) -> web.Response:
-    job_id = new_id()
-    earlier = await writes.claim_idempotency_key(request, who, job_id)
+def _job_base(who: Principal) -> dict[str, Any]:
+    """What every job the caller asks for carries: a new job id, the account, the actor."""
+    return {"job_id": new_id(), "account_id": who.account_id, "actor": _actor(who)}
+
+
+async def _mutate(request: web.Request, job: Job) -> web.Response:
+    earlier = await writes.claim_idempotency_key(request, job.account_id, job.job_id)
     if earlier is not None:
-        return await writes.respond(request, earlier, kind=kind)
-    await writes.submit(request, who, function, job_id, payload)
-    return await writes.respond(request, job_id, kind=kind)
+        return await writes.respond(request, earlier)
+    await writes.submit(request, job)
+    return await writes.respond(request, job.job_id)
 
 
 def _target(request: web.Request) -> tuple[str, str]:
@@ -318,12 +366,13 @@ async def put_target(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or set(body) - {"parent"}:
         raise bad_request("invalid_body", 'the body is {"parent": {"type": ..., "id": ...} or null}', "parent")
     parent = parse_parent(body.get("parent"))
-    payload = {
-        "target_type": target_type,
-        "target_id": target_id,
-        "parent": None if parent is None else {"type": parent[0], "id": parent[1]},
-    }
-    return await _mutate(request, who, jobs.PUT_TARGET, payload, "target")
+    job = PutTargetJob(
+        **_job_base(who),
+        target_type=target_type,
+        target_id=target_id,
+        parent=None if parent is None else TargetRef(*parent),
+    )
+    return await _mutate(request, job)
 
 
 async def set_links(request: web.Request) -> web.Response:
@@ -343,11 +392,13 @@ async def set_links(request: web.Request) -> web.Response:
     checked = []
     for index, value in enumerate(ids):
         try:
-            checked.append(str(uuid.UUID(str(value))))
+            checked.append(uuid.UUID(str(value)))
         except ValueError:
             raise bad_request("invalid_value", f"{value!r} is not an attachment id", f"ids[{index}]") from None
-    payload = {"target_type": target_type, "target_id": target_id, "field": field, "ids": list(dict.fromkeys(checked))}
-    return await _mutate(request, who, jobs.SET_LINKS, payload, "links")
+    job = SetLinksJob(
+        **_job_base(who), target_type=target_type, target_id=target_id, field=field, ids=list(dict.fromkeys(checked))
+    )
+    return await _mutate(request, job)
 
 
 def _text_field(value: str) -> str:
@@ -371,4 +422,4 @@ async def close_session(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     if len(token) > 255:  # longer than any session_token an upload can carry
         raise ApiError("not_found", "session not found", status=404)
-    return await _mutate(request, who, jobs.CLOSE_SESSION, {"session_token": parse_session_token(token)}, "session")
+    return await _mutate(request, CloseSessionJob(**_job_base(who), session_token=parse_session_token(token)))

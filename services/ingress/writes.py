@@ -6,21 +6,29 @@ import hashlib
 import time
 from typing import Any
 
-import orjson
+import msgspec
 from aiohttp import web
-from arq.jobs import Job, JobStatus
+from arq.jobs import Job as ArqJob
+from arq.jobs import JobStatus
 
-from services.core import jobs, records, signing, storage
+from services.core import jobs, records, signing
 from services.core.auth import Principal
+from services.core.contract import (
+    AnyOutcome,
+    AttachmentRow,
+    Canceled,
+    Failed,
+    Ingested,
+    ItemError,
+    Job,
+    LinksSet,
+    SessionClosed,
+    TargetPlaced,
+    Updated,
+)
 from services.core.errors import ApiError, not_found
 from services.web.engines import REDIS, STORAGE, WAITER
 from services.web.http import SETTINGS, base_url, json_response
-
-UPLOAD_TTL_S = 24 * 3600
-
-
-def _owner_key(job_id: str) -> str:
-    return f"attachd:upload:{job_id}"
 
 
 def _idempotency_key(account_id: str, key: str) -> str:
@@ -32,19 +40,19 @@ def wants_async(request: web.Request) -> bool:
     return any(token.strip().lower() == "respond-async" for token in prefer.split(","))
 
 
-def idempotency_claim(request: web.Request, who: Principal) -> tuple[str, int] | None:
+def idempotency_claim(request: web.Request, account_id: str) -> tuple[str, int] | None:
     """The Redis key (and its TTL) that binds the request's Idempotency-Key to a job; None without the header."""
     key = request.headers.get("Idempotency-Key")
     if not key:
         return None
     if len(key) > 255:
         raise ApiError("invalid_header", "Idempotency-Key must be at most 255 characters", field="Idempotency-Key")
-    return _idempotency_key(who.account_id, f"{request.method} {request.path} {key}"), UPLOAD_TTL_S
+    return _idempotency_key(account_id, f"{request.method} {request.path} {key}"), jobs.UPLOAD_TTL_S
 
 
-async def claim_idempotency_key(request: web.Request, who: Principal, job_id: str) -> str | None:
+async def claim_idempotency_key(request: web.Request, account_id: str, job_id: str) -> str | None:
     """Bind the request's Idempotency-Key to ``job_id``; returns the earlier job's id on a retry."""
-    claim = idempotency_claim(request, who)
+    claim = idempotency_claim(request, account_id)
     if claim is None:
         return None
     redis = request.app[REDIS]
@@ -57,49 +65,44 @@ async def claim_idempotency_key(request: web.Request, who: Principal, job_id: st
 
 async def release_idempotency_key(request: web.Request, who: Principal) -> None:
     """A request refused before its job was queued must not pin its key to a job that never ran."""
-    if claim := idempotency_claim(request, who):
+    if claim := idempotency_claim(request, who.account_id):
         await request.app[REDIS].delete(claim[0])
 
 
-async def submit(
-    request: web.Request, who: Principal, function: str, job_id: str, payload: dict[str, Any], *, manifest: bool = False
-) -> None:
-    """Queue a job, and record which account owns it (for ``GET /v1/uploads/{id}``), in one round trip.
-
-    With ``manifest`` the payload is staged first, so the sweeper can re-drive it.
-    """
-    body = {"account_id": who.account_id, "actor": {"type": who.actor_type, "id": who.actor_id}, **payload}
-    if manifest:
-        await request.app[STORAGE].put_bytes(
-            storage.manifest_key(job_id), orjson.dumps({"function": function, "job": body})
-        )
-    await jobs.enqueue(
-        request.app[REDIS], function, job_id, body, mark=(_owner_key(job_id), who.account_id, UPLOAD_TTL_S)
-    )
+async def submit(request: web.Request, job: Job, *, manifest: bool = False) -> None:
+    """Queue the job with its owner key; with ``manifest`` it is staged first, so the sweeper can re-drive it."""
+    await jobs.submit(request.app[REDIS], job, store=request.app[STORAGE] if manifest else None)
 
 
 def status_url(job_id: str) -> str:
     return f"/v1/uploads/{job_id}"
 
 
-def _record(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
+def _record(request: web.Request, row: AttachmentRow) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     expires = signing.expiry(time.time(), settings.link_ttl_s)
-    return records.to_api(row, base_url=base_url(request), secret=settings.link_secret, expires=expires)
+    return records.to_api(
+        msgspec.structs.asdict(row), base_url=base_url(request), secret=settings.link_secret, expires=expires
+    )
 
 
-def _public_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in e.items() if k != "status"} for e in errors]
+def _records(request: web.Request, rows: list[AttachmentRow]) -> list[dict[str, Any]]:
+    return [_record(request, r) for r in rows]
 
 
-async def respond(request: web.Request, job_id: str, *, kind: str, many: bool = False) -> web.Response:
+def _public_errors(errors: list[ItemError]) -> list[dict[str, Any]]:
+    """Item errors as the API shows them: without the HTTP status."""
+    return [{"index": e.index, "filename": e.filename, **ApiError.from_info(e).body()["error"]} for e in errors]
+
+
+async def respond(request: web.Request, job_id: str) -> web.Response:
     """Wait for the job (up to ATTACHD_SYNC_WAIT_S) and answer with its outcome, or 202 if it is not done."""
     if wants_async(request):
         return accepted(job_id, "queued")
     outcome = await request.app[WAITER].wait(job_id, request.app[SETTINGS].sync_wait_s)
     if outcome is None:
         return accepted(job_id, await job_state(request, job_id))
-    return outcome_response(request, outcome, kind=kind, many=many)
+    return outcome_response(request, outcome)
 
 
 def accepted(job_id: str, state: str) -> web.Response:
@@ -110,62 +113,74 @@ def accepted(job_id: str, state: str) -> web.Response:
     )
 
 
-def outcome_response(request: web.Request, outcome: dict[str, Any], *, kind: str, many: bool) -> web.Response:
-    if outcome["state"] == "failed":
-        error = ApiError.from_dict(outcome["error"])
-        body = error.body()
-        if outcome.get("errors"):
-            body["errors"] = _public_errors(outcome["errors"])
-        return json_response(body, status=error.status)
-    if kind == "target":
-        return json_response(outcome["target"])
-    rows = outcome["attachments"]
-    if kind == "session":
-        return json_response({**outcome["session"], "attachments": [_record(request, r) for r in rows]})
-    if kind == "links":
-        return json_response({"attachments": [_record(request, r) for r in rows]})
-    if kind == "cancel":
-        return web.Response(status=204)
-    if kind == "update":
-        return json_response(_record(request, rows[0]))
-    if many or outcome.get("many"):
-        return json_response(
-            {
-                "attachments": [_record(request, r) for r in rows],
-                "errors": _public_errors(outcome.get("errors", [])),
-                "files_q": outcome.get("files_q"),
-            },
-            status=201,
-        )
-    return json_response(_record(request, rows[0]), status=201)
+def outcome_response(request: web.Request, outcome: AnyOutcome) -> web.Response:
+    """The HTTP answer to a finished write, by the kind of its outcome."""
+    match outcome:
+        case Failed(error=info, errors=errors):
+            error = ApiError.from_info(info)
+            body = error.body()
+            if errors:
+                body["errors"] = _public_errors(errors)
+            return json_response(body, status=error.status)
+        case Ingested(attachments=rows, many=True, errors=errors, files_q=files_q):
+            body = {"attachments": _records(request, rows), "errors": _public_errors(errors), "files_q": files_q}
+            return json_response(body, status=201)
+        case Ingested(attachments=rows):
+            return json_response(_record(request, rows[0]), status=201)
+        case Updated(attachment=row):
+            return json_response(_record(request, row))
+        case Canceled():
+            return web.Response(status=204)
+        case SessionClosed(session=session, attachments=rows):
+            return json_response({**msgspec.to_builtins(session), "attachments": _records(request, rows)})
+        case TargetPlaced(target=target):
+            return json_response(msgspec.to_builtins(target))
+        case LinksSet(attachments=rows):
+            return json_response({"attachments": _records(request, rows)})
+    raise TypeError(f"no response for {type(outcome).__name__}")
 
 
 async def job_state(request: web.Request, job_id: str) -> str:
-    status = await Job(job_id, request.app[REDIS], _queue_name=jobs.QUEUE).status()
+    status = await ArqJob(job_id, request.app[REDIS], _queue_name=jobs.QUEUE).status()
     return "in_progress" if status == JobStatus.in_progress else "queued"
 
 
 async def upload_status(request: web.Request, who: Principal, job_id: str) -> web.Response:
     redis = request.app[REDIS]
-    owner = await redis.get(_owner_key(job_id))
+    owner = await redis.get(jobs.owner_key(job_id))
     if owner is None or owner.decode() != who.account_id:
         raise not_found("upload")
     body: dict[str, Any] = {"id": job_id, "status_url": status_url(job_id)}
     outcome = await jobs.read_outcome(redis, job_id)
-    if outcome is None:
-        body["status"] = await job_state(request, job_id)
-    elif outcome["state"] == "failed":
-        body.update(status="failed", error=ApiError.from_dict(outcome["error"]).body()["error"])
-        if outcome.get("errors"):
-            body["errors"] = _public_errors(outcome["errors"])
-    else:
-        rendered = [_record(request, r) for r in outcome.get("attachments", [])]
-        body.update(status="complete", attachments=rendered, errors=_public_errors(outcome.get("errors", [])))
-        for extra in ("session", "target"):
-            if extra in outcome:
-                body[extra] = outcome[extra]
-        if len(rendered) == 1:
-            body["attachment"] = rendered[0]
-        if "files_q" in outcome:
-            body["files_q"] = outcome["files_q"]
+    match outcome:
+        case None:
+            body["status"] = await job_state(request, job_id)
+        case Failed(error=info, errors=errors):
+            body.update(status="failed", error=ApiError.from_info(info).body()["error"])
+            if errors:
+                body["errors"] = _public_errors(errors)
+        case _:
+            body["status"] = "complete"
+            body.update(_status_details(request, outcome))
     return json_response(body)
+
+
+def _status_details(request: web.Request, outcome: AnyOutcome) -> dict[str, Any]:
+    """What a finished write's status shows: its attachments, and what else its kind answers with."""
+    details: dict[str, Any] = {"attachments": [], "errors": []}
+    match outcome:
+        case Ingested(attachments=rows, errors=errors, many=many, files_q=files_q):
+            details.update(attachments=_records(request, rows), errors=_public_errors(errors))
+            if many:
+                details["files_q"] = files_q
+        case Updated(attachment=row) | Canceled(attachment=row):
+            details["attachments"] = [_record(request, row)]
+        case SessionClosed(session=session, attachments=rows):
+            details.update(attachments=_records(request, rows), session=msgspec.to_builtins(session))
+        case TargetPlaced(target=target):
+            details["target"] = msgspec.to_builtins(target)
+        case LinksSet(attachments=rows):
+            details["attachments"] = _records(request, rows)
+    if len(details["attachments"]) == 1:
+        details["attachment"] = details["attachments"][0]
+    return details
