@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import mimetypes
 import os
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from services.core import encoding, hierarchy, jobs, repository, storage, targets
 from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
+from services.core.mediatypes import TYPE_EXTENSIONS, stored_content_type
 from services.core.records import row_to_dict
 from services.core.sniff import check_content, sniff
 from services.core.validation import (
@@ -41,24 +41,6 @@ from workers.outcomes import always_answers
 
 # Source kinds whose bytes travel outside the item's fields, and the field their errors name.
 BYTE_SOURCES = {"staged": "file", "base64": "data", "rejected": "file"}
-# Preferred extension for a sniffed type, for bytes that arrive with no file name.
-TYPE_EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "image/gif": "gif",
-    "image/webp": "webp",
-    "image/heif": "heic",
-    "image/avif": "avif",
-    "image/tiff": "tiff",
-    "image/bmp": "bmp",
-    "application/pdf": "pdf",
-    "text/plain": "txt",
-    "application/zip": "zip",
-    "application/gzip": "gz",
-    "audio/mpeg": "mp3",
-    "video/mp4": "mp4",
-    "audio/wav": "wav",
-}
 
 
 @dataclass
@@ -89,14 +71,6 @@ def _file_name(new: NewAttachment, hint: str | None, sniffed: str, attachment_id
     stem = sanitize_filename(new.filename or hint or new.name or attachment_id)
     ext = TYPE_EXTENSIONS.get(sniffed)
     return f"{stem}.{ext}" if ext else stem
-
-
-def _content_type(sniffed: str, filename: str) -> str:
-    # The sniffed type already agrees with the extension's family; the extension names the member
-    # (a .docx sniffs as zip, a .csv as text).
-    if sniffed.startswith("image/"):
-        return sniffed
-    return mimetypes.guess_type(filename, strict=False)[0] or sniffed
 
 
 class IngestJob:
@@ -237,7 +211,7 @@ class IngestJob:
         values.update(
             name=new.name or filename,
             filename=filename,
-            content_type=_content_type(sniffed, filename),
+            content_type=stored_content_type(sniffed, filename),
             size=size,
             sha256=digest,
             storage_key=keys[0],

@@ -16,33 +16,15 @@ from dataclasses import dataclass
 import pyvips
 
 from services.core.errors import ApiError
+from services.core.mediatypes import HEIF_TYPES, THUMBNAIL_LOADERS, THUMBNAIL_TYPES
 
 THUMBNAIL = (72, 48)
 SMALL = (161, 107)
 
-TRANSFORMABLE_TYPES = frozenset(
-    {
-        "image/jpeg",
-        "image/png",
-        "image/webp",
-        "image/gif",
-        "image/heif",
-        "image/avif",
-        "image/tiff",
-    }
-)
-
-# Loader base classes: unblocking one unblocks its file, buffer and source variants.
-# libvips ignores a misspelt name, so tests check each exists. UltraHDR JPEGs
+# Loader base classes, those of the types that get variants: unblocking one unblocks its file, buffer
+# and source variants. libvips ignores a misspelt name, so tests check each exists. UltraHDR JPEGs
 # (VipsForeignLoadUhdr) stay blocked and are read by the plain JPEG loader.
-ALLOWED_LOADERS = (
-    "VipsForeignLoadJpeg",
-    "VipsForeignLoadPng",
-    "VipsForeignLoadWebp",
-    "VipsForeignLoadNsgif",
-    "VipsForeignLoadHeif",
-    "VipsForeignLoadTiff",
-)
+ALLOWED_LOADERS = tuple(dict.fromkeys(THUMBNAIL_LOADERS.values()))
 
 _FAIL_ON = "error"  # refuse truncated or corrupt data, tolerate mere warnings
 _JPEG_OPTIONS = {"Q": 82, "optimize_coding": True, "interlace": False, "keep": "none"}
@@ -120,10 +102,6 @@ def image_dimensions(path: str) -> tuple[int, int] | None:
         return None
 
 
-# HEIF is a container whose codec this build may not have; such a file is kept without variants.
-UNDECODABLE_OK = frozenset({"image/heif", "image/avif"})
-
-
 def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResult:
     """Measure an image and make its :data:`SMALL` and :data:`THUMBNAIL` JPEGs.
 
@@ -131,7 +109,7 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
     Raises :class:`ApiError` ``image_too_large`` (checked on the header, before
     any pixels are decoded) or ``invalid_image`` if the image cannot be decoded.
     """
-    if content_type not in TRANSFORMABLE_TYPES:
+    if content_type not in THUMBNAIL_TYPES:
         return NO_MEDIA
     width = height = None
     try:
@@ -154,7 +132,7 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
             small=small.jpegsave_buffer(**_JPEG_OPTIONS),
         )
     except pyvips.Error as exc:
-        if content_type in UNDECODABLE_OK:
+        if content_type in HEIF_TYPES:
             # This libvips build may lack the codec (HEVC in iPhone photos): keep the file, no variants.
             return MediaResult(width, height, None, None)
         raise ApiError(
@@ -172,7 +150,7 @@ def decode_bytes(header: pyvips.Image, content_type: str) -> int:
     shrink-on-load; libheif's planes, its RGB output and libvips' copy come to about 15 bytes a pixel (a
     12-MP AVIF peaks 185 MB above the worker's baseline). Anything else shrinks as it reads.
     """
-    if content_type in ("image/heif", "image/avif"):
+    if content_type in HEIF_TYPES:
         return header.width * header.height * 15
     if content_type == "image/jpeg" and header.get_typeof("interlaced") and header.get("interlaced"):
         return header.width * header.height * header.bands * 2

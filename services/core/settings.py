@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.core.sniff import DEFAULT_ALLOWED_EXTENSIONS
+from services.core.mediatypes import DEFAULT_ALLOWED_EXTENSIONS
 from services.core.urlpolicy import parse_allow_cidrs
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
