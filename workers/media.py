@@ -17,6 +17,7 @@ import pyvips
 
 from services.core.errors import ApiError
 from services.core.mediatypes import HEIF_TYPES, THUMBNAIL_LOADERS, THUMBNAIL_TYPES
+from services.core.settings import Settings
 
 THUMBNAIL = (72, 48)
 SMALL = (161, 107)
@@ -32,10 +33,8 @@ _WHITE = [255, 255, 255]
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the axes
 _CACHE_MAX_OPERATIONS = 100
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc <malloc.h>
-# The decode memory a worker process may have in flight by default (ATTACHD_DECODE_BUDGET_BYTES; its
-# baseline is ~40 MB, the pod's limit 512 MiB): two 100-MP progressive photos on the media threads
-# (330 MB each) cannot take it down.
-DECODE_BUDGET_BYTES = 200 << 20
+# The decode memory a worker process may have in flight by default (ATTACHD_DECODE_BUDGET_BYTES).
+DECODE_BUDGET_BYTES = Settings.decode_budget_bytes
 # What a decode that shrinks as it reads holds at most, as far as the budget is concerned.
 SHRINKING_DECODE_BYTES = 16 << 20
 

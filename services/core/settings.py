@@ -144,6 +144,8 @@ class Settings:
         "Jobs a worker process runs at once; also the items of one job prepared side by side,"
         " and the size of the worker's Postgres pool (at least 4).",
     )
+    # A worker's baseline is ~40 MB and the pod's limit 512 MiB: two 100-MP progressive photos on the media
+    # threads (330 MB each) cannot take it down (workers/media.py DecodeBudget).
     decode_budget_bytes: int = setting(
         200 << 20,
         "Image-decode memory a worker may have in flight, in bytes: decodes that cannot shrink on load"
