@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-.PHONY: dev test install
+.PHONY: dev test install docs
 install: $(BIN)/.installed
 
 dev: $(BIN)/.installed
@@ -18,3 +18,7 @@ dev: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# docs/settings.md from the settings' definitions (tests/test_settings.py fails when it is stale).
+docs: $(BIN)/.installed
+	$(BIN)/python -m services.core.settings --markdown > docs/settings.md

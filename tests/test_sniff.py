@@ -7,14 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core.errors import ApiError
-from services.core.sniff import (
-    ACTIVE_CONTENT,
-    DEFAULT_ALLOWED_EXTENSIONS,
-    EXTENSION_FAMILIES,
-    check_content,
-    is_raster_image,
-    sniff,
-)
+from services.core.mediatypes import ACTIVE_TYPES, DEFAULT_ALLOWED_EXTENSIONS, EXTENSION_FAMILIES, is_raster_image
+from services.core.sniff import check_content, sniff
 
 
 def ftyp(major: bytes, *compatible: bytes) -> bytes:
@@ -211,7 +205,7 @@ def test_svg_never_passes(extension: str) -> None:
     assert caught.value.code == "content_mismatch"
 
 
-@pytest.mark.parametrize("sniffed", sorted(ACTIVE_CONTENT))
+@pytest.mark.parametrize("sniffed", sorted(ACTIVE_TYPES))
 def test_extension_added_by_operator_refuses_only_active_content(sniffed: str) -> None:
     allowed = DEFAULT_ALLOWED_EXTENSIONS | {"dat"}
     check_content("dat", "application/octet-stream", allowed=allowed)
@@ -226,7 +220,7 @@ def test_default_extensions_are_inert() -> None:
     assert not {"html", "htm", "svg", "xml", "js", "exe", "xhtml"} & DEFAULT_ALLOWED_EXTENSIONS
     assert all(extension == extension.lower() for extension in DEFAULT_ALLOWED_EXTENSIONS)
     for family in EXTENSION_FAMILIES.values():
-        assert not family & ACTIVE_CONTENT
+        assert not family & ACTIVE_TYPES
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import mimetypes
 import os
 import tempfile
 import time
@@ -48,6 +47,7 @@ from services.core.contract import (
 )
 from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
+from services.core.mediatypes import TYPE_EXTENSIONS
 from services.core.sniff import check_content, sniff
 from services.core.validation import NESTED_TARGET_TYPE, check_new_attachment
 from workers import metrics
@@ -57,24 +57,6 @@ from workers.media import SMALL, THUMBNAIL, MediaResult, make_variants
 from workers.runner import INTERNAL_ERROR, Attempt, JobSpec
 
 VARIANT_NAMES = ("original", "thumbnail", "small")
-# Preferred extension for a sniffed type, for bytes that arrive with no file name.
-TYPE_EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "image/gif": "gif",
-    "image/webp": "webp",
-    "image/heif": "heic",
-    "image/avif": "avif",
-    "image/tiff": "tiff",
-    "image/bmp": "bmp",
-    "application/pdf": "pdf",
-    "text/plain": "txt",
-    "application/zip": "zip",
-    "application/gzip": "gz",
-    "audio/mpeg": "mp3",
-    "video/mp4": "mp4",
-    "audio/wav": "wav",
-}
 
 
 @dataclass
@@ -105,14 +87,6 @@ def _file_name(new: NewAttachment, hint: str | None, sniffed: str, attachment_id
     stem = sanitize_filename(new.filename or hint or new.name or attachment_id)
     ext = TYPE_EXTENSIONS.get(sniffed)
     return f"{stem}.{ext}" if ext else stem
-
-
-def _content_type(sniffed: str, filename: str) -> str:
-    # The sniffed type already agrees with the extension's family; the extension names the member
-    # (a .docx sniffs as zip, a .csv as text).
-    if sniffed.startswith("image/"):
-        return sniffed
-    return mimetypes.guess_type(filename, strict=False)[0] or sniffed
 
 
 def _bytes_field(source: Source) -> str:
@@ -268,7 +242,7 @@ class IngestRun:
         values.update(
             name=new.name or filename,
             filename=filename,
-            content_type=_content_type(sniffed, filename),
+            content_type=stored_content_type(sniffed, filename),
             size=size,
             sha256=digest,
             storage_key=keys[0],

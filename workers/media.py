@@ -16,33 +16,16 @@ from dataclasses import dataclass
 import pyvips
 
 from services.core.errors import ApiError
+from services.core.mediatypes import HEIF_TYPES, THUMBNAIL_LOADERS, THUMBNAIL_TYPES
+from services.core.settings import Settings
 
 THUMBNAIL = (72, 48)
 SMALL = (161, 107)
 
-TRANSFORMABLE_TYPES = frozenset(
-    {
-        "image/jpeg",
-        "image/png",
-        "image/webp",
-        "image/gif",
-        "image/heif",
-        "image/avif",
-        "image/tiff",
-    }
-)
-
-# Loader base classes: unblocking one unblocks its file, buffer and source variants.
-# libvips ignores a misspelt name, so tests check each exists. UltraHDR JPEGs
+# Loader base classes, those of the types that get variants: unblocking one unblocks its file, buffer
+# and source variants. libvips ignores a misspelt name, so tests check each exists. UltraHDR JPEGs
 # (VipsForeignLoadUhdr) stay blocked and are read by the plain JPEG loader.
-ALLOWED_LOADERS = (
-    "VipsForeignLoadJpeg",
-    "VipsForeignLoadPng",
-    "VipsForeignLoadWebp",
-    "VipsForeignLoadNsgif",
-    "VipsForeignLoadHeif",
-    "VipsForeignLoadTiff",
-)
+ALLOWED_LOADERS = tuple(dict.fromkeys(THUMBNAIL_LOADERS.values()))
 
 _FAIL_ON = "error"  # refuse truncated or corrupt data, tolerate mere warnings
 _JPEG_OPTIONS = {"Q": 82, "optimize_coding": True, "interlace": False, "keep": "none"}
@@ -50,10 +33,8 @@ _WHITE = [255, 255, 255]
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the axes
 _CACHE_MAX_OPERATIONS = 100
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc <malloc.h>
-# The decode memory a worker process may have in flight by default (ATTACHD_DECODE_BUDGET_BYTES; its
-# baseline is ~40 MB, the pod's limit 512 MiB): two 100-MP progressive photos on the media threads
-# (330 MB each) cannot take it down.
-DECODE_BUDGET_BYTES = 200 << 20
+# The decode memory a worker process may have in flight by default (ATTACHD_DECODE_BUDGET_BYTES).
+DECODE_BUDGET_BYTES = Settings.decode_budget_bytes
 # What a decode that shrinks as it reads holds at most, as far as the budget is concerned.
 SHRINKING_DECODE_BYTES = 16 << 20
 
@@ -120,10 +101,6 @@ def image_dimensions(path: str) -> tuple[int, int] | None:
         return None
 
 
-# HEIF is a container whose codec this build may not have; such a file is kept without variants.
-UNDECODABLE_OK = frozenset({"image/heif", "image/avif"})
-
-
 def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResult:
     """Measure an image and make its :data:`SMALL` and :data:`THUMBNAIL` JPEGs.
 
@@ -131,7 +108,7 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
     Raises :class:`ApiError` ``image_too_large`` (checked on the header, before
     any pixels are decoded) or ``invalid_image`` if the image cannot be decoded.
     """
-    if content_type not in TRANSFORMABLE_TYPES:
+    if content_type not in THUMBNAIL_TYPES:
         return NO_MEDIA
     width = height = None
     try:
@@ -154,7 +131,7 @@ def make_variants(path: str, content_type: str, *, max_pixels: int) -> MediaResu
             small=small.jpegsave_buffer(**_JPEG_OPTIONS),
         )
     except pyvips.Error as exc:
-        if content_type in UNDECODABLE_OK:
+        if content_type in HEIF_TYPES:
             # This libvips build may lack the codec (HEVC in iPhone photos): keep the file, no variants.
             return MediaResult(width, height, None, None)
         raise ApiError(
@@ -172,7 +149,7 @@ def decode_bytes(header: pyvips.Image, content_type: str) -> int:
     shrink-on-load; libheif's planes, its RGB output and libvips' copy come to about 15 bytes a pixel (a
     12-MP AVIF peaks 185 MB above the worker's baseline). Anything else shrinks as it reads.
     """
-    if content_type in ("image/heif", "image/avif"):
+    if content_type in HEIF_TYPES:
         return header.width * header.height * 15
     if content_type == "image/jpeg" and header.get_typeof("interlaced") and header.get("interlaced"):
         return header.width * header.height * header.bands * 2

@@ -2,7 +2,8 @@
 
 Pure functions over bytes and strings; no I/O. :func:`sniff` looks at the first
 :data:`SNIFF_BYTES` bytes; :func:`check_content` refuses a file whose extension is
-not allowed or whose content does not belong to the extension's family.
+not allowed or whose content does not belong to the extension's family. What each
+type may do is :mod:`services.core.mediatypes`' policy.
 """
 
 from __future__ import annotations
@@ -10,29 +11,11 @@ from __future__ import annotations
 import codecs
 import re
 import struct
-from collections.abc import Mapping
-from types import MappingProxyType
 
 from services.core.errors import ApiError
+from services.core.mediatypes import ACTIVE_TYPES, EXTENSION_FAMILIES, OCTET_STREAM
 
 SNIFF_BYTES = 4096
-OCTET_STREAM = "application/octet-stream"
-
-# A browser may execute these if they are ever served inline, whatever the name.
-ACTIVE_CONTENT = frozenset({"text/html", "image/svg+xml", "application/xml"})
-
-RASTER_IMAGE_TYPES = frozenset(
-    {
-        "image/jpeg",
-        "image/png",
-        "image/gif",
-        "image/webp",
-        "image/heif",
-        "image/avif",
-        "image/tiff",
-        "image/bmp",
-    }
-)
 
 # Fixed signatures at offset 0, most specific first.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -175,62 +158,6 @@ def _sniff_markup(text: str) -> str | None:
     return None
 
 
-# Each allowed extension and the sniffed types its content may have.
-_JPEG = frozenset({"image/jpeg"})
-_HEIF = frozenset({"image/heif", "image/avif"})
-_TIFF = frozenset({"image/tiff"})
-_TEXT = frozenset({"text/plain"})
-_ZIP = frozenset({"application/zip"})
-_OLE = frozenset({"application/x-ole-storage"})
-_MP4 = frozenset({"video/mp4", "video/quicktime", "audio/mp4"})
-
-EXTENSION_FAMILIES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "jpg": _JPEG,
-        "jpeg": _JPEG,
-        "jfif": _JPEG,
-        "png": frozenset({"image/png"}),
-        "gif": frozenset({"image/gif"}),
-        "webp": frozenset({"image/webp"}),
-        "heic": _HEIF,
-        "heif": _HEIF,
-        "avif": _HEIF,
-        "tif": _TIFF,
-        "tiff": _TIFF,
-        "bmp": frozenset({"image/bmp"}),
-        "pdf": frozenset({"application/pdf"}),
-        "txt": _TEXT,
-        "csv": _TEXT,
-        "md": _TEXT,
-        "log": _TEXT,
-        "json": _TEXT,
-        "eml": _TEXT,
-        "rtf": _TEXT,
-        "docx": _ZIP,
-        "xlsx": _ZIP,
-        "pptx": _ZIP,
-        "odt": _ZIP,
-        "ods": _ZIP,
-        "odp": _ZIP,
-        "zip": _ZIP,
-        "doc": _OLE,
-        "xls": _OLE,
-        "ppt": _OLE,
-        "msg": _OLE,
-        "mp3": frozenset({"audio/mpeg"}),
-        "mp4": _MP4,
-        "mov": _MP4,
-        "m4a": _MP4,
-        "wav": frozenset({"audio/wav"}),
-        "gz": frozenset({"application/gzip"}),
-        "7z": frozenset({"application/x-7z-compressed"}),
-        "rar": frozenset({"application/vnd.rar"}),
-    }
-)
-
-DEFAULT_ALLOWED_EXTENSIONS = frozenset(EXTENSION_FAMILIES)
-
-
 def check_content(extension: str, sniffed: str, *, allowed: frozenset[str], field: str = "filename") -> None:
     """Refuse a file whose extension is not allowed or does not match its content.
 
@@ -247,14 +174,10 @@ def check_content(extension: str, sniffed: str, *, allowed: frozenset[str], fiel
             status=400,
         )
     family = EXTENSION_FAMILIES.get(extension)
-    if sniffed in ACTIVE_CONTENT or (family is not None and sniffed not in family):
+    if sniffed in ACTIVE_TYPES or (family is not None and sniffed not in family):
         raise ApiError(
             "content_mismatch",
             f"file content is {sniffed} but the name ends in .{extension}",
             field="file",
             status=400,
         )
-
-
-def is_raster_image(content_type: str) -> bool:
-    return content_type in RASTER_IMAGE_TYPES

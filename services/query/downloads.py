@@ -1,8 +1,9 @@
 """Serving stored bytes: bearer-authenticated and signed-link downloads, with Range and ETag.
 
 Only raster images may be shown inline; everything else is an attachment, and
-active content (HTML, SVG, XML) is never labelled as what it is. Every
-response carries ``nosniff`` and a sandboxing CSP.
+active content (HTML, SVG, XML, scripts) is never labelled as what it is
+(:mod:`services.core.mediatypes` decides both). Every response carries
+``nosniff`` and a sandboxing CSP.
 """
 
 from __future__ import annotations
@@ -18,21 +19,12 @@ from services.core import ranges, repository, signing
 from services.core.auth import READ
 from services.core.errors import ApiError, not_found
 from services.core.filenames import content_disposition
-from services.core.sniff import is_raster_image
+from services.core.mediatypes import OCTET_STREAM, VARIANT_EXTENSION, VARIANT_TYPE, disposition, served_content_type
 from services.query.handlers import attachment_id
 from services.web.engines import POOL, STORAGE
 from services.web.http import SETTINGS, principal
 
 VARIANTS = ("original", "thumbnail", "small")
-ACTIVE_TYPES = (
-    "text/html",
-    "image/svg+xml",
-    "application/xml",
-    "text/xml",
-    "application/xhtml+xml",
-    "application/javascript",
-    "text/javascript",
-)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "sandbox; default-src 'none'",
@@ -82,25 +74,25 @@ def _object(row: Mapping[str, Any], variant: str) -> tuple[str, int, str, str]:
     if not row["storage_key"]:
         raise ApiError("no_file", "this attachment is a link and has no stored file", status=404)
     if variant == "original":
-        content_type = row["content_type"] or "application/octet-stream"
+        content_type = row["content_type"] or OCTET_STREAM
         return row["storage_key"], row["size"], content_type, f'"{row["sha256"]}"'
     stored = (row["variants"] or {}).get(variant)
     if not stored:
         raise ApiError("no_variant", f"this attachment has no {variant} (it is not a transformable image)", status=404)
-    return stored["key"], stored["size"], "image/jpeg", f'"{row["sha256"]}-{variant}"'
+    return stored["key"], stored["size"], VARIANT_TYPE, f'"{row["sha256"]}-{variant}"'
 
 
 def _disposition(request: web.Request, content_type: str) -> str:
     if request.query.get("download") in ("1", "true"):
         return "attachment"
-    return "inline" if is_raster_image(content_type) else "attachment"
+    return disposition(content_type)
 
 
 async def serve(request: web.Request, row: Mapping[str, Any], variant: str) -> web.StreamResponse:
     key, size, content_type, etag = _object(row, variant)
     filename = row["filename"] or "file"
     if variant != "original":
-        filename = f"{filename.rsplit('.', 1)[0]}-{variant}.jpg"
+        filename = f"{filename.rsplit('.', 1)[0]}-{variant}.{VARIANT_EXTENSION}"
     headers = {
         **SECURITY_HEADERS,
         "ETag": etag,
@@ -110,9 +102,7 @@ async def serve(request: web.Request, row: Mapping[str, Any], variant: str) -> w
     }
     if ranges.etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
-    if content_type.split(";")[0].strip().lower() in ACTIVE_TYPES:
-        content_type = "application/octet-stream"
-    headers["Content-Type"] = content_type
+    headers["Content-Type"] = served_content_type(content_type)
 
     span = None
     if ranges.if_range_matches(request.headers.get("If-Range"), etag):
