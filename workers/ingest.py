@@ -47,7 +47,7 @@ from services.core.contract import (
 )
 from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
-from services.core.mediatypes import TYPE_EXTENSIONS
+from services.core.mediatypes import TYPE_EXTENSIONS, stored_content_type
 from services.core.sniff import check_content, sniff
 from services.core.validation import NESTED_TARGET_TYPE, check_new_attachment
 from workers import metrics
