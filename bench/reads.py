@@ -161,7 +161,7 @@ async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
                     f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
                     f"LIMIT {query.max_records + 1}"
                 )
-                params = tuple(where.params)
+                params = tuple(where.params.values)
             elif workload == "count_account":
                 path = "/v1/attachments/count"
                 f = repository.ListFilter(account_id=account)
@@ -468,7 +468,7 @@ async def check_same_answers(port: int, secret: str, url: str, reqs: dict[str, l
                     assert [a["id"] for a in got["attachments"]] == want, (workload, r["path"])
                 else:
                     truth_sql = "SELECT count(*) FROM attachments WHERE " + repository.list_where(_filter_of(r)).sql()
-                    truth = await pool.fetchval(truth_sql, *repository.list_where(_filter_of(r)).params)
+                    truth = await pool.fetchval(truth_sql, *repository.list_where(_filter_of(r)).params.values)
                     assert got["count"] == await pool.fetchval(r["sql"], *params) == truth, (workload, got, truth)
     await pool.close()
 
@@ -495,8 +495,8 @@ async def explain_all(url: str, reqs: dict[str, list[dict[str, Any]]]) -> dict[s
         where = repository.list_where(repository.ListFilter(account_id=largest))
         sql = f"SELECT count(*) FROM attachments WHERE {where.sql()}"
         for _ in range(2):
-            await conn.fetchval(sql, *where.params)
-        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *where.params)
+            await conn.fetchval(sql, *where.params.values)
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *where.params.values)
         plans["count_account (count(*), the fallback)"] = "\n".join(x[0] for x in rows)
     finally:
         await conn.close()

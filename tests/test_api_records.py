@@ -145,14 +145,16 @@ def test_an_ascending_cursor_is_one_row_comparison() -> None:
     import uuid
 
     from services.core import listing
+    from services.core.sqlparams import Params
 
     order = listing.parse_order_by(None)
     last = uuid.uuid4()
     now = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
-    clause, params = listing.after_sql(order, [3, now], last, 4)
-    assert clause == "((display_order, created_at, id) > ($4, $5, $6))" and params == [3, now, last]
+    params = Params(["account", "Task", "9"])
+    clause = listing.after_sql(order, [3, now], last, params)
+    assert clause == "((display_order, created_at, id) > ($4, $5, $6))" and params.values[3:] == [3, now, last]
     # Mixed directions keep the expanded form.
-    clause, _ = listing.after_sql(listing.parse_order_by("-display_order,name"), [3, "a"], last, 1)
+    clause = listing.after_sql(listing.parse_order_by("-display_order,name"), [3, "a"], last, Params())
     assert clause.startswith("(display_order < ")
 
 

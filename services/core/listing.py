@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from services.core.errors import bad_request
+from services.core.sqlparams import Params
 
 # API name -> (SQL expression, kind). Nullable columns are coalesced so the keyset stays total.
 ORDERABLE = {
@@ -131,28 +132,20 @@ def order_sql(order: tuple[SortKey, ...]) -> str:
     return ", ".join(parts + ["id ASC"])
 
 
-def after_sql(
-    order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID, first_param: int
-) -> tuple[str, list[Any]]:
-    """``WHERE`` clause for "strictly after this key" under a mixed-direction order."""
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${first_param + len(params) - 1}"
-
+def after_sql(order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID, params: Params) -> str:
+    """``WHERE`` clause for "strictly after this key" under a mixed-direction order; values bound in ``params``."""
     if not any(k.descending for k in order):
         # All ascending (the default order): a row comparison, which a btree uses to start the scan
         # right after the cursor (attachments_target_live: Index Cond, not a Filter over the earlier
         # pages). The keys are never null (NOT NULL columns or coalesced), so it is the same predicate.
         exprs = [ORDERABLE[k.field][0] for k in order]
-        values_sql = [param(v) for v in values]
-        return f"(({', '.join(exprs)}, id) > ({', '.join(values_sql)}, {param(last_id)}))", params
+        values_sql = [params.add(v) for v in values]
+        return f"(({', '.join(exprs)}, id) > ({', '.join(values_sql)}, {params.add(last_id)}))"
 
-    clause = f"id > {param(last_id)}"
+    clause = f"id > {params.add(last_id)}"
     for key, value in reversed(list(zip(order, values, strict=True))):
         expr = ORDERABLE[key.field][0]
-        p = param(value)
+        p = params.add(value)
         op = "<" if key.descending else ">"
         clause = f"({expr} {op} {p} OR ({expr} = {p} AND {clause}))"
-    return clause, params
+    return clause

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from services.core import listing
 from services.core.records import COLUMNS, row_to_dict
+from services.core.sqlparams import Params
 
 INSERT_COLUMNS = (
     "id",
@@ -269,20 +270,17 @@ async def count_live_on_target(conn, account_id: str, target_type: str, target_i
     )
 
 
-@dataclass
 class Where:
-    """A growing ``WHERE`` clause with its positional parameters."""
+    """A growing ``WHERE`` clause; its values are bound in ``params``, the statement's one ``Params``."""
 
-    clauses: list[str] = field(default_factory=list)
-    params: list[Any] = field(default_factory=list)
-
-    def param(self, value: Any) -> str:
-        self.params.append(value)
-        return f"${len(self.params)}"
+    def __init__(self, params: Params | None = None) -> None:
+        self.clauses: list[str] = []
+        self.params = Params() if params is None else params
 
     def add(self, clause: str, *values: Any) -> None:
+        """Add ``clause``, each ``?`` in it bound to the next of ``values``."""
         for value in values:
-            clause = clause.replace("?", self.param(value), 1)
+            clause = clause.replace("?", self.params.add(value), 1)
         self.clauses.append(clause)
 
     def sql(self) -> str:
@@ -326,13 +324,11 @@ async def list_attachments(
     where = list_where(f)
     if cursor:
         values, last_id = listing.decode_cursor(cursor, order)
-        clause, params = listing.after_sql(order, values, last_id, len(where.params) + 1)
-        where.clauses.append(clause)
-        where.params.extend(params)
+        where.add(listing.after_sql(order, values, last_id, where.params))
     rows = await conn.fetch(
         f"SELECT {columns} FROM attachments WHERE {where.sql()} ORDER BY {listing.order_sql(order)} "
         f"LIMIT {int(limit) + 1}",
-        *where.params,
+        *where.params.values,
     )
     next_cursor = listing.encode_cursor(order, rows[limit - 1]) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor
@@ -370,4 +366,4 @@ async def count_attachments(conn, f: ListFilter) -> int:
     if counted is not None:
         return await conn.fetchval(counted[0], *counted[1])
     where = list_where(f)
-    return await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params)
+    return await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params.values)

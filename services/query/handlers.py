@@ -124,11 +124,10 @@ def mentions(nodes: Any, field: str) -> bool:
 
 
 def _query_where(body: Any, account_id: str, **parse_options: Any) -> tuple[querylang.QueryRequest, repository.Where]:
-    query = querylang.parse_query_request(body, first_param=2, **parse_options)
-    where = repository.Where(clauses=[], params=[account_id])
-    where.clauses.append("account_id = $1")
-    where.clauses.append(f"({query.filter.sql})")
-    where.params.extend(query.filter.params)
+    where = repository.Where()
+    where.add("account_id = ?", account_id)
+    query = querylang.parse_query_request(body, where.params, **parse_options)
+    where.add(f"({query.filter.sql})")
     # Canceled rows and old versions stay hidden unless the query asks about them.
     if not mentions(body.get("filter"), "canceled_at"):
         where.add("canceled_at IS NULL")
@@ -157,7 +156,7 @@ async def query_attachments(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(
             f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id LIMIT {query.max_records + 1}",
-            *where.params,
+            *where.params.values,
         )
     more = len(rows) > query.max_records
     rows = rows[: query.max_records]
@@ -175,5 +174,5 @@ async def query_count(request: web.Request) -> web.Response:
     body = await read_json(request, max_bytes=256 * 1024)
     _, where = _query_where(body, who.account_id)
     async with request.app[POOL].acquire() as conn:
-        count = await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params)
+        count = await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params.values)
     return json_response({"count": count})
