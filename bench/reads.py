@@ -105,7 +105,7 @@ async def _captured(call) -> tuple[str, str, tuple]:
 
 async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
     """Per workload: [{account, method, path, body, kind, sql, params}] — the HTTP request and its SQL."""
-    from services.query.handlers import _query_where
+    from services.query.handlers import _query_filter
 
     conn = await asyncpg.connect(url)
     try:
@@ -154,14 +154,10 @@ async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
                     ],
                     "max_records": LIMIT,
                 }
-                query, where = _query_where(body, account)
-                kind = "fetch"
-                # services/query/handlers.py query_attachments
-                sql = (
-                    f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
-                    f"LIMIT {query.max_records + 1}"
+                query, f = _query_filter(body, account)
+                kind, sql, params = await _captured(
+                    lambda c: repository.query_attachments(c, f, query.max_records, None, columns=API_COLUMNS)
                 )
-                params = tuple(where.params.values)
             elif workload == "count_account":
                 path = "/v1/attachments/count"
                 f = repository.ListFilter(account_id=account)

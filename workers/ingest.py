@@ -22,10 +22,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.core import encoding, hierarchy, jobs, repository, storage, targets
+from services.core import encoding, hierarchy, jobs, repository, storage
 from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
 from services.core.records import row_to_dict
+from services.core.repository import targets
 from services.core.sniff import check_content, sniff
 from services.core.validation import (
     NESTED_TARGET_TYPE,
@@ -409,9 +410,7 @@ class IngestJob:
         Returns the ``target.moved`` payload when an inline parent moved the target."""
         values, new, moved = p.values, p.new, None
         if p.placement == "nested":
-            parent_chain = await conn.fetchval(
-                "SELECT ancestors FROM attachments WHERE id = $1", values["parent_attachment_id"]
-            )
+            parent_chain = await targets.attachment_ancestors(conn, values["parent_attachment_id"])
             values["ancestors"] = [hierarchy.node(NESTED_TARGET_TYPE, values["target_id"]), *parent_chain]
         elif new.parent is not None:
             values["ancestors"], moved = await targets.place_target(

@@ -7,7 +7,7 @@ from typing import Any
 
 from services.core import jobs, repository
 from services.core.errors import ApiError, not_found
-from services.core.records import COLUMNS, row_to_dict
+from services.core.records import row_to_dict
 from services.core.validation import parse_changes
 from workers.context import WorkerContext
 from workers.outcomes import always_answers
@@ -21,7 +21,7 @@ async def _apply(ctx: dict[str, Any], job: dict[str, Any], change) -> dict[str, 
         async with wctx.pool.acquire() as conn, conn.transaction():
             row = await change(conn, account_id, attachment_id, job_id)
             if row is None and await repository.job_already_applied(conn, job_id, attachment_id):
-                row = await conn.fetchrow(f"SELECT {COLUMNS} FROM attachments WHERE id = $1", attachment_id)
+                row = await repository.get_attachment(conn, account_id, attachment_id, include_canceled=True)
         outcome = (
             {"state": "failed", "error": not_found().to_dict()}
             if row is None

@@ -123,17 +123,18 @@ def mentions(nodes: Any, field: str) -> bool:
     return False
 
 
-def _query_where(body: Any, account_id: str, **parse_options: Any) -> tuple[querylang.QueryRequest, repository.Where]:
-    where = repository.Where()
-    where.add("account_id = ?", account_id)
-    query = querylang.parse_query_request(body, where.params, **parse_options)
-    where.add(f"({query.filter.sql})")
+def _query_filter(
+    body: Any, account_id: str, **parse_options: Any
+) -> tuple[querylang.QueryRequest, repository.QueryFilter]:
+    query = querylang.parse_query_request(body, **parse_options)
     # Canceled rows and old versions stay hidden unless the query asks about them.
-    if not mentions(body.get("filter"), "canceled_at"):
-        where.add("canceled_at IS NULL")
-    if not any(mentions(body.get("filter"), f) for f in ("version", "is_latest", "canceled_at")):
-        where.add("is_latest")
-    return query, where
+    nodes = body.get("filter")
+    return query, repository.QueryFilter(
+        account_id,
+        query.filter,
+        include_canceled=mentions(nodes, "canceled_at"),
+        all_versions=any(mentions(nodes, f) for f in ("version", "is_latest", "canceled_at")),
+    )
 
 
 def _encode_query_cursor(last_id: uuid.UUID) -> str:
@@ -150,14 +151,10 @@ def _decode_query_cursor(cursor: str) -> uuid.UUID:
 async def query_attachments(request: web.Request) -> web.Response:
     who = principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
-    query, where = _query_where(body, who.account_id)
-    if query.cursor:
-        where.add("id > ?", _decode_query_cursor(query.cursor))
+    query, f = _query_filter(body, who.account_id)
+    after = _decode_query_cursor(query.cursor) if query.cursor else None
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id LIMIT {query.max_records + 1}",
-            *where.params.values,
-        )
+        rows = await repository.query_attachments(conn, f, query.max_records, after, columns=API_COLUMNS)
     more = len(rows) > query.max_records
     rows = rows[: query.max_records]
     rendered = render(request, rows)
@@ -172,7 +169,7 @@ async def query_attachments(request: web.Request) -> web.Response:
 async def query_count(request: web.Request) -> web.Response:
     who = principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
-    _, where = _query_where(body, who.account_id)
+    _, f = _query_filter(body, who.account_id)
     async with request.app[POOL].acquire() as conn:
-        count = await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params.values)
+        count = await repository.count_query(conn, f)
     return json_response({"count": count})

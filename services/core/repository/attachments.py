@@ -1,4 +1,5 @@
-"""SQL for attachments. Every statement is scoped by account; every change writes its outbox event
+"""SQL for attachments: insert, read, list, change. Every statement is scoped by account (the
+signed-link download and the purge of unlinked uploads excepted); every change writes its outbox event
 in the same transaction."""
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 import asyncpg
 
 from services.core import listing
+from services.core.querylang import Compiled
 from services.core.records import COLUMNS, row_to_dict
+from services.core.repository.events import write_event
 from services.core.sqlparams import Params
 
 INSERT_COLUMNS = (
@@ -53,41 +56,6 @@ _INSERT_SQL = (
 )
 
 
-SESSION_CLOSED = "upload_session.closed"
-SESSION_COLUMNS = "session_token, opened_at, last_upload_at, closed_at"
-_EVENT_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('attachd-events:' || $1, 0))"
-
-
-async def write_event(
-    conn: asyncpg.Connection,
-    account_id: str,
-    event_type: str,
-    attachment_id: uuid.UUID | str | None,
-    job_id: str | None,
-    payload: Mapping[str, Any],
-) -> None:
-    """Add an event to the outbox. Write events last in a transaction: the first takes the account's
-    event lock, held until commit, so one account's events commit in ``seq`` order (the relay
-    publishes them in that order); a transaction holding it must not wait for any other lock."""
-    await conn.execute(_EVENT_LOCK_SQL, account_id)
-    await conn.execute(
-        "INSERT INTO outbox (account_id, event_type, attachment_id, job_id, payload) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        account_id,
-        event_type,
-        attachment_id,
-        job_id,
-        {"type": event_type, **payload},
-    )
-
-
-async def job_already_applied(conn, job_id: str, attachment_id: uuid.UUID) -> bool:
-    """True when this job's change is committed: a re-run must report success, not "not found"."""
-    return await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND attachment_id = $2)", job_id, attachment_id
-    )
-
-
 async def insert_attachment(
     conn: asyncpg.Connection, values: Mapping[str, Any], job_id: str, *, emit_event: bool = True
 ) -> tuple[asyncpg.Record, bool]:
@@ -104,68 +72,6 @@ async def insert_attachment(
 async def announce_created(conn, row: asyncpg.Record, job_id: str) -> None:
     await write_event(
         conn, row["account_id"], "attachment.created", row["id"], job_id, {"attachment": row_to_dict(row)}
-    )
-
-
-async def touch_upload_session(conn, account_id: str, token: str) -> None:
-    """Open the session, or keep it open: an upload to a closed session reopens it."""
-    await conn.execute(
-        "INSERT INTO upload_sessions (account_id, session_token) VALUES ($1, $2) "
-        "ON CONFLICT (account_id, session_token) DO UPDATE SET last_upload_at = now(), closed_at = NULL",
-        account_id,
-        token,
-    )
-
-
-async def get_upload_session(conn, account_id: str, token: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        f"SELECT {SESSION_COLUMNS} FROM upload_sessions WHERE account_id = $1 AND session_token = $2", account_id, token
-    )
-
-
-async def session_attachments(conn, account_id: str, token: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND session_token = $2 "
-        f"AND canceled_at IS NULL ORDER BY seq",
-        account_id,
-        token,
-    )
-
-
-async def close_upload_session(
-    conn, account_id: str, token: str, job_id: str | None, *, idle_s: float | None = None
-) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
-    """Close an open session (with ``idle_s``, only one idle that long) and announce its live attachments
-    in one event. None when it was not open: a closed session is never announced twice."""
-    session = await conn.fetchrow(
-        f"UPDATE upload_sessions SET closed_at = now() WHERE account_id = $1 AND session_token = $2 "
-        f"AND closed_at IS NULL AND ($3::float8 IS NULL OR last_upload_at < now() - make_interval(secs => $3)) "
-        f"RETURNING {SESSION_COLUMNS}",
-        account_id,
-        token,
-        idle_s,
-    )
-    if session is None:
-        return None
-    rows = await session_attachments(conn, account_id, token)
-    await write_event(
-        conn,
-        account_id,
-        SESSION_CLOSED,
-        None,
-        job_id,
-        {
-            "session": {**row_to_dict(session), "reason": "request" if idle_s is None else "idle"},
-            "attachment_ids": [str(r["id"]) for r in rows],
-            "attachments": [row_to_dict(r) for r in rows],
-        },
-    )
-    return session, rows
-
-
-async def job_wrote_event(conn, job_id: str, event_type: str) -> bool:
-    return await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE job_id = $1 AND event_type = $2)", job_id, event_type
     )
 
 
@@ -260,16 +166,6 @@ async def cancel_attachment(
     return row
 
 
-async def count_live_on_target(conn, account_id: str, target_type: str, target_id: str) -> int:
-    return await conn.fetchval(
-        "SELECT count(*) FROM attachments WHERE account_id = $1 AND target_type = $2 AND target_id = $3 "
-        "AND canceled_at IS NULL",
-        account_id,
-        target_type,
-        target_id,
-    )
-
-
 class Where:
     """A growing ``WHERE`` clause; its values are bound in ``params``, the statement's one ``Params``."""
 
@@ -317,8 +213,36 @@ def list_where(f: ListFilter) -> Where:
     return where
 
 
+@dataclass(frozen=True)
+class QueryFilter:
+    """A query-language filter of an account. ``condition`` was compiled on its own (placeholders from
+    $1): the statement binds its other values after the condition's."""
+
+    account_id: str
+    condition: Compiled
+    include_canceled: bool = False
+    all_versions: bool = False
+
+
+def query_where(f: QueryFilter) -> Where:
+    where = Where(Params(f.condition.params))
+    where.add("account_id = ?", f.account_id)
+    where.add(f"({f.condition.sql})")
+    if not f.include_canceled:
+        where.add("canceled_at IS NULL")
+    if not f.all_versions:
+        where.add("is_latest")
+    return where
+
+
 async def list_attachments(
-    conn, f: ListFilter, order: Sequence[listing.SortKey], limit: int, cursor: str | None, *, columns: str = COLUMNS
+    conn: asyncpg.Connection,
+    f: ListFilter,
+    order: Sequence[listing.SortKey],
+    limit: int,
+    cursor: str | None,
+    *,
+    columns: str = COLUMNS,
 ) -> tuple[list[asyncpg.Record], str | None]:
     order = tuple(order)
     where = list_where(f)
@@ -334,36 +258,47 @@ async def list_attachments(
     return list(rows[:limit]), next_cursor
 
 
-def counter_sql(f: ListFilter) -> tuple[str, list[Any]] | None:
-    """The statement that reads ``f``'s count from the live counters (schema.sql ``attachment_counts``),
-    or None when they cannot answer it: they hold latest, non-canceled rows per target and per account,
-    all and available only; canceled rows, older versions and descendants need ``count(*)``."""
-    if f.include_canceled or f.all_versions or f.ancestor is not None:
-        return None
-    column = "live_available" if f.available_only else "live"
-    if f.target_type is None and f.target_id is None:
-        return (
-            f"SELECT coalesce((SELECT {column} FROM account_attachment_counts WHERE account_id = $1), 0)",
-            [f.account_id],
-        )
-    if f.target_type is None:
-        return None
-    if f.target_id is None:
-        return (
-            f"SELECT coalesce(sum({column}), 0)::bigint FROM attachment_counts "
-            f"WHERE account_id = $1 AND target_type = $2",
-            [f.account_id, f.target_type],
-        )
-    return (
-        f"SELECT coalesce((SELECT {column} FROM attachment_counts WHERE account_id = $1 "
-        f"AND target_type = $2 AND target_id = $3), 0)",
-        [f.account_id, f.target_type, f.target_id],
+async def query_attachments(
+    conn: asyncpg.Connection, f: QueryFilter, limit: int, after: uuid.UUID | None, *, columns: str = COLUMNS
+) -> list[asyncpg.Record]:
+    where = query_where(f)
+    if after is not None:
+        where.add("id > ?", after)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {columns} FROM attachments WHERE {where.sql()} ORDER BY id LIMIT {int(limit) + 1}",
+        *where.params.values,
     )
+    return rows
 
 
-async def count_attachments(conn, f: ListFilter) -> int:
-    counted = counter_sql(f)
-    if counted is not None:
-        return await conn.fetchval(counted[0], *counted[1])
-    where = list_where(f)
-    return await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params.values)
+# -- uploads never linked to a target ---------------------------------------------------------------
+
+
+async def unlinked_uploads(conn: asyncpg.Connection, older_than_s: float, limit: int = 500) -> list[asyncpg.Record]:
+    """Live uploads still without a target after ``older_than_s`` seconds, with what their bytes are stored
+    under: (id, account_id, storage_key, variants)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT id, account_id, storage_key, variants FROM attachments WHERE target_id IS NULL "
+        "AND canceled_at IS NULL AND created_at < now() - make_interval(secs => $1) LIMIT $2",
+        older_than_s,
+        limit,
+    )
+    return rows
+
+
+async def delete_unlinked(conn: asyncpg.Connection, account_id: str, attachment_id: uuid.UUID) -> bool:
+    """Delete an upload (row and all) that is still unlinked, with its ``attachment.purged`` event."""
+    deleted = await conn.fetchrow(
+        "DELETE FROM attachments WHERE id = $1 AND target_id IS NULL RETURNING id, account_id", attachment_id
+    )
+    if deleted is None:
+        return False
+    await write_event(
+        conn,
+        account_id,
+        "attachment.purged",
+        attachment_id,
+        f"purge:{attachment_id}",
+        {"attachment_id": str(attachment_id)},
+    )
+    return True
