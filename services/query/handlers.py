@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 import uuid
 from typing import Any
@@ -137,33 +135,19 @@ def _query_filter(
     )
 
 
-def _encode_query_cursor(last_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(last_id.bytes).decode().rstrip("=")
-
-
-def _decode_query_cursor(cursor: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise bad_request("invalid_cursor", "cursor is not valid: it was not made by this service", "cursor") from None
-
-
 async def query_attachments(request: web.Request) -> web.Response:
     who = principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
     query, f = _query_filter(body, who.account_id)
-    after = _decode_query_cursor(query.cursor) if query.cursor else None
     async with request.app[POOL].acquire() as conn:
-        rows = await repository.query_attachments(conn, f, query.max_records, after, columns=API_COLUMNS)
-    more = len(rows) > query.max_records
-    rows = rows[: query.max_records]
+        rows, next_cursor = await repository.query_attachments(
+            conn, f, query.max_records, query.cursor, columns=API_COLUMNS
+        )
     rendered = render(request, rows)
     if query.include_fields:
         keep = ("id", *query.include_fields)
         rendered = [{k: r[k] for k in keep if k in r} for r in rendered]
-    return json_response(
-        {"attachments": rendered, "next_cursor": _encode_query_cursor(rows[-1]["id"]) if more else None}
-    )
+    return json_response({"attachments": rendered, "next_cursor": next_cursor})
 
 
 async def query_count(request: web.Request) -> web.Response:

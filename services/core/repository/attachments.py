@@ -244,8 +244,25 @@ async def list_attachments(
     *,
     columns: str = COLUMNS,
 ) -> tuple[list[asyncpg.Record], str | None]:
-    order = tuple(order)
-    where = list_where(f)
+    """A page of ``f`` in ``order`` after ``cursor``, and the cursor of the next page (None: the last)."""
+    return await _page(conn, list_where(f), tuple(order), limit, cursor, columns)
+
+
+async def query_attachments(
+    conn: asyncpg.Connection, f: QueryFilter, limit: int, cursor: str | None, *, columns: str = COLUMNS
+) -> tuple[list[asyncpg.Record], str | None]:
+    """A page of ``f`` in id order after ``cursor``, and the cursor of the next page (None: the last)."""
+    return await _page(conn, query_where(f), listing.BY_ID, limit, cursor, columns)
+
+
+async def _page(
+    conn: asyncpg.Connection,
+    where: Where,
+    order: tuple[listing.SortKey, ...],
+    limit: int,
+    cursor: str | None,
+    columns: str,
+) -> tuple[list[asyncpg.Record], str | None]:
     if cursor:
         values, last_id = listing.decode_cursor(cursor, order)
         where.add(listing.after_sql(order, values, last_id, where.params))
@@ -256,19 +273,6 @@ async def list_attachments(
     )
     next_cursor = listing.encode_cursor(order, rows[limit - 1]) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor
-
-
-async def query_attachments(
-    conn: asyncpg.Connection, f: QueryFilter, limit: int, after: uuid.UUID | None, *, columns: str = COLUMNS
-) -> list[asyncpg.Record]:
-    where = query_where(f)
-    if after is not None:
-        where.add("id > ?", after)
-    rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT {columns} FROM attachments WHERE {where.sql()} ORDER BY id LIMIT {int(limit) + 1}",
-        *where.params.values,
-    )
-    return rows
 
 
 # -- uploads never linked to a target ---------------------------------------------------------------
