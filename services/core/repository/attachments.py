@@ -12,43 +12,14 @@ from typing import Any
 import asyncpg
 
 from services.core import listing
+from services.core.fields import COLUMN_FIELDS
 from services.core.querylang import Compiled
 from services.core.records import COLUMNS, row_to_dict
 from services.core.repository.events import write_event
 from services.core.sqlparams import Params
 
-INSERT_COLUMNS = (
-    "id",
-    "account_id",
-    "target_type",
-    "target_id",
-    "field",
-    "parent_type",
-    "parent_attachment_id",
-    "version",
-    "version_root",
-    "ancestors",
-    "attachment_type",
-    "name",
-    "filename",
-    "content_type",
-    "size",
-    "sha256",
-    "storage_key",
-    "url",
-    "width",
-    "height",
-    "variants",
-    "display_order",
-    "available",
-    "status",
-    "created_from",
-    "publish",
-    "session_token",
-    "created_by_type",
-    "created_by_id",
-    "impersonator_id",
-)
+# insert_attachment takes a mapping keyed by these.
+INSERT_COLUMNS = tuple(spec.name for spec in COLUMN_FIELDS if spec.inserted)
 _INSERT_SQL = (
     f"INSERT INTO attachments ({', '.join(INSERT_COLUMNS)}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(INSERT_COLUMNS) + 1))}) "
