@@ -49,7 +49,7 @@ BY_ID: tuple[SortKey, ...] = ()  # the order of query pages: by id alone
 
 
 def parse_order_by(text: str | None) -> tuple[SortKey, ...]:
-    keys = []
+    keys: list[SortKey] = []
     for raw in (text or DEFAULT_ORDER).split(","):
         raw = raw.strip()
         descending = raw.startswith("-")

@@ -156,7 +156,7 @@ def _picklist(value: Any, spec: FieldSpec) -> str:
     allowed = [v.value for v in PICKLISTS[spec.picklist or spec.name]]
     if value not in allowed:
         raise ValueError(f"one of {', '.join(allowed)}")
-    return value
+    return str(value)
 
 
 _COERCE: dict[str, Callable[[Any, FieldSpec], Any]] = {

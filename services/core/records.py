@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from services.core import signing
@@ -77,7 +77,9 @@ _API_KEYS = (*API_FIELDS, "storage_key", "variants")
 API_COLUMNS = ", ".join(_API_SQL[name] for name in _API_KEYS)
 
 
-def api_records(rows, *, base_url: str, secret: bytes, expires: int) -> list[dict[str, Any]]:
+def api_records(
+    rows: Iterable[Mapping[str, Any]], *, base_url: str, secret: bytes, expires: int
+) -> list[dict[str, Any]]:
     """``to_api`` for many rows read with ``API_COLUMNS``, at a third of the cost; the same JSON.
 
     Date-times stay ``datetime`` objects: ``services.web.http.json_response`` writes them (orjson,

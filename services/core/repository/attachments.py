@@ -40,13 +40,15 @@ async def insert_attachment(
     return row, True
 
 
-async def announce_created(conn, row: asyncpg.Record, job_id: str) -> None:
+async def announce_created(conn: asyncpg.Connection, row: asyncpg.Record, job_id: str) -> None:
     await write_event(
         conn, row["account_id"], "attachment.created", row["id"], job_id, {"attachment": row_to_dict(row)}
     )
 
 
-async def next_version(conn, account_id: str, parent_id: uuid.UUID, new_id: uuid.UUID) -> tuple[int, uuid.UUID]:
+async def next_version(
+    conn: asyncpg.Connection, account_id: str, parent_id: uuid.UUID, new_id: uuid.UUID
+) -> tuple[int, uuid.UUID]:
     """The number and root of a new version of ``parent_id``'s file; the old latest stops being latest."""
     root = await conn.fetchval(
         "SELECT coalesce(version_root, id) FROM attachments WHERE id = $1 AND account_id = $2 FOR UPDATE",
@@ -73,7 +75,12 @@ async def next_version(conn, account_id: str, parent_id: uuid.UUID, new_id: uuid
 
 
 async def get_attachment(
-    conn, account_id: str, attachment_id: uuid.UUID, *, include_canceled: bool = False, columns: str = COLUMNS
+    conn: asyncpg.Connection,
+    account_id: str,
+    attachment_id: uuid.UUID,
+    *,
+    include_canceled: bool = False,
+    columns: str = COLUMNS,
 ) -> asyncpg.Record | None:
     sql = f"SELECT {columns} FROM attachments WHERE id = $1 AND account_id = $2"
     if not include_canceled:
@@ -81,7 +88,7 @@ async def get_attachment(
     return await conn.fetchrow(sql, attachment_id, account_id)
 
 
-async def get_for_download(conn, attachment_id: uuid.UUID) -> asyncpg.Record | None:
+async def get_for_download(conn: asyncpg.Connection, attachment_id: uuid.UUID) -> asyncpg.Record | None:
     """By id alone: only for signed links, whose signature already proves the caller was given it."""
     return await conn.fetchrow(
         f"SELECT {COLUMNS} FROM attachments WHERE id = $1 AND canceled_at IS NULL", attachment_id

@@ -156,9 +156,10 @@ async def set_links(
         await write_event(conn, account_id, "attachment.unlinked", row["id"], job_id, {"attachment": row_to_dict(row)})
     for row in linked:
         await write_event(conn, account_id, "attachment.linked", row["id"], job_id, {"attachment": row_to_dict(row)})
-    return await conn.fetch(
+    now_linked: list[asyncpg.Record] = await conn.fetch(
         f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[]) ORDER BY array_position"
         f"($2::uuid[], id)",
         account_id,
         list(ids),
     )
+    return now_linked

@@ -71,10 +71,11 @@ class _StagedFile:
         self.write(data)
         fd, self._fd = self._fd, -1
         os.close(fd)
+        assert self._tmp is not None  # opened by write()
         os.replace(self._tmp, self._path)
         self._tmp = None
 
-    async def abort_after(self, writing: asyncio.Future | None) -> None:
+    async def abort_after(self, writing: asyncio.Future[None] | None) -> None:
         """Remove the temporary file once no thread touches it (a hop in flight finishes first)."""
         if writing is not None and not writing.done():
             try:
@@ -127,7 +128,7 @@ class FileStorage:
         staged = _StagedFile(self._file(key))
         batch: list[bytes] = []
         batched = size = 0
-        writing: asyncio.Future | None = None  # the hop in flight, at most one
+        writing: asyncio.Future[None] | None = None  # the hop in flight, at most one
         try:
             async for chunk in chunks:
                 size += len(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from services.core.storage import CHUNK, SizeLimitExceeded, StoredObject
 
@@ -14,7 +15,7 @@ S3_PART = 8 << 20  # S3 parts must be >= 5 MiB except the last
 class S3Storage:
     """S3 or any S3-compatible server through aioboto3; large writes are multipart uploads."""
 
-    def __init__(self, client, bucket: str, prefix: str, stack: contextlib.AsyncExitStack) -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str, stack: contextlib.AsyncExitStack) -> None:
         self._client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -42,7 +43,7 @@ class S3Storage:
         buf = bytearray()
         size = 0
         upload_id = None
-        parts: list[dict] = []
+        parts: list[dict[str, Any]] = []
         full_key = self._key(key)
         try:
             async for chunk in chunks:
@@ -103,7 +104,8 @@ class S3Storage:
         obj = await self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         body = obj["Body"]
         try:
-            return await body.read()
+            data: bytes = await body.read()
+            return data
         finally:
             body.close()
 
@@ -133,7 +135,8 @@ class S3Storage:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return head["ContentLength"]
+        size: int = head["ContentLength"]
+        return size
 
     def local_path(self, key: str) -> str | None:
         return None
