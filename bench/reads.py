@@ -105,7 +105,7 @@ async def _captured(call) -> tuple[str, str, tuple]:
 
 async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
     """Per workload: [{account, method, path, body, kind, sql, params}] — the HTTP request and its SQL."""
-    from services.query.handlers import _query_where
+    from services.query.handlers import _query_filter
 
     conn = await asyncpg.connect(url)
     try:
@@ -154,14 +154,10 @@ async def build_requests(url: str) -> dict[str, list[dict[str, Any]]]:
                     ],
                     "max_records": LIMIT,
                 }
-                query, where = _query_where(body, account)
-                kind = "fetch"
-                # services/query/handlers.py query_attachments
-                sql = (
-                    f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id "
-                    f"LIMIT {query.max_records + 1}"
+                query, f = _query_filter(body, account)
+                kind, sql, params = await _captured(
+                    lambda c: repository.query_attachments(c, f, query.max_records, None, columns=API_COLUMNS)
                 )
-                params = tuple(where.params)
             elif workload == "count_account":
                 path = "/v1/attachments/count"
                 f = repository.ListFilter(account_id=account)
@@ -468,7 +464,7 @@ async def check_same_answers(port: int, secret: str, url: str, reqs: dict[str, l
                     assert [a["id"] for a in got["attachments"]] == want, (workload, r["path"])
                 else:
                     truth_sql = "SELECT count(*) FROM attachments WHERE " + repository.list_where(_filter_of(r)).sql()
-                    truth = await pool.fetchval(truth_sql, *repository.list_where(_filter_of(r)).params)
+                    truth = await pool.fetchval(truth_sql, *repository.list_where(_filter_of(r)).params.values)
                     assert got["count"] == await pool.fetchval(r["sql"], *params) == truth, (workload, got, truth)
     await pool.close()
 
@@ -495,8 +491,8 @@ async def explain_all(url: str, reqs: dict[str, list[dict[str, Any]]]) -> dict[s
         where = repository.list_where(repository.ListFilter(account_id=largest))
         sql = f"SELECT count(*) FROM attachments WHERE {where.sql()}"
         for _ in range(2):
-            await conn.fetchval(sql, *where.params)
-        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *where.params)
+            await conn.fetchval(sql, *where.params.values)
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *where.params.values)
         plans["count_account (count(*), the fallback)"] = "\n".join(x[0] for x in rows)
     finally:
         await conn.close()

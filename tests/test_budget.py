@@ -1,4 +1,4 @@
-"""The per-account byte budget: the Lua script on real Redis, the pure rules, and the API that enforces it."""
+"""The per-account byte budget: the pure rules, the admission script on real Redis, and the API that enforces it."""
 
 from __future__ import annotations
 
@@ -22,8 +22,22 @@ from services.ingress.app import create_app as ingress_app
 from services.web.engines import REDIS
 
 
-def limits(byte_budget: int = 100, window_s: int = 60, lockout_s: int = 0) -> AccountLimits:
-    return AccountLimits(byte_budget, window_s, lockout_s, max_file_bytes=1000)
+def rule(byte_budget: int = 100, window_s: int = 60, lockout_s: int = 0) -> Settings:
+    return Settings(
+        byte_budget=byte_budget, byte_budget_window_s=window_s, byte_budget_lockout_s=lockout_s, max_file_bytes=1000
+    )
+
+
+async def used(redis, account: str) -> int:
+    """The bytes in the account's window, as the script keeps them."""
+    return int(await redis.get(budget.budget_keys(account)[1]) or 0)
+
+
+async def over_budget(gate: ByteBudget, settings: Settings, account: str, charge_id: str, nbytes: int) -> int:
+    """Admit a charge that must be refused with a 429; its Retry-After."""
+    with pytest.raises(budget.BudgetExceeded) as caught:
+        await gate.admit(settings, account, charge_id, nbytes)
+    return int(caught.value.headers["Retry-After"])
 
 
 def text_item(size: int, name: str = "notes.txt") -> dict:
@@ -87,14 +101,6 @@ def test_settings_read_the_budget_from_the_environment():
     assert Settings().byte_budget == 10_000_000
 
 
-def test_multipart_is_charged_its_content_length_and_needs_one():
-    assert budget.multipart_charge(1234, limits()) == 1234
-    assert budget.multipart_charge(None, limits(byte_budget=0)) == 0
-    with pytest.raises(ApiError) as caught:
-        budget.multipart_charge(None, limits())
-    assert (caught.value.status, caught.value.code) == (411, "length_required")
-
-
 def test_base64_is_charged_its_decoded_size_and_urls_nothing():
     sources: list[Source] = [Base64Source(data=base64.b64encode(b"x" * n).decode()) for n in (1, 2, 3, 1000)]
     sources += [UrlSource(), LinkSource()]
@@ -105,26 +111,40 @@ def test_base64_is_charged_its_decoded_size_and_urls_nothing():
 # --- the script on real Redis -------------------------------------------------------------------------
 
 
+async def test_a_declared_length_is_charged_as_it_is_and_an_unknown_one_needs_no_budget(redis, account):
+    """Multipart and raw bodies are charged their Content-Length before a byte is read; without one they are
+    a 411 while the account has a budget, and charged nothing when it has none."""
+    gate = ByteBudget(redis)
+    assert (await gate.admit(rule(byte_budget=10_000), account, "m", 1234)).limits.byte_budget == 10_000
+    assert await used(redis, account) == 1234
+    with pytest.raises(ApiError) as caught:
+        await gate.admit(rule(byte_budget=10_000), account, "n", None)
+    assert (caught.value.status, caught.value.code) == (411, "length_required")
+    assert (await gate.admit(rule(byte_budget=0), account, "o", None)).limits.byte_budget == 0
+    assert await used(redis, account) == 1234
+
+
 async def test_exactly_the_budget_is_allowed_and_one_byte_more_is_not(redis, account):
-    b = ByteBudget(redis)
-    assert (await b.charge(account, "a", 60, limits())).allowed
-    result = await b.charge(account, "b", 40, limits())
-    assert (result.allowed, result.used, result.limit) == (True, 100, 100)
-    result = await b.charge(account, "c", 1, limits())
-    assert not result.allowed and result.used == 100
-    assert 59 <= result.retry_after_s <= 60  # no lockout: until the oldest charge leaves the window
+    gate = ByteBudget(redis)
+    await gate.admit(rule(), account, "a", 60)
+    assert (await gate.admit(rule(), account, "b", 40)).limits.byte_budget == 100
+    assert await used(redis, account) == 100
+    retry = await over_budget(gate, rule(), account, "c", 1)
+    assert 59 <= retry <= 60  # no lockout: until the oldest charge leaves the window
+    assert await used(redis, account) == 100
 
 
 async def test_charges_slide_out_of_the_window(redis, account):
-    b, window = ByteBudget(redis), limits(window_s=2)
-    assert (await b.charge(account, "t0", 50, window)).allowed
+    gate, window = ByteBudget(redis), rule(window_s=2)
+    await gate.admit(window, account, "t0", 50)
     await asyncio.sleep(1.0)
-    assert (await b.charge(account, "t1", 50, window)).used == 100
-    assert not (await b.charge(account, "full", 1, window)).allowed
+    await gate.admit(window, account, "t1", 50)
+    assert await used(redis, account) == 100
+    await over_budget(gate, window, account, "full", 1)
     await asyncio.sleep(1.2)  # t0 has left the window, t1 has not
-    result = await b.charge(account, "t2", 50, window)
-    assert (result.allowed, result.used) == (True, 100)
-    assert not (await b.charge(account, "over", 1, window)).allowed
+    await gate.admit(window, account, "t2", 50)
+    assert await used(redis, account) == 100
+    await over_budget(gate, window, account, "over", 1)
     charges, total, _ = budget.budget_keys(account)
     members = await redis.zrange(charges, 0, -1)
     assert sorted(m.decode() for m in members) == ["t1:50", "t2:50"]
@@ -133,24 +153,25 @@ async def test_charges_slide_out_of_the_window(redis, account):
 
 
 async def test_the_lockout_outlasts_the_window_and_then_clears(redis, account):
-    b, rule = ByteBudget(redis), limits(window_s=1, lockout_s=2)
-    assert (await b.charge(account, "a", 100, rule)).allowed
-    result = await b.charge(account, "b", 1, rule)
-    assert (result.allowed, result.retry_after_s) == (False, 2)
+    gate, lockout = ByteBudget(redis), rule(window_s=1, lockout_s=2)
+    await gate.admit(lockout, account, "a", 100)
+    assert await over_budget(gate, lockout, account, "b", 1) == 2
     await asyncio.sleep(1.2)  # the window is empty now, but the lockout holds
-    result = await b.charge(account, "c", 0, rule)
-    assert (result.allowed, result.retry_after_s, result.used) == (False, 1, 0)
+    assert await over_budget(gate, lockout, account, "c", 0) == 1
+    assert await used(redis, account) == 0
     await asyncio.sleep(1.0)
-    result = await b.charge(account, "d", 100, rule)
-    assert (result.allowed, result.used) == (True, 100)
+    await gate.admit(lockout, account, "d", 100)
+    assert await used(redis, account) == 100
 
 
 async def test_a_charge_counts_once_and_a_lost_total_is_recounted(redis, account):
-    b = ByteBudget(redis)
-    await b.charge(account, "a", 30, limits())
-    assert (await b.charge(account, "a", 30, limits())).used == 30
+    gate = ByteBudget(redis)
+    await gate.admit(rule(), account, "a", 30)
+    await gate.admit(rule(), account, "a", 30)
+    assert await used(redis, account) == 30
     await redis.delete(budget.budget_keys(account)[1])
-    assert (await b.charge(account, "b", 20, limits())).used == 50
+    await gate.admit(rule(), account, "b", 20)
+    assert await used(redis, account) == 50
 
 
 # --- through the API ---------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ async def assert_exact(svc, expected: dict[str, int] | None = None) -> dict[str,
         assert resp.status == 200, await resp.text()
         got = (await resp.json())["count"]
         where = repository.list_where(repository.ListFilter(account_id=svc.account, **fields))
-        truth = await svc.pool.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params)
+        truth = await svc.pool.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params.values)
         assert got == truth, (query, got, truth)
         seen[query] = got
     rows = await svc.pool.fetch(

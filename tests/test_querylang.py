@@ -20,6 +20,7 @@ from services.core.querylang import (
     parse_query_request,
     prefer_entity,
 )
+from services.core.sqlparams import Params
 
 ID = "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b"
 UTC = dt.UTC
@@ -120,7 +121,8 @@ def test_each_operator_compiles(field: str, op: str, value: Any, sql: str, param
     assert one(field, op, value) == Compiled(sql, params)
 
 
-def test_groups_nest_and_placeholders_count_from_first_param() -> None:
+def test_groups_nest_and_placeholders_continue_the_statements_params() -> None:
+    params = Params(["account", "other"])
     compiled = compile_filter(
         [
             cond("target_type", "eq", "Ticket"),
@@ -132,7 +134,7 @@ def test_groups_nest_and_placeholders_count_from_first_param() -> None:
                 ],
             },
         ],
-        first_param=3,
+        params,
     )
     assert compiled.sql == (
         "(target_type = $3::text AND (size > $4::bigint OR (status IS NOT NULL AND name ILIKE $5::text)))"
@@ -309,7 +311,7 @@ FILTER = [cond("size", "gt", 0)]
 
 
 def test_query_request_defaults_and_values() -> None:
-    request = parse_query_request({"filter": FILTER}, first_param=2)
+    request = parse_query_request({"filter": FILTER}, Params(["account"]))
     assert request.filter == Compiled("size > $2::bigint", [0])
     assert (request.max_records, request.include_fields, request.cursor) == (500, None, None)
 

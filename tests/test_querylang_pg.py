@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from services.core.fields import FIELDS, PICKLISTS
 from services.core.querylang import compile_filter
+from services.core.sqlparams import Params
 
 # Small alphabets so that values collide, patterns match, and LIKE metacharacters turn up often.
 # Letters stay ASCII: how ILIKE folds other letters depends on the server's locale.
@@ -218,7 +219,7 @@ async def insert(conn: asyncpg.Connection, account: str, rows: list[dict[str, An
 
 
 async def matching_ids(conn: asyncpg.Connection, account: str, nodes: list[dict[str, Any]]) -> set[uuid.UUID]:
-    compiled = compile_filter(nodes, first_param=2)
+    compiled = compile_filter(nodes, Params([account]))
     records = await conn.fetch(
         f"SELECT id FROM attachments WHERE account_id = $1 AND ({compiled.sql})", account, *compiled.params
     )

@@ -28,7 +28,6 @@ log = logging.getLogger("attachd.events")
 
 STREAM = "attachd:events"
 BATCH = 500
-_RELAY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(hashtextextended('attachd-relay', 0))"
 
 
 def stream_entry(row: asyncpg.Record) -> dict[str, str | bytes]:
@@ -50,22 +49,16 @@ async def relay_outbox(pool: asyncpg.Pool, redis, *, batch: int = BATCH, maxlen:
     One relay at a time, across every worker: another one running makes this one return 0.
     """
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(_RELAY_LOCK_SQL):
+        if not await repository.try_lock_relay(conn):
             return 0
-        rows = await conn.fetch(
-            "SELECT seq, account_id, event_type, attachment_id, payload, created_at FROM outbox "
-            "WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-            batch,
-        )
+        rows = await repository.unpublished_events(conn, batch)
         if not rows:
             return 0
         async with redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 pipe.xadd(STREAM, stream_entry(row), maxlen=maxlen, approximate=True)
             await pipe.execute()
-        await conn.execute(
-            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", [row["seq"] for row in rows]
-        )
+        await repository.mark_published(conn, [row["seq"] for row in rows])
     return len(rows)
 
 
@@ -100,12 +93,7 @@ async def close_session(wctx: WorkerContext, job: CloseSessionJob, attempt: Atte
 
 async def close_idle_sessions(pool: asyncpg.Pool, idle_s: float, *, limit: int = 500) -> int:
     """Close the sessions with no upload for ``idle_s`` seconds, each with its event; how many."""
-    idle = await pool.fetch(
-        "SELECT account_id, session_token FROM upload_sessions WHERE closed_at IS NULL "
-        "AND last_upload_at < now() - make_interval(secs => $1) ORDER BY last_upload_at LIMIT $2",
-        idle_s,
-        limit,
-    )
+    idle = await repository.idle_sessions(pool, idle_s, limit)
     closed = 0
     for session in idle:
         async with pool.acquire() as conn, conn.transaction():

@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from services.core import encoding, hierarchy, repository, storage, targets
+from services.core import encoding, hierarchy, repository, storage
 from services.core.contract import (
     AnyOutcome,
     Base64Source,
@@ -48,6 +48,7 @@ from services.core.contract import (
 from services.core.errors import ApiError
 from services.core.filenames import extension_of, sanitize_filename
 from services.core.mediatypes import TYPE_EXTENSIONS, stored_content_type
+from services.core.repository import targets
 from services.core.sniff import check_content, sniff
 from services.core.validation import NESTED_TARGET_TYPE, check_new_attachment
 from workers import metrics
@@ -404,9 +405,7 @@ class IngestRun:
         Returns the ``target.moved`` payload when an inline parent moved the target."""
         values, new, moved = p.values, p.item.fields, None
         if p.placement == "nested":
-            parent_chain = await conn.fetchval(
-                "SELECT ancestors FROM attachments WHERE id = $1", values["parent_attachment_id"]
-            )
+            parent_chain = await targets.attachment_ancestors(conn, values["parent_attachment_id"])
             values["ancestors"] = [hierarchy.node(NESTED_TARGET_TYPE, values["target_id"]), *parent_chain]
         elif new.parent is not None:
             assert new.target_type is not None and new.target_id is not None  # check_placement

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.core import repository, targets
+from services.core import repository
 from services.core.contract import (
     AnyOutcome,
     Failed,
@@ -17,6 +17,7 @@ from services.core.contract import (
     attachment_row,
 )
 from services.core.errors import ApiError
+from services.core.repository import targets
 from workers.context import WorkerContext
 from workers.runner import Attempt, JobSpec
 
@@ -51,28 +52,13 @@ async def purge_unlinked(ctx: dict[str, Any]) -> int:
     """Uploads never linked within ATTACHD_UNLINKED_TTL_S go, bytes first, then their rows."""
     wctx: WorkerContext = ctx["attachd"]
     async with wctx.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT id, account_id, storage_key, variants FROM attachments WHERE target_id IS NULL "
-            "AND canceled_at IS NULL AND created_at < now() - make_interval(secs => $1) LIMIT 500",
-            wctx.settings.unlinked_ttl_s,
-        )
+        rows = await repository.unlinked_uploads(conn, wctx.settings.unlinked_ttl_s)
     for row in rows:
         keys = [row["storage_key"]] if row["storage_key"] else []
         keys += [v["key"] for v in (row["variants"] or {}).values()]
         await wctx.storage.delete(*keys)
         async with wctx.pool.acquire() as conn, conn.transaction():
-            deleted = await conn.fetchrow(
-                "DELETE FROM attachments WHERE id = $1 AND target_id IS NULL RETURNING id, account_id", row["id"]
-            )
-            if deleted is not None:
-                await repository.write_event(
-                    conn,
-                    row["account_id"],
-                    "attachment.purged",
-                    row["id"],
-                    f"purge:{row['id']}",
-                    {"attachment_id": str(row["id"])},
-                )
+            await repository.delete_unlinked(conn, row["account_id"], row["id"])
     if rows:
         log.info("purged %d unlinked uploads", len(rows))
     return len(rows)

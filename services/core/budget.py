@@ -34,7 +34,7 @@ log = logging.getLogger("attachd.budget")
 # The per-account limits, as named in Settings and in the override hash, with their smallest valid value.
 LIMIT_MINIMUMS = {"byte_budget": 0, "byte_budget_window_s": 1, "byte_budget_lockout_s": 0, "max_file_bytes": 1}
 
-# A Lua function, shared by both scripts below: charge(charges, total_key, lockout_key, member, bytes, limit,
+# A Lua function of the admission script below: charge(charges, total_key, lockout_key, member, bytes, limit,
 # window ms, lockout ms) returns {allowed (1|0), retry after ms, bytes in the window}.
 _CHARGE_FUNCTION = """
 local function charge(charges, total_key, lockout_key, member, bytes, limit, window, lockout)
@@ -85,17 +85,6 @@ local function charge(charges, total_key, lockout_key, member, bytes, limit, win
   return {allowed, retry, total}
 end
 """
-
-# The charge alone, with limits the caller already knows.
-# KEYS: charges, total, lockout. ARGV: member, bytes, limit, window ms, lockout ms.
-# Returns {allowed (1|0), retry after ms, bytes in the window}.
-_CHARGE = (
-    _CHARGE_FUNCTION
-    + """
-return charge(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-              tonumber(ARGV[5]))
-"""
-)
 
 # An upload's admission in one round trip: claim the Idempotency-Key, read the account's limits, hold the
 # declared size to them and charge the budget. The ingress calls it before it reads a byte of the body.
@@ -175,14 +164,6 @@ class AccountLimits:
     @property
     def budget_on(self) -> bool:
         return self.byte_budget > 0
-
-
-@dataclass(frozen=True)
-class Charge:
-    allowed: bool
-    retry_after_s: int
-    used: int  # bytes in the window, after this charge if it was allowed
-    limit: int
 
 
 @dataclass(frozen=True)
@@ -269,18 +250,6 @@ def merge_limits(settings: Settings, overrides: Mapping[Any, Any]) -> AccountLim
     return AccountLimits(**values)
 
 
-def multipart_charge(content_length: int | None, limits: AccountLimits) -> int:
-    """A multipart upload is charged its declared Content-Length, before a byte of it is read.
-
-    The admission script applies this rule in Redis; this is its statement in Python.
-    """
-    if not limits.budget_on:
-        return 0
-    if content_length is None:
-        raise length_required("a multipart upload")
-    return content_length
-
-
 def base64_charge(items: Iterable[IngestItem]) -> int:
     """A JSON upload is charged the decoded size of its inline base64; URLs and links cost nothing here."""
     return sum(
@@ -292,25 +261,7 @@ def base64_charge(items: Iterable[IngestItem]) -> int:
 
 class ByteBudget:
     def __init__(self, redis) -> None:
-        self._charge = redis.register_script(_CHARGE)
         self._admit = redis.register_script(_ADMIT)
-
-    async def charge(self, account: str, charge_id: str, nbytes: int, limits: AccountLimits) -> Charge:
-        """Add ``nbytes`` to the account's window, or refuse (and start the lockout) if it would not fit.
-
-        ``charge_id`` must be unique per charge: charging the same id twice counts once.
-        """
-        allowed, retry_ms, used = await self._charge(
-            keys=budget_keys(account),
-            args=[
-                f"{charge_id}:{nbytes}",
-                nbytes,
-                limits.byte_budget,
-                limits.byte_budget_window_s * 1000,
-                limits.byte_budget_lockout_s * 1000,
-            ],
-        )
-        return Charge(bool(allowed), _retry_s(retry_ms) if not allowed else 0, int(used), limits.byte_budget)
 
     async def admit(
         self,

@@ -1,4 +1,4 @@
-"""Postgres access: the pool and the schema migration."""
+"""Postgres access: the pool, its readiness check and the schema migration."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, reset_
         command_timeout=30,
         reset=None if reset_session else _no_session_reset,
     )
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Raises unless the pool can reach Postgres: a readiness check."""
+    async with pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
 
 
 async def migrate(dsn: str, schema_path: Path = SCHEMA_PATH) -> None:

@@ -2,7 +2,10 @@
 
 A cursor carries the sort key of the last row it returned plus the order it
 was made for; the next page starts strictly after that key, so pages never
-skip or repeat rows while others are inserted.
+skip or repeat rows while others are inserted. List and query pages share the
+format: a query's pages are in id order (``BY_ID``, no sort keys). A cursor is
+the client's to return, so every value in it is checked for type and range
+before it is bound.
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ from typing import Any
 
 import orjson
 
-from services.core.errors import bad_request
+from services.core.errors import ApiError, bad_request
+from services.core.fields import FIELDS
+from services.core.sqlparams import Params
 
-# API name -> (SQL expression, kind). Nullable columns are coalesced so the keyset stays total.
+# API name -> (SQL expression, Postgres type). Nullable columns are coalesced so the keyset stays total.
 ORDERABLE = {
-    "display_order": ("display_order", "int"),
-    "created_at": ("created_at", "datetime"),
-    "updated_at": ("updated_at", "datetime"),
+    "display_order": ("display_order", "integer"),
+    "created_at": ("created_at", "timestamptz"),
+    "updated_at": ("updated_at", "timestamptz"),
     "name": ("name", "text"),
-    "size": ("coalesce(size, -1)", "int"),
-    "seq": ("seq", "int"),
-    "version": ("version", "int"),
+    "size": ("coalesce(size, -1)", "bigint"),
+    "seq": ("seq", "bigint"),
+    "version": ("version", "integer"),
 }
 DEFAULT_ORDER = "display_order,created_at"
 MAX_LIMIT = 500
@@ -40,8 +45,11 @@ class SortKey:
     descending: bool
 
 
+BY_ID: tuple[SortKey, ...] = ()  # the order of query pages: by id alone
+
+
 def parse_order_by(text: str | None) -> tuple[SortKey, ...]:
-    keys = []
+    keys: list[SortKey] = []
     for raw in (text or DEFAULT_ORDER).split(","):
         raw = raw.strip()
         descending = raw.startswith("-")
@@ -98,32 +106,45 @@ def encode_cursor(order: tuple[SortKey, ...], row: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, order: tuple[SortKey, ...]) -> tuple[list[Any], uuid.UUID]:
-    def invalid(why: str):
-        return bad_request("invalid_cursor", f"cursor is not valid: {why}", "cursor")
+_INTEGERS = {"integer": range(-(2**31), 2**31), "bigint": range(-(2**63), 2**63)}
+# Rows are stamped by now(); the first and last years are also where a shift to UTC overflows.
+_TIMESTAMPS = (dt.datetime(2, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 1, 1, tzinfo=dt.UTC))
 
+
+def _invalid(why: str) -> ApiError:
+    return bad_request("invalid_cursor", f"cursor is not valid: {why}", "cursor")
+
+
+def decode_cursor(cursor: str, order: tuple[SortKey, ...]) -> tuple[list[Any], uuid.UUID]:
     try:
         data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        tag, raw_values, last_id = data["o"], data["k"], uuid.UUID(data["id"])
+        tag, raw_values, raw_id = data["o"], data["k"], data["id"]
+        last_id = uuid.UUID(raw_id if isinstance(raw_id, str) else "")
     except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-        raise invalid("it was not made by this service") from None
+        raise _invalid("it was not made by this service") from None
     if tag != _order_tag(order) or not isinstance(raw_values, list) or len(raw_values) != len(order):
-        raise invalid("it was made for another order_by")
-    values = []
-    for key, raw in zip(order, raw_values, strict=True):
-        kind = ORDERABLE[key.field][1]
-        if kind == "datetime" and isinstance(raw, str):
+        raise _invalid("it was made for another order_by")
+    return [_key_value(key.field, raw) for key, raw in zip(order, raw_values, strict=True)], last_id
+
+
+def _key_value(field: str, raw: Any) -> Any:
+    """``raw`` as the value of sort key ``field``, if it is one a row could have."""
+    kind = ORDERABLE[field][1]
+    if kind in _INTEGERS:
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw in _INTEGERS[kind]:
+            return raw
+    elif kind == "timestamptz":
+        if isinstance(raw, str):
             try:
-                values.append(dt.datetime.fromisoformat(raw))
-            except ValueError:
-                raise invalid("bad timestamp") from None
-        elif (kind == "int" and isinstance(raw, int) and not isinstance(raw, bool)) or (
-            kind == "text" and isinstance(raw, str)
-        ):
-            values.append(raw)
-        else:
-            raise invalid(f"bad value for {key.field}")
-    return values, last_id
+                value = dt.datetime.fromisoformat(raw)
+                if value.tzinfo is not None and _TIMESTAMPS[0] <= value < _TIMESTAMPS[1]:
+                    return value.astimezone(dt.UTC)
+            except (ValueError, OverflowError):
+                pass
+    # Text: Postgres holds no NUL (orjson has already refused lone surrogates).
+    elif isinstance(raw, str) and len(raw) <= (FIELDS[field].max_length or 0) and "\x00" not in raw:
+        return raw
+    raise _invalid(f"bad value for {field}")
 
 
 def order_sql(order: tuple[SortKey, ...]) -> str:
@@ -131,28 +152,20 @@ def order_sql(order: tuple[SortKey, ...]) -> str:
     return ", ".join(parts + ["id ASC"])
 
 
-def after_sql(
-    order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID, first_param: int
-) -> tuple[str, list[Any]]:
-    """``WHERE`` clause for "strictly after this key" under a mixed-direction order."""
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${first_param + len(params) - 1}"
-
-    if not any(k.descending for k in order):
+def after_sql(order: tuple[SortKey, ...], values: list[Any], last_id: uuid.UUID, params: Params) -> str:
+    """``WHERE`` clause for "strictly after this key" under a mixed-direction order; values bound in ``params``."""
+    if order and not any(k.descending for k in order):
         # All ascending (the default order): a row comparison, which a btree uses to start the scan
         # right after the cursor (attachments_target_live: Index Cond, not a Filter over the earlier
         # pages). The keys are never null (NOT NULL columns or coalesced), so it is the same predicate.
         exprs = [ORDERABLE[k.field][0] for k in order]
-        values_sql = [param(v) for v in values]
-        return f"(({', '.join(exprs)}, id) > ({', '.join(values_sql)}, {param(last_id)}))", params
+        values_sql = [params.add(v) for v in values]
+        return f"(({', '.join(exprs)}, id) > ({', '.join(values_sql)}, {params.add(last_id)}))"
 
-    clause = f"id > {param(last_id)}"
+    clause = f"id > {params.add(last_id)}"
     for key, value in reversed(list(zip(order, values, strict=True))):
         expr = ORDERABLE[key.field][0]
-        p = param(value)
+        p = params.add(value)
         op = "<" if key.descending else ">"
         clause = f"({expr} {op} {p} OR ({expr} = {p} AND {clause}))"
-    return clause, params
+    return clause

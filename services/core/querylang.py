@@ -38,6 +38,7 @@ from typing import Any
 
 from services.core.errors import bad_request
 from services.core.fields import FIELDS, PICKLISTS, FieldSpec
+from services.core.sqlparams import Params
 
 MAX_DEPTH = 16
 MAX_CONDITIONS = 200
@@ -155,7 +156,7 @@ def _picklist(value: Any, spec: FieldSpec) -> str:
     allowed = [v.value for v in PICKLISTS[spec.picklist or spec.name]]
     if value not in allowed:
         raise ValueError(f"one of {', '.join(allowed)}")
-    return value
+    return str(value)
 
 
 _COERCE: dict[str, Callable[[Any, FieldSpec], Any]] = {
@@ -188,19 +189,17 @@ _CONDITION_KEYS = frozenset({"field", "op", "value"})
 
 @dataclass(frozen=True)
 class Compiled:
-    sql: str  # a boolean expression over placeholders $first_param, $first_param+1, ...
-    params: list[Any]
+    sql: str  # a boolean expression over placeholders of the statement's Params
+    params: list[Any]  # the values this filter bound, in placeholder order
 
 
 class _Compiler:
-    def __init__(self, first_param: int) -> None:
-        self.first_param = first_param
-        self.params: list[Any] = []
+    def __init__(self, params: Params) -> None:
+        self.params = params
         self.conditions = 0
 
     def bind(self, value: Any, cast: str) -> str:
-        self.params.append(value)
-        return f"${self.first_param + len(self.params) - 1}::{cast}"
+        return self.params.add(value, cast)
 
     def items(self, items: Any, path: str, depth: int, joiner: str) -> str:
         if not isinstance(items, list) or not items:
@@ -279,11 +278,13 @@ def _coerce(spec: FieldSpec, value: Any, path: str) -> Any:
         raise bad_request("invalid_value", f"{spec.name} takes {e}, not {_show(value)}", path) from None
 
 
-def compile_filter(nodes: Any, *, first_param: int = 1) -> Compiled:
-    """Compile a filter list to a boolean SQL expression; a bad filter is an ApiError naming its path."""
-    compiler = _Compiler(first_param)
-    sql = compiler.items(nodes, "filter", 0, "AND")
-    return Compiled(sql, compiler.params)
+def compile_filter(nodes: Any, params: Params | None = None) -> Compiled:
+    """Compile a filter list to a boolean SQL expression whose values are bound in ``params`` (a new
+    ``Params`` when None: placeholders from $1); a bad filter is an ApiError naming its path."""
+    params = Params() if params is None else params
+    start = len(params)
+    sql = _Compiler(params).items(nodes, "filter", 0, "AND")
+    return Compiled(sql, params.values[start:])
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,10 @@ def prefer_entity(items: Any) -> Any:
     return kept if len(kept) < len(items) else items
 
 
-def parse_query_request(body: Any, *, first_param: int = 1, default_max: int = 500, limit: int = 500) -> QueryRequest:
+def parse_query_request(
+    body: Any, params: Params | None = None, *, default_max: int = 500, limit: int = 500
+) -> QueryRequest:
+    """Check a query body; its filter is compiled into ``params`` (as ``compile_filter``)."""
     if not isinstance(body, dict):
         raise bad_request("invalid_body", "the body must be a JSON object", None)
     for key in body:
@@ -319,9 +323,10 @@ def parse_query_request(body: Any, *, first_param: int = 1, default_max: int = 5
             raise bad_request(
                 "unknown_field", f"{_show(key)} is not part of a query; expected {', '.join(_REQUEST_KEYS)}", key
             )
-    compiled = compile_filter(body.get("filter"), first_param=first_param)  # checks every condition
-    if (entity_first := prefer_entity(body.get("filter"))) is not body.get("filter"):
-        compiled = compile_filter(entity_first, first_param=first_param)
+    nodes = body.get("filter")
+    if (entity_first := prefer_entity(nodes)) is not nodes:
+        compile_filter(nodes)  # checks every condition, the dropped ones too
+    compiled = compile_filter(entity_first, params)
 
     max_records = body.get("max_records")
     if max_records is None:

@@ -4,48 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from services.core import signing
+from services.core.fields import COLUMN_FIELDS
 
 # Selected everywhere a row is read, so every reader sees the same shape.
-COLUMNS = (
-    "id, seq, account_id, target_type, target_id, field, parent_type, parent_attachment_id, version, "
-    "version_root, is_latest, ancestors, attachment_type, name, filename, content_type, size, "
-    "encode(sha256, 'hex') AS sha256, "
-    "storage_key, url, width, height, variants, display_order, available, status, created_from, publish, "
-    "session_token, created_by_type, created_by_id, impersonator_id, created_at, updated_at, canceled_at"
-)
+COLUMNS = ", ".join(spec.select for spec in COLUMN_FIELDS)
 
-_PUBLIC = (
-    "id",
-    "seq",
-    "account_id",
-    "target_type",
-    "target_id",
-    "field",
-    "parent_type",
-    "parent_attachment_id",
-    "version",
-    "is_latest",
-    "ancestors",
-    "attachment_type",
-    "name",
-    "filename",
-    "content_type",
-    "size",
-    "sha256",
-    "url",
-    "width",
-    "height",
-    "display_order",
-    "available",
-    "status",
-    "created_from",
-    "publish",
-    "session_token",
+# The API record's fields, in order: the public columns, with created_by_type and created_by_id as one
+# created_by object ({type, id}) where the first of them is.
+API_FIELDS = tuple(
+    dict.fromkeys(
+        "created_by" if spec.name.startswith("created_by_") else spec.name
+        for spec in COLUMN_FIELDS
+        if not spec.internal
+    )
 )
+_BEFORE_CREATED_BY = API_FIELDS[: API_FIELDS.index("created_by")]
+_AFTER_CREATED_BY = API_FIELDS[API_FIELDS.index("created_by") + 1 :]
 
 
 def _plain(value: Any) -> Any:
@@ -80,11 +58,10 @@ def to_api(
 ) -> dict[str, Any]:
     """The API record of a row (or of a ``row_to_dict`` dict). Pass one ``signer`` for many rows."""
     get = row.get
-    record = {key: v if type(v := get(key)) in _READY else _plain(v) for key in _PUBLIC}
+    record = {key: v if type(v := get(key)) in _READY else _plain(v) for key in _BEFORE_CREATED_BY}
     record["created_by"] = {"type": get("created_by_type"), "id": get("created_by_id")}
-    record["impersonator_id"] = get("impersonator_id")
-    for key in ("created_at", "updated_at", "canceled_at"):
-        record[key] = _plain(get(key))
+    for key in _AFTER_CREATED_BY:
+        record[key] = v if type(v := get(key)) in _READY else _plain(v)
     record["file"] = file_links(row, base_url=base_url, secret=secret, expires=expires, signer=signer)
     return record
 
@@ -93,15 +70,16 @@ def to_api(
 # field order (created_by built by Postgres), followed by the two columns the links need. One dict()
 # per row and a few changes make the record; see api_records.
 _API_SQL = {
-    "sha256": "encode(sha256, 'hex') AS sha256",
+    **{spec.name: spec.select for spec in COLUMN_FIELDS},
     "created_by": "json_build_object('type', created_by_type, 'id', created_by_id) AS created_by",
 }
-API_FIELDS = (*_PUBLIC, "created_by", "impersonator_id", "created_at", "updated_at", "canceled_at")
 _API_KEYS = (*API_FIELDS, "storage_key", "variants")
-API_COLUMNS = ", ".join(_API_SQL.get(name, name) for name in _API_KEYS)
+API_COLUMNS = ", ".join(_API_SQL[name] for name in _API_KEYS)
 
 
-def api_records(rows, *, base_url: str, secret: bytes, expires: int) -> list[dict[str, Any]]:
+def api_records(
+    rows: Iterable[Mapping[str, Any]], *, base_url: str, secret: bytes, expires: int
+) -> list[dict[str, Any]]:
     """``to_api`` for many rows read with ``API_COLUMNS``, at a third of the cost; the same JSON.
 
     Date-times stay ``datetime`` objects: ``services.web.http.json_response`` writes them (orjson,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 import uuid
 from typing import Any
@@ -123,57 +121,39 @@ def mentions(nodes: Any, field: str) -> bool:
     return False
 
 
-def _query_where(body: Any, account_id: str, **parse_options: Any) -> tuple[querylang.QueryRequest, repository.Where]:
-    query = querylang.parse_query_request(body, first_param=2, **parse_options)
-    where = repository.Where(clauses=[], params=[account_id])
-    where.clauses.append("account_id = $1")
-    where.clauses.append(f"({query.filter.sql})")
-    where.params.extend(query.filter.params)
+def _query_filter(
+    body: Any, account_id: str, **parse_options: Any
+) -> tuple[querylang.QueryRequest, repository.QueryFilter]:
+    query = querylang.parse_query_request(body, **parse_options)
     # Canceled rows and old versions stay hidden unless the query asks about them.
-    if not mentions(body.get("filter"), "canceled_at"):
-        where.add("canceled_at IS NULL")
-    if not any(mentions(body.get("filter"), f) for f in ("version", "is_latest", "canceled_at")):
-        where.add("is_latest")
-    return query, where
-
-
-def _encode_query_cursor(last_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(last_id.bytes).decode().rstrip("=")
-
-
-def _decode_query_cursor(cursor: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise bad_request("invalid_cursor", "cursor is not valid: it was not made by this service", "cursor") from None
+    nodes = body.get("filter")
+    return query, repository.QueryFilter(
+        account_id,
+        query.filter,
+        include_canceled=mentions(nodes, "canceled_at"),
+        all_versions=any(mentions(nodes, f) for f in ("version", "is_latest", "canceled_at")),
+    )
 
 
 async def query_attachments(request: web.Request) -> web.Response:
     who = principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
-    query, where = _query_where(body, who.account_id)
-    if query.cursor:
-        where.add("id > ?", _decode_query_cursor(query.cursor))
+    query, f = _query_filter(body, who.account_id)
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT {API_COLUMNS} FROM attachments WHERE {where.sql()} ORDER BY id LIMIT {query.max_records + 1}",
-            *where.params,
+        rows, next_cursor = await repository.query_attachments(
+            conn, f, query.max_records, query.cursor, columns=API_COLUMNS
         )
-    more = len(rows) > query.max_records
-    rows = rows[: query.max_records]
     rendered = render(request, rows)
     if query.include_fields:
         keep = ("id", *query.include_fields)
         rendered = [{k: r[k] for k in keep if k in r} for r in rendered]
-    return json_response(
-        {"attachments": rendered, "next_cursor": _encode_query_cursor(rows[-1]["id"]) if more else None}
-    )
+    return json_response({"attachments": rendered, "next_cursor": next_cursor})
 
 
 async def query_count(request: web.Request) -> web.Response:
     who = principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
-    _, where = _query_where(body, who.account_id)
+    _, f = _query_filter(body, who.account_id)
     async with request.app[POOL].acquire() as conn:
-        count = await conn.fetchval(f"SELECT count(*) FROM attachments WHERE {where.sql()}", *where.params)
+        count = await repository.count_query(conn, f)
     return json_response({"count": count})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
@@ -34,11 +36,7 @@ async def pool_ctx(app: web.Application):
     pool = await db.create_pool(app[SETTINGS].database_url, min_size=2, max_size=20, reset_session=False)
     app[POOL] = pool
 
-    async def ping() -> None:
-        async with pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-
-    add_ready_check(app, "postgres", ping)
+    add_ready_check(app, "postgres", functools.partial(db.ping, pool))
     yield
     await pool.close()
 

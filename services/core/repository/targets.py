@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
-from services.core import hierarchy, repository
+from services.core import hierarchy
 from services.core.errors import bad_request
 from services.core.records import COLUMNS, row_to_dict
+from services.core.repository.events import write_event
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock{}(hashtextextended('attachd-targets:' || $1, 0))"
 
@@ -23,7 +25,7 @@ async def lock_hierarchy(conn: asyncpg.Connection, account_id: str, *, shared: b
     await conn.execute(_LOCK_SQL.format("_shared" if shared else ""), account_id)
 
 
-async def chain_of(conn, account_id: str, target_type: str, target_id: str) -> list[str]:
+async def chain_of(conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str) -> list[str]:
     chain = await conn.fetchval(
         "SELECT ancestors FROM targets WHERE account_id = $1 AND target_type = $2 AND target_id = $3",
         account_id,
@@ -33,13 +35,19 @@ async def chain_of(conn, account_id: str, target_type: str, target_id: str) -> l
     return list(chain) if chain else [hierarchy.node(target_type, target_id)]
 
 
+async def attachment_ancestors(conn: asyncpg.Connection, attachment_id: uuid.UUID) -> list[str]:
+    """The chain of an attachment, for one nested under it."""
+    chain: list[str] = await conn.fetchval("SELECT ancestors FROM attachments WHERE id = $1", attachment_id)
+    return chain
+
+
 async def place_target(
     conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str, parent: tuple[str, str] | None
-) -> tuple[list[str], dict | None]:
+) -> tuple[list[str], dict[str, Any] | None]:
     """Put a target under ``parent`` (or at the top); re-roots everything below it. Needs the lock.
 
     Returns the target's chain and, if it moved, the ``target.moved`` payload: the caller writes that
-    event last in its transaction (see ``repository.write_event``)."""
+    event last in its transaction (see ``events.write_event``)."""
     own = hierarchy.node(target_type, target_id)
     if parent is None:
         chain = [own]
@@ -145,16 +153,13 @@ async def set_links(
         list(ids),
     )
     for row in unlinked:
-        await repository.write_event(
-            conn, account_id, "attachment.unlinked", row["id"], job_id, {"attachment": row_to_dict(row)}
-        )
+        await write_event(conn, account_id, "attachment.unlinked", row["id"], job_id, {"attachment": row_to_dict(row)})
     for row in linked:
-        await repository.write_event(
-            conn, account_id, "attachment.linked", row["id"], job_id, {"attachment": row_to_dict(row)}
-        )
-    return await conn.fetch(
+        await write_event(conn, account_id, "attachment.linked", row["id"], job_id, {"attachment": row_to_dict(row)})
+    now_linked: list[asyncpg.Record] = await conn.fetch(
         f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[]) ORDER BY array_position"
         f"($2::uuid[], id)",
         account_id,
         list(ids),
     )
+    return now_linked

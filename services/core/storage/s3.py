@@ -1,0 +1,170 @@
+"""Objects in S3 or any S3-compatible server, through aioboto3."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from services.core.storage import CHUNK, SizeLimitExceeded, StoredObject
+
+S3_PART = 8 << 20  # S3 parts must be >= 5 MiB except the last
+
+
+class S3Storage:
+    """S3 or any S3-compatible server through aioboto3; large writes are multipart uploads."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, stack: contextlib.AsyncExitStack) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self._stack = stack
+
+    @classmethod
+    async def open(
+        cls, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str = "us-east-1"
+    ) -> S3Storage:
+        import aioboto3
+        from botocore.config import Config
+
+        stack = contextlib.AsyncExitStack()
+        session = aioboto3.Session()
+        config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=50)
+        client = await stack.enter_async_context(
+            session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        )
+        return cls(client, bucket, prefix.strip("/"), stack)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def write_stream(self, key: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
+        buf = bytearray()
+        size = 0
+        upload_id = None
+        parts: list[dict[str, Any]] = []
+        full_key = self._key(key)
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise SizeLimitExceeded(key)
+                buf += chunk
+                if len(buf) >= S3_PART:
+                    if upload_id is None:
+                        created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=full_key)
+                        upload_id = created["UploadId"]
+                    part = await self._client.upload_part(
+                        Bucket=self.bucket,
+                        Key=full_key,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=bytes(buf),
+                    )
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+                    buf.clear()
+            if upload_id is None:
+                await self._client.put_object(Bucket=self.bucket, Key=full_key, Body=bytes(buf))
+                return size
+            if buf:
+                part = await self._client.upload_part(
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    UploadId=upload_id,
+                    PartNumber=len(parts) + 1,
+                    Body=bytes(buf),
+                )
+                parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+            await self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+            return size
+        except BaseException:
+            # Cancellation included: an abandoned multipart upload keeps billing until aborted.
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        self._client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+                    )
+            raise
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    async def put_file(self, key: str, path: str) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as f:
+                while chunk := await asyncio.to_thread(f.read, S3_PART):
+                    yield chunk
+
+        await self.write_stream(key, chunks())
+
+    async def get_bytes(self, key: str) -> bytes:
+        obj = await self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        body = obj["Body"]
+        try:
+            data: bytes = await body.read()
+            return data
+        finally:
+            body.close()
+
+    async def download_to(self, key: str, path: str) -> None:
+        with open(path, "wb") as f:
+            async for chunk in self.read(key):
+                await asyncio.to_thread(f.write, chunk)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        kwargs = {}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
+        obj = await self._client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
+        body = obj["Body"]
+        try:
+            while chunk := await body.read(CHUNK):
+                yield chunk
+        finally:
+            body.close()
+
+    async def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = await self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        size: int = head["ContentLength"]
+        return size
+
+    def local_path(self, key: str) -> str | None:
+        return None
+
+    async def copy(self, src: str, dst: str) -> None:
+        await self._client.copy_object(
+            Bucket=self.bucket, Key=self._key(dst), CopySource={"Bucket": self.bucket, "Key": self._key(src)}
+        )
+
+    async def delete(self, *keys: str) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            if batch:
+                await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    async def delete_prefix(self, prefix: str) -> None:
+        keys = [obj.key async for obj in self.list(prefix)]
+        await self.delete(*keys)
+
+    async def list(self, prefix: str) -> AsyncIterator[StoredObject]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for item in page.get("Contents", []):
+                yield StoredObject(item["Key"][strip:], item["Size"], item["LastModified"].timestamp())
+
+    async def ping(self) -> None:
+        await self._client.head_bucket(Bucket=self.bucket)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
