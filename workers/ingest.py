@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from services.core import encoding, hierarchy, repository, storage
 from services.core.contract import (
@@ -58,6 +59,13 @@ from workers.media import SMALL, THUMBNAIL, MediaResult, make_variants
 from workers.runner import INTERNAL_ERROR, Attempt, JobSpec
 
 VARIANT_NAMES = ("original", "thumbnail", "small")
+# The create fields stored as they were given, in the columns of the same name; a file's name and type
+# are what the worker finds, not what the request declared.
+_STORED_CREATE_FIELDS = tuple(
+    f.name
+    for f in msgspec.structs.fields(NewAttachment)
+    if f.name in repository.INSERT_COLUMNS and f.name not in ("filename", "content_type")
+)
 
 
 @dataclass
@@ -314,39 +322,18 @@ class IngestRun:
         return keys
 
     def _base_values(self, attachment_id: str, new: NewAttachment) -> dict[str, Any]:
-        actor = self.job.actor
-        return {
-            "id": uuid.UUID(attachment_id),
-            "account_id": self.account_id,
-            "target_type": new.target_type,
-            "target_id": new.target_id,
-            "field": new.field,
-            "parent_type": new.parent_type,
-            "parent_attachment_id": new.parent_attachment_id,
-            "version": 1,
-            "version_root": None,
-            "ancestors": [],
-            "attachment_type": new.attachment_type,
-            "name": new.name,
-            "filename": None,
-            "content_type": None,
-            "size": None,
-            "sha256": None,
-            "storage_key": None,
-            "url": new.url,
-            "width": None,
-            "height": None,
-            "variants": None,
-            "display_order": new.display_order,
-            "available": new.available,
-            "status": new.status,
-            "created_from": new.created_from,
-            "publish": new.publish,
-            "session_token": new.session_token,
-            "created_by_type": actor.type,
-            "created_by_id": actor.id,
-            "impersonator_id": new.impersonator_id,
-        }
+        """The row to insert: every column, the create fields where they are columns, the rest as known so far."""
+        values: dict[str, Any] = dict.fromkeys(repository.INSERT_COLUMNS)
+        values.update((name, getattr(new, name)) for name in _STORED_CREATE_FIELDS)
+        values.update(
+            id=uuid.UUID(attachment_id),
+            account_id=self.account_id,
+            version=1,
+            ancestors=[],
+            created_by_type=self.job.actor.type,
+            created_by_id=self.job.actor.id,
+        )
+        return values
 
     async def _placement(self, new: NewAttachment, values: dict[str, Any]) -> str | None:
         """Check ``parent_attachment_id`` before any bytes move: a version on the parent's target, or an

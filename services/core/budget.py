@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
+
 from services.core import encoding
 from services.core.contract import Base64Source, IngestItem
 from services.core.errors import ApiError
@@ -260,7 +262,7 @@ def base64_charge(items: Iterable[IngestItem]) -> int:
 
 
 class ByteBudget:
-    def __init__(self, redis) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._admit = redis.register_script(_ADMIT)
 
     async def admit(

@@ -30,16 +30,16 @@ _NO_CONTROL = r"^[^\x00-\x1f]*$"
 _TYPE_NAME = r"^[A-Za-z][A-Za-z0-9_:.\-]*$"
 
 
-def _text(name: str, pattern: str = _NO_CONTROL) -> Any:
-    """A text field held to the catalogue's length and free of control characters."""
-    return Annotated[str, Meta(max_length=FIELDS[name].max_length, pattern=pattern)]
+def _limits(name: str, pattern: str = _NO_CONTROL) -> Meta:
+    """A text field's rules: the catalogue's length, no control characters (or ``pattern``)."""
+    return Meta(max_length=FIELDS[name].max_length, pattern=pattern)
 
 
-TargetType = _text("target_type", _TYPE_NAME)
-TargetId = _text("target_id")
-FieldName = _text("field")
-Name = _text("name")
-ContentType = _text("content_type")
+TargetType = Annotated[str, _limits("target_type", _TYPE_NAME)]
+TargetId = Annotated[str, _limits("target_id")]
+FieldName = Annotated[str, _limits("field")]
+Name = Annotated[str, _limits("name")]
+ContentType = Annotated[str, _limits("content_type")]
 Int32 = Annotated[int, Meta(ge=-INT32, le=INT32)]
 Text255 = Annotated[str, Meta(max_length=255, pattern=_NO_CONTROL)]
 # The picklists of services/core/fields.py (a test keeps them equal).

@@ -150,8 +150,8 @@ class OutcomeWaiter:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._waiting: dict[str, list[asyncio.Future]] = {}
-        self._task: asyncio.Task | None = None
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     async def start(self) -> None:

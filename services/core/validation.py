@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
+import msgspec
 import orjson
 
 from services.core.contract import BYTE_SOURCES, Changes, LinkSource, NewAttachment, Source, TargetRef, UrlSource
@@ -20,30 +21,8 @@ from services.core.filenames import sanitize_filename
 
 LINK_TYPES = frozenset({"URL", "FILE_LINK", "FOLDER_LINK"})
 SOURCES = ("data", "url", "file")
-CREATE_FIELDS = frozenset(
-    {
-        "target_type",
-        "target_id",
-        "field",
-        "parent_type",
-        "name",
-        "filename",
-        "content_type",
-        "data",
-        "url",
-        "attachment_type",
-        "display_order",
-        "available",
-        "status",
-        "created_from",
-        "publish",
-        "parent_attachment_id",
-        "session_token",
-        "impersonator_id",
-        "size",
-        "parent",
-    }
-)
+# The create fields: the contract's (as the API names them) and ``data``, a source that is not a field.
+CREATE_FIELDS = frozenset({f.encode_name for f in msgspec.structs.fields(NewAttachment)} | {"data"})
 NESTED_TARGET_TYPE = "Attachment"
 CHANGE_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.updatable)
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_:.\-]*$")
@@ -54,7 +33,7 @@ def _picklist(name: str, value: Any, field: str) -> str:
     allowed = [v.value for v in PICKLISTS[name]]
     if value not in allowed:
         raise bad_request("invalid_value", f"{field} must be one of {', '.join(allowed)}", field)
-    return value
+    return str(value)
 
 
 def _text(value: Any, field: str, *, required: bool = False) -> str | None:
@@ -72,6 +51,12 @@ def _text(value: Any, field: str, *, required: bool = False) -> str | None:
         raise bad_request("too_long", f"{field} is longer than {max_length} characters", field)
     if any(ord(c) < 32 for c in text):
         raise bad_request("invalid_value", f"{field} must not contain control characters", field)
+    return text
+
+
+def _required_text(value: Any, field: str) -> str:
+    text = _text(value, field, required=True)
+    assert text is not None  # required: a missing value raised
     return text
 
 
@@ -270,7 +255,7 @@ def parse_target_filter(
     target_type = _type_name(target_type, "target_type")
     target_id = _text(target_id, "target_id")
     if ancestor is not None:
-        ancestor_type, colon, ancestor_id = _text(ancestor, "ancestor").partition(":")
+        ancestor_type, colon, ancestor_id = _required_text(ancestor, "ancestor").partition(":")
         if not colon or not ancestor_id:
             raise bad_request("invalid_value", "ancestor is Type:id, like Ticket:42", "ancestor")
         _type_name(ancestor_type, "ancestor")
@@ -279,7 +264,7 @@ def parse_target_filter(
 
 def parse_session_token(value: str) -> str:
     """A session token named in a path: what an upload's ``session_token`` may be."""
-    return _text(value, "session_token", required=True)
+    return _required_text(value, "session_token")
 
 
 def parse_changes(body: Any) -> Changes:
@@ -297,7 +282,7 @@ def parse_changes(body: Any) -> Changes:
                 key,
             )
         if key == "name":
-            changes[key] = _text(value, "name", required=True).strip()
+            changes[key] = _required_text(value, "name").strip()
         elif key == "display_order":
             changes[key] = _integer(value, key, 0) if value is not None else _raise_null(key)
         elif key == "available":
@@ -313,11 +298,11 @@ def check_changes(changes: Changes) -> dict[str, Any]:
     if not given:
         raise bad_request("missing_field", f"give at least one of {', '.join(sorted(CHANGE_FIELDS))}", None)
     if "name" in given:
-        given["name"] = _text(given["name"], "name", required=True).strip()  # type: ignore[union-attr]
+        given["name"] = _required_text(given["name"], "name").strip()
     return given
 
 
-def _raise_null(field: str):
+def _raise_null(field: str) -> NoReturn:
     raise bad_request("invalid_type", f"{field} cannot be null", field)
 
 

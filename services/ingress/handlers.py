@@ -75,7 +75,8 @@ def _mode(value: Any) -> Mode:
         return "atomic"
     if value not in MODES:
         raise bad_request("invalid_value", "mode must be atomic or partial", "mode")
-    return value  # type: ignore[no-any-return]
+    mode: Mode = value  # one of MODES
+    return mode
 
 
 def _actor(who: Principal) -> Actor:
@@ -356,7 +357,9 @@ async def _mutate(request: web.Request, job: Job) -> web.Response:
 
 def _target(request: web.Request) -> tuple[str, str]:
     """The target named in the path, held to the same rules as target_type and target_id in a body."""
-    return parse_parent({"type": request.match_info["type"], "id": request.match_info["target_id"]}, "target")
+    target = parse_parent({"type": request.match_info["type"], "id": request.match_info["target_id"]}, "target")
+    assert target is not None  # both given
+    return target
 
 
 async def put_target(request: web.Request) -> web.Response:

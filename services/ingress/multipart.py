@@ -189,8 +189,8 @@ class MultipartParser:
         else:
             raise _malformed(f"a multipart part has more than {MAX_PART_HEADERS} header lines")
         self._in_part = True
-        name, filename = disposition(headers.get("content-disposition"))
-        return PartHeaders(name, filename, headers.get("content-type"))
+        field_name, filename = disposition(headers.get("content-disposition"))
+        return PartHeaders(field_name, filename, headers.get("content-type"))
 
     def _partial_at_end(self, buf: bytes, start: int) -> int:
         """Where, at or after ``start``, ``buf``'s tail may be the start of a delimiter; len(buf) if nowhere."""

@@ -61,6 +61,7 @@ def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str])
     if listing.parse_bool(q.get("descendants"), "descendants"):
         if target_id is None:
             raise bad_request("missing_field", "descendants needs target_type and target_id", "target_id")
+        assert target_type is not None  # target_id needs target_type, checked above
         ancestor = hierarchy.node(target_type, target_id)
     elif target_id is not None:
         ancestor = None  # an entity named outright wins over an ancestor, as in AttachmentInfo
