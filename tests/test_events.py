@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import typing
 from urllib.parse import urlsplit
 
+import msgspec
 import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services.core import repository
+from services.core import contract, repository
+from workers.context import WorkerContext
 from workers.events import STREAM, close_idle_sessions, relay_outbox
+from workers.targets import purge_unlinked
 
 
 async def upload(svc, filename: str, **fields) -> dict:
@@ -297,3 +301,33 @@ async def test_an_accounts_events_commit_in_seq_order(make_service, redis):
         events = await stream(redis, svc.account)
         assert [e["type"] for e in events] == ["test.first", "test.second"]
         assert events[0]["seq"] < events[1]["seq"]
+
+
+async def test_every_event_on_the_stream_is_one_the_contract_describes(make_service, redis):
+    """workers/contract.schema.json is generated from the Structs; every kind of event decodes into its Struct."""
+    async with make_service(unlinked_ttl_s=0) as svc:
+        auth = svc.auth()
+        first = await upload(svc, "a.txt")
+        await svc.client.patch(f"/v1/attachments/{first['id']}", headers=auth, json={"name": "A"})
+        await svc.client.delete(f"/v1/attachments/{first['id']}", headers=auth)
+        await upload(svc, "s.txt", session_token="s-1")
+        assert (await svc.client.post("/v1/sessions/s-1/close", headers=auth)).status == 200
+        for parent in ("1", "2"):  # placed, then moved
+            body = {"parent": {"type": "Ticket", "id": parent}}
+            assert (await svc.client.put("/v1/targets/TicketNote/9", json=body, headers=auth)).status == 200
+        linked = await upload(svc, "n.txt", parent_type="Note", field="attachments", target_type=None, target_id=None)
+        path = "/v1/targets/Note/n1/links/attachments"
+        assert (await svc.client.put(path, json={"ids": [linked["id"]]}, headers=auth)).status == 200
+        assert (await svc.client.put(path, json={"ids": []}, headers=auth)).status == 200
+        await upload(svc, "u.txt", parent_type="Note", field="attachments", target_type=None, target_id=None)
+        wctx = await WorkerContext.open(svc.settings)
+        try:
+            assert await purge_unlinked({"attachd": wctx}) == 1
+        finally:
+            await wctx.close()
+
+        events = await published(redis, svc.account, 10)
+        decoded = [msgspec.json.decode(orjson.dumps(e), type=contract.AnyEvent, strict=True) for e in events]
+        kinds = {type(d) for d in decoded}
+        assert kinds == set(typing.get_args(contract.AnyEvent)), kinds
+        assert [(d.seq, d.account_id) for d in decoded] == [(e["seq"], svc.account) for e in events]
