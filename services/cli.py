@@ -54,9 +54,10 @@ async def _until_stopped() -> None:
 
 
 async def _serve_dev(settings: Settings, account: str) -> None:
+    from services.web import server
     from workers.settings import create_worker, stop_worker
 
-    runner = web.AppRunner(combined_app(settings), shutdown_timeout=settings.shutdown_grace_s)
+    runner = server.app_runner(combined_app(settings), settings)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -131,19 +132,13 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 
 def _run_app(app_factory, args: argparse.Namespace, *, fast_loop: bool = False) -> None:
+    from services.web import server
+
     settings = load_settings(**({"port": args.port} if args.port else {}))
     log.info("listening on %s:%s", settings.host, settings.port)
     loop = _event_loop() if fast_loop else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    web.run_app(
-        app_factory(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_grace_s,
-        access_log=None,
-        print=None,
-        loop=loop,
-    )
+    server.run_app(app_factory(settings), settings, access_log=None, loop=loop)
 
 
 def cmd_ingress(args: argparse.Namespace) -> None:

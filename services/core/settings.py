@@ -175,6 +175,14 @@ class Settings:
     body_read_timeout_s: float = setting(
         300.0, "How long, in seconds, the ingress waits for a whole upload body before answering 408."
     )
+    header_timeout_s: float = setting(
+        10.0,
+        "How long, in seconds, a client has to send a request's line and headers in full, from when its"
+        " connection opens or from the first byte of a later request on it; past it: 408, and the connection closes.",
+    )
+    keepalive_timeout_s: float = setting(
+        75.0, "How long, in seconds, an idle keep-alive connection stays open waiting for its next request."
+    )
     shutdown_grace_s: float = setting(
         25.0, "On SIGTERM, how long, in seconds, requests in flight and a worker's running jobs get to finish."
     )

@@ -53,7 +53,22 @@ _HTTP_CODES = {
     408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    417: "expectation_failed",
 }
+
+
+def http_error_response(exc: web.HTTPException) -> web.Response:
+    """An aiohttp HTTP error (404, 405, 413, 417...) in the error shape; its text, which may quote the
+    request, is not sent."""
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    message = exc.reason if exc.status != 404 else "no such route"
+    if exc.status == 413:
+        message = "the request body is too large"
+    return json_response(
+        {"error": {"code": code, "message": message}},
+        status=exc.status,
+        headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+    )
 
 
 @web.middleware
@@ -69,19 +84,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         status = exc.status
         return error_response(exc)
     except web.HTTPException as exc:
-        if exc.status < 400:
-            status = exc.status
-            raise
         status = exc.status
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason if exc.status != 404 else "no such route"
-        if exc.status == 413:
-            message = "the request body is too large"
-        return json_response(
-            {"error": {"code": code, "message": message}},
-            status=exc.status,
-            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-        )
+        if exc.status < 400:
+            raise
+        return http_error_response(exc)
     except asyncio.CancelledError:
         status = 499
         raise
