@@ -46,6 +46,9 @@ def error_response(error: ApiError) -> web.Response:
     return json_response(error.body(), status=error.status, headers=error.headers)
 
 
+# What nginx logs for a request whose client closed the connection before the response: not a server error.
+CLIENT_CLOSED = 499
+
 _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -71,6 +74,12 @@ def http_error_response(exc: web.HTTPException) -> web.Response:
     )
 
 
+def client_gone(request: web.BaseRequest) -> bool:
+    """Whether the client's connection is closed (or closing): nothing sent to it arrives any more."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -89,17 +98,35 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             raise
         return http_error_response(exc)
     except asyncio.CancelledError:
-        status = 499
+        status = CLIENT_CLOSED
         raise
+    except (ConnectionError, web.RequestPayloadError) as exc:
+        if client_gone(request):  # the client dropped the connection, mid-upload most likely: not our error
+            status = CLIENT_CLOSED
+            log.info("client closed the connection during %s %s", request.method, request.path)
+            return web.Response(status=CLIENT_CLOSED)  # nobody reads it; aiohttp drops it quietly
+        if isinstance(exc, web.RequestPayloadError):  # a body whose chunks or Content-Encoding do not decode
+            status = 400
+            response = json_response(
+                {"error": {"code": "invalid_body", "message": "the request body's framing or encoding is invalid"}},
+                status=400,
+            )
+            response.force_close()  # the rest of the body cannot be told from the next request
+            return response
+        return _internal_error(request)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response(
-            {"error": {"code": "internal_error", "message": "something went wrong on our side"}}, status=500
-        )
+        return _internal_error(request)
     finally:
         app = request.app.get(APP_NAME, "attachd")
         REQUESTS.labels(app, request.method, route, str(status)).inc()
         LATENCY.labels(app, route).observe(time.perf_counter() - started)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return json_response(
+        {"error": {"code": "internal_error", "message": "something went wrong on our side"}}, status=500
+    )
 
 
 def principal(request: web.Request, scope: str) -> Principal:
