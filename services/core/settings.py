@@ -173,7 +173,8 @@ class Settings:
         "Target types whose attachments cannot have nested attachments (Autotask's list by default).",
     )
     body_read_timeout_s: float = setting(
-        300.0, "How long, in seconds, the ingress waits for a whole upload body before answering 408."
+        300.0,
+        "How long, in seconds, a service waits for a whole request body (an upload, any JSON) before answering 408.",
     )
     header_timeout_s: float = setting(
         10.0,

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -74,6 +75,41 @@ def http_error_response(exc: web.HTTPException) -> web.Response:
     )
 
 
+# Request bodies aiohttp decodes (br and zstd need modules attachd does not install); any other coding
+# would reach the handlers still encoded.
+CONTENT_CODINGS = frozenset({"gzip", "deflate", "identity"})
+
+
+def check_content_encoding(request: web.BaseRequest) -> None:
+    coding = request.headers.get("Content-Encoding")
+    if coding is not None and coding.strip().lower() not in CONTENT_CODINGS:
+        raise ApiError(
+            "unsupported_encoding",
+            "the body's Content-Encoding is not supported: send it as it is, or gzip- or deflate-encoded",
+            field="Content-Encoding",
+            status=415,
+        )
+
+
+def check_url(request: web.BaseRequest) -> None:
+    """The path and query string decode to UTF-8 (aiohttp would put U+FFFD in place of what does not: a
+    value that is not the one sent), and no query parameter is given twice (no route takes a list)."""
+    url = request.rel_url
+    for raw, what in ((url.raw_path, "path"), (url.raw_query_string, "query string")):
+        if "%" in raw:
+            try:
+                unquote(raw, errors="strict")
+            except UnicodeDecodeError:
+                raise ApiError("invalid_url", f"the {what} is not UTF-8 once percent-decoded") from None
+    query = request.query
+    if len(query) > 1 and len(set(query)) < len(query):
+        seen: set[str] = set()
+        for key in query:
+            if key in seen:
+                raise ApiError("duplicate_parameter", f"{key} is given more than once", field=key)
+            seen.add(key)
+
+
 def client_gone(request: web.BaseRequest) -> bool:
     """Whether the client's connection is closed (or closing): nothing sent to it arrives any more."""
     transport = request.transport
@@ -86,6 +122,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     status = 500
     try:
+        check_url(request)
+        check_content_encoding(request)
         response = await handler(request)
         status = response.status
         return response
@@ -141,9 +179,12 @@ async def read_json(request: web.Request, *, max_bytes: int) -> Any:
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413) from None
+    except TimeoutError:
+        raise ApiError("request_timeout", "the request body arrived too slowly", status=408) from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
