@@ -7,6 +7,7 @@ import asyncio
 import base64
 
 import uuid_utils
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.core import jobs
 from services.core.contract import ErrorInfo, Failed
@@ -94,3 +95,21 @@ async def test_a_key_whose_job_was_refused_replays_the_refusal(service):
     assert first.status == again.status == 400
     assert (await first.json()) == (await again.json())
     assert await service.rows() == []
+
+
+async def test_an_upload_whose_job_cannot_be_queued_leaves_nothing_a_sweeper_could_queue_again(service, monkeypatch):
+    enqueue = jobs.enqueue
+
+    async def redis_down(*args, **kwargs):
+        raise RedisConnectionError("Redis went away")
+
+    monkeypatch.setattr(jobs, "enqueue", redis_down)
+    first = await service.upload_json(body(b"once only"), headers={"Idempotency-Key": "k-down"})
+    assert first.status == 503 and first.headers["Retry-After"]
+    assert (await first.json())["error"]["code"] == "unavailable"
+    assert await service.stored_keys() == []  # no bytes, no manifest: nothing for the sweeper to queue
+
+    monkeypatch.setattr(jobs, "enqueue", enqueue)
+    retry = await service.upload_json(body(b"once only"), headers={"Idempotency-Key": "k-down"})
+    assert retry.status == 201, await retry.text()
+    assert len(await service.rows()) == 1

@@ -143,12 +143,22 @@ async def create(request: web.Request) -> web.Response:
         )
         await writes.submit(request, job, manifest=True)
     except TimeoutError:
-        await writes.release_idempotency_key(request, who, upload_id)
+        await _abandon(request, who, upload_id)
         raise ApiError("request_timeout", "the request body arrived too slowly", status=408) from None
     except BaseException:
-        await writes.release_idempotency_key(request, who, upload_id)
+        await _abandon(request, who, upload_id)
         raise
     return await writes.respond(request, upload_id)
+
+
+async def _abandon(request: web.Request, who: Principal, upload_id: str) -> None:
+    """A create answered with an error leaves nothing: not its staged bytes or manifest (the sweeper would
+    queue the job a retry has since made again), not its Idempotency-Key. Each on its own, best effort:
+    the sweeper removes what stays, and a claim lapses."""
+    with contextlib.suppress(Exception):
+        await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))
+    with contextlib.suppress(Exception):
+        await writes.release_idempotency_key(request, who, upload_id)
 
 
 def _body_kind(request: web.Request) -> str:
