@@ -1,8 +1,16 @@
-"""Running a worker as its own process: the arq worker plus /healthz, /readyz and /metrics."""
+"""Running a worker as its own process: the arq worker plus /healthz, /readyz and /metrics.
+
+The engines (database pool, storage, temp dir) are opened once for the process. The arq worker on top of
+them is started again whenever its poll loop dies (Redis went away): its running jobs are cancelled, and
+arq runs them again, and a new worker connects with backoff; /readyz answers 503 meanwhile. SIGTERM
+drains: no new jobs, running ones finish within ATTACHD_SHUTDOWN_GRACE_S.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 
 from aiohttp import web
@@ -10,27 +18,65 @@ from aiohttp import web
 from services.core import db, jobs
 from services.core.settings import Settings
 from services.web.http import add_ready_check, base_app
+from workers.context import WorkerContext
 from workers.settings import create_worker, stop_worker
+
+log = logging.getLogger("attachd.worker")
+
+RECONNECT_DELAYS_S = (0.5, 1, 2, 5, 10)
 
 
 async def run_worker(settings: Settings, *, health_port: int) -> None:
     await db.migrate(settings.database_url)
-    worker = create_worker(settings, handle_signals=False)
-    app = base_app("worker", settings)
-    redis = await jobs.connect(settings.redis_url)
-    add_ready_check(app, "redis", redis.ping)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, health_port).start()
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    worker_task = asyncio.create_task(worker.async_run())
-    stopper = asyncio.create_task(stop.wait())
-    # A worker whose poll loop died (lost Redis for good) exits, and Kubernetes restarts it.
-    await asyncio.wait({worker_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    await stop_worker(worker, settings.shutdown_grace_s)
-    await runner.cleanup()
-    await redis.aclose()
+
+    context = await WorkerContext.open(settings)
+    redis = await jobs.connect(settings.redis_url)
+    polling = asyncio.Event()
+
+    async def worker_polls() -> None:
+        if not polling.is_set():
+            raise RuntimeError("the worker is reconnecting to Redis")
+        await redis.ping()
+
+    app = base_app("worker", settings)
+    add_ready_check(app, "redis", worker_polls)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, health_port).start()
+    try:
+        await _supervise(settings, context, stop, polling)
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
+        await context.close()
+
+
+async def _supervise(settings: Settings, context: WorkerContext, stop: asyncio.Event, polling: asyncio.Event) -> None:
+    """Run arq workers on ``context`` until ``stop``; a worker whose poll loop died is replaced."""
+    failures = 0
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.create_task(stop.wait())
+    while not stop.is_set():
+        worker = create_worker(settings, handle_signals=False, context=context)
+        worker_task = asyncio.create_task(worker.async_run())
+        started = loop.time()
+        polling.set()
+        await asyncio.wait({worker_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        polling.clear()
+        if stop.is_set():
+            await stop_worker(worker, settings.shutdown_grace_s)
+            break
+        error = worker_task.exception() if not worker_task.cancelled() else None
+        await stop_worker(worker, 0)
+        if loop.time() - started > 60:
+            failures = 0  # it ran well for a while: start the backoff over
+        delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+        failures += 1
+        log.warning("the worker lost Redis (%r); its jobs will run again; reconnecting in %s s", error, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    stopped.cancel()

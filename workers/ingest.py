@@ -140,7 +140,9 @@ class IngestRun:
         except ApiError as exc:  # the parent changed under us between checking and committing
             await self._discard(good)
             return self._failed([self._item_error(0, exc)])
-        # Any other error leaves every byte where it is: the commit may have happened.
+        # Any other error leaves every byte where it is: the commit may have happened. Once it has, the rows
+        # are the record of the upload: the staged input can go before the answer (a re-run finds the rows).
+        await self.ctx.storage.delete_prefix(storage.staging_prefix(self.job_id))
         return await self.ingested(records, errors)
 
     async def committed_rows(self) -> list[asyncpg.Record]:

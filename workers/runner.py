@@ -20,15 +20,19 @@ A cancellation that is not the deadline (the worker stopping) propagates: arq ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from arq import Retry
+from arq.constants import in_progress_key_prefix
 from arq.worker import Function, func
+from redis.exceptions import RedisError
 
 from services.core import contract, jobs
 from services.core.contract import AnyOutcome, ErrorInfo, Failed, Job
@@ -38,7 +42,10 @@ from workers.context import WorkerContext
 
 log = logging.getLogger("attachd.jobs")
 
-MAX_TRIES = 3  # runs of one job before it is answered failed; arq may start one more (see job_function)
+MAX_TRIES = 3  # runs of one job before it is answered failed; arq may start one more (see arq_function)
+# arq marks a running job "in progress" for this long, and the runner renews the mark while the job runs, so
+# the job of a worker that died is taken up by another within this time (arq's own: the longest timeout).
+IN_PROGRESS_S = 45
 CLEANUP_S = 30  # what a job may take past its deadline to clean up and answer: arq's timeout is the sum
 INTERNAL_ERROR = ErrorInfo(
     code="internal_error", status=500, message="this could not be done because of a fault on our side; try again"
@@ -68,6 +75,44 @@ async def internal_error(wctx: WorkerContext, job: Job) -> AnyOutcome:
 
 async def nothing_to_finish(wctx: WorkerContext, job: Job, answered_at: float | None) -> None:
     return None
+
+
+@contextlib.asynccontextmanager
+async def kept_in_progress(ctx: dict[str, Any]) -> AsyncIterator[None]:
+    """Renew arq's in-progress mark of the running job (see IN_PROGRESS_S) until the block ends."""
+    if "job_id" not in ctx:  # called directly, not by arq: nothing to renew
+        yield
+        return
+    key = in_progress_key_prefix + ctx["job_id"]
+    redis = ctx["redis"]
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(IN_PROGRESS_S / 3)
+            with contextlib.suppress(RedisError, OSError):  # Redis away: the job goes on; arq may run it again
+                await redis.pexpire(key, IN_PROGRESS_S * 1000)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+CronJob = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def in_progress_renewed(cron_job: CronJob) -> CronJob:
+    """A cron whose in-progress mark is renewed while it runs, as the jobs' is."""
+
+    @functools.wraps(cron_job)
+    async def run(ctx: dict[str, Any]) -> Any:
+        async with kept_in_progress(ctx):
+            return await cron_job(ctx)
+
+    return run
 
 
 def retry_delay_s(attempt: int) -> int:
@@ -115,7 +160,7 @@ class JobSpec(Generic[J]):
             return {"state": done.state}
         attempt = Attempt(ctx.get("job_try", 1), ctx.get("enqueue_time"))
         try:
-            async with asyncio.timeout(self.deadline_s(wctx.settings)):
+            async with asyncio.timeout(self.deadline_s(wctx.settings)), kept_in_progress(ctx):
                 outcome = await self.run(wctx, job, attempt)
         except Exception as exc:  # TimeoutError included: the deadline cancelled the job
             what = "ran past its deadline" if isinstance(exc, TimeoutError) else "failed"

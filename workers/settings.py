@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 from arq import cron
+from arq.cron import CronJob
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from services.core import jobs
 from services.core.settings import Settings
@@ -20,9 +23,11 @@ from workers.sweep import sweep_staging
 from workers.targets import PUT_TARGET, SET_LINKS, purge_unlinked
 
 
-def worker_options(settings: Settings) -> dict[str, Any]:
+def worker_options(settings: Settings, context: WorkerContext | None = None) -> dict[str, Any]:
+    """arq's Worker arguments; ``context``: engines that outlive this Worker (a supervisor's), else its own."""
+
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["attachd"] = await WorkerContext.open(settings)
+        ctx["attachd"] = context or await WorkerContext.open(settings)
         if settings.relay_interval_s > 0:
             # A loop, not a cron: events reach the stream within relay_interval_s, not the next cron second.
             ctx["relay"] = asyncio.create_task(relay_forever(ctx["attachd"].pool, ctx["redis"], settings))
@@ -32,8 +37,12 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             ctx["relay"].cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ctx["relay"]
-        if "attachd" in ctx:
+        if "attachd" in ctx and context is None:
             await ctx["attachd"].close()
+
+    def cron_job(job: runner.CronJob, *, timeout: int, **when: Any) -> CronJob:
+        renewed = cast(WorkerCoroutine, runner.in_progress_renewed(job))
+        return cron(renewed, unique=True, timeout=timeout, **when)
 
     return {
         "functions": [
@@ -42,9 +51,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             for spec in (INGEST, UPDATE, CANCEL, CLOSE_SESSION, PUT_TARGET, SET_LINKS)
         ],
         "cron_jobs": [
-            cron(sweep_staging, second={0, 30}, run_at_startup=False, unique=True, timeout=300),
-            cron(close_idle, second=set(range(5, 60, 10)), unique=True, timeout=120),
-            cron(purge_unlinked, minute=set(range(0, 60, 5)), second=15, unique=True, timeout=300),
+            cron_job(sweep_staging, second={0, 30}, run_at_startup=False, timeout=300),
+            cron_job(close_idle, second=set(range(5, 60, 10)), timeout=120),
+            cron_job(purge_unlinked, minute=set(range(0, 60, 5)), second=15, timeout=300),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -61,18 +70,35 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_worker(settings: Settings, *, handle_signals: bool = True, **overrides: Any) -> Worker:
-    return Worker(**{**worker_options(settings), "handle_signals": handle_signals, **overrides})
+def create_worker(
+    settings: Settings, *, handle_signals: bool = True, context: WorkerContext | None = None, **overrides: Any
+) -> Worker:
+    worker = Worker(**{**worker_options(settings, context), "handle_signals": handle_signals, **overrides})
+    # arq marks a job in progress for its longest timeout; the runner renews a shorter mark instead, so the
+    # job of a worker that died runs again within IN_PROGRESS_S (not after five minutes).
+    worker.in_progress_timeout_s = runner.IN_PROGRESS_S
+    return worker
 
 
 async def stop_worker(worker: Worker, grace_s: float) -> None:
-    """Pick no new jobs, let running ones finish (up to ``grace_s``), then close."""
+    """Start no new job, let the running ones finish (up to ``grace_s``), then close; a job still running
+    is cancelled, and arq runs it again on another worker."""
     worker.allow_pick_jobs = False
+    if worker.main_task is not None:
+        # The poll loop goes first: it would otherwise go on starting jobs from a batch it already read.
+        worker.main_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker.main_task
     running = [t for t in worker.tasks.values() if not t.done()]
     if running:
         await asyncio.wait(running, timeout=grace_s)
-    if worker.main_task is not None:
-        worker.main_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.main_task
-    await worker.close()
+    for task in worker.tasks.values():
+        task.cancel()
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    try:
+        await worker.close()
+    except (RedisError, OSError):  # Redis is gone: close without it
+        if worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)
+        with contextlib.suppress(RedisError, OSError):
+            await worker.pool.close(close_connection_pool=True)

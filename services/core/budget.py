@@ -94,7 +94,8 @@ end
 # ARGV: charge id, bytes ('' = charge nothing, only read the limits; '-1' = length unknown),
 #       file bytes (-1 = no file size to check), the four defaults in LIMIT_MINIMUMS' order[, claim TTL s].
 # Steps, each one ending the script when it decides:
-# 1. the claim (an Idempotency-Key): SET NX to the charge id; if another id holds it: {'earlier', that id},
+# 1. the claim (an Idempotency-Key): SET NX to 'pending:<charge id>' (the enqueue binds it to the job);
+#    if it is held: {'earlier', its value},
 #    nothing charged;
 # 2. the limits: the defaults, overridden by each well-formed field of the hash (a decimal integer of at
 #    most 15 digits, at least the limit's minimum; merge_limits applies the same rule); the others are
@@ -111,7 +112,7 @@ _ADMIT = (
 local limits_key, charges, total_key, lockout_key, claim = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local charge_id, bytes, file_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
-if claim and not redis.call('SET', claim, charge_id, 'NX', 'EX', ARGV[8]) then
+if claim and not redis.call('SET', claim, 'pending:' .. charge_id, 'NX', 'EX', ARGV[8]) then
   return {'earlier', redis.call('GET', claim)}
 end
 
@@ -280,8 +281,8 @@ class ByteBudget:
 
         Raises FileTooLarge (``file_bytes`` over max_file_bytes), 411 (length unknown while a budget
         applies), NeverFits (413, more than the whole budget, no lockout) or BudgetExceeded (429). With
-        ``claim`` = (key, TTL s), the key is first SET NX to ``charge_id``; if another job holds it, that
-        job is returned as ``earlier`` and nothing is charged. A refusal drops the claim.
+        ``claim`` = (key, TTL s), the key is first SET NX to ``pending:<charge_id>``; if it is held, its value
+        is returned as ``earlier`` and nothing is charged. A refusal drops the claim.
         """
         arg = "-1" if nbytes is None else str(nbytes)
         return await self._run(settings, account, charge_id, arg, file_bytes, claim, what)

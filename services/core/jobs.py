@@ -65,12 +65,15 @@ def owner_key(job_id: str) -> str:
 
 
 # arq's enqueue_job in one round trip (it takes three: WATCH, EXISTS, then MULTI/PSETEX/ZADD/EXEC), and
-# atomic without WATCH because a script is. Optionally SETs one more key (the ingress's upload owner) first,
-# whether or not the job is new, as a separate SET before enqueue_job did.
-# KEYS: arq:job:<id>, arq:result:<id>, the queue[, mark]. ARGV: job id, job, expiry ms, score[, mark value,
-# mark TTL s]. Returns 1 when queued, 0 when the job is queued or its result kept (arq's uniqueness).
+# atomic without WATCH because a script is. Optionally SETs two more keys first, whether or not the job is
+# new: the write's owner, and the request's Idempotency-Key, which only now names the job (until the job is
+# queued it says "pending", so a request that dies first leaves its key free to be retried).
+# KEYS: arq:job:<id>, arq:result:<id>, the queue[, owner[, idempotency]]. ARGV: job id, job, expiry ms,
+# score[, owner value, TTL s[, idempotency TTL s]]. Returns 1 when queued, 0 when the job is queued or its
+# result kept (arq's uniqueness).
 _ENQUEUE = """
 if KEYS[4] then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6]) end
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[7]) end
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
@@ -86,12 +89,15 @@ def _enqueue_script(redis: Redis) -> Any:
     return script
 
 
-async def enqueue(redis: ArqRedis, job: Job, *, mark: tuple[str, str, int] | None = None) -> bool:
+async def enqueue(
+    redis: ArqRedis, job: Job, *, mark: tuple[str, str, int] | None = None, idempotency: tuple[str, int] | None = None
+) -> bool:
     """Enqueue one job; False when a job with its id is already queued or done (arq's uniqueness).
 
     Writes exactly what ``ArqRedis.enqueue_job(function, job, _job_id=job.job_id)`` writes, with JSON as
     the serializer: the job under ``arq:job:<id>`` for arq's default expiry, scored by its enqueue time in
-    the queue. ``mark`` = (key, value, TTL s) is SET in the same round trip.
+    the queue. ``mark`` = (key, value, TTL s) is SET in the same round trip, and with it ``idempotency`` =
+    (key, TTL s) to the job's id.
     """
     now = timestamp_ms()
     payload = serialize_job(FUNCTIONS[type(job)], (job,), {}, None, now, serializer=serialize)
@@ -101,18 +107,27 @@ async def enqueue(redis: ArqRedis, job: Job, *, mark: tuple[str, str, int] | Non
     if mark is not None:
         keys.append(mark[0])
         args += [mark[1], mark[2]]
+        if idempotency is not None:
+            keys.append(idempotency[0])
+            args.append(idempotency[1])
     return bool(await _enqueue_script(redis)(keys=keys, args=args))
 
 
-async def submit(redis: ArqRedis, job: Job, *, store: Storage | None = None) -> bool:
-    """Queue a job and record which account owns it (for its status URL), in one round trip.
+async def submit(
+    redis: ArqRedis, job: Job, *, store: Storage | None = None, idempotency_key: str | None = None
+) -> bool:
+    """Queue a job and record which account owns it (for its status URL), in one round trip; with
+    ``idempotency_key``, that key now names the job.
 
     With ``store`` the job is first written as the upload's manifest, so the sweeper can re-drive it if
     Redis loses it.
     """
     if store is not None:
         await store.put_bytes(storage.manifest_key(job.job_id), encode({"function": FUNCTIONS[type(job)], "job": job}))
-    return await enqueue(redis, job, mark=(owner_key(job.job_id), job.account_id, UPLOAD_TTL_S))
+    idempotency = None if idempotency_key is None else (idempotency_key, UPLOAD_TTL_S)
+    return await enqueue(
+        redis, job, mark=(owner_key(job.job_id), job.account_id, UPLOAD_TTL_S), idempotency=idempotency
+    )
 
 
 async def submit_ingest(redis: ArqRedis, store: Storage, settings: Settings, job: IngestJob) -> bool:

@@ -138,6 +138,11 @@ class Settings:
     link_ttl_s: int = setting(
         3600, "Lifetime of signed download links, in seconds (rounded up to a 5-minute step, so links cache well)."
     )
+    tmp_dir: str = setting(
+        "",
+        "Directory for the worker's temporary files (fetched and decoded bytes); empty: the system's "
+        "($TMPDIR, else /tmp). Under a read-only root filesystem, point it at a writable volume.",
+    )
     job_timeout_s: int = setting(300, "How long, in seconds, an ingest job may run before the worker cancels it.")
     worker_concurrency: int = setting(
         8,

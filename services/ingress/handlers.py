@@ -8,7 +8,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import uuid_utils
 from aiohttp import web
@@ -79,6 +79,10 @@ def _mode(value: Any) -> Mode:
     return mode
 
 
+def _raise(error: ApiError) -> NoReturn:
+    raise error
+
+
 def _actor(who: Principal) -> Actor:
     return Actor(type=who.actor_type, id=who.actor_id)  # type: ignore[arg-type]  # a checked token claim
 
@@ -102,10 +106,17 @@ async def create(request: web.Request) -> web.Response:
     # raw) the byte budget's charge. A refused upload leaves nothing behind, the claim included.
     admission = await _admit(request, who, upload_id, claim, kind, raw)
     if admission.earlier is not None:
-        return await writes.respond(request, admission.earlier)
+        if (answer := await writes.replay(request, who.account_id, admission.earlier)) is not None:
+            return answer
+        admission = await _admit(request, who, upload_id, claim, kind, raw)  # the first failed on our side
+        if admission.earlier is not None:  # and another retry claimed the key meanwhile
+            return await writes.replay(request, who.account_id, admission.earlier) or _raise(writes.key_in_use())
     limits = admission.limits
     try:
-        async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
+        async with (
+            asyncio.timeout(request.app[SETTINGS].body_read_timeout_s),
+            writes.claim_kept_alive(request, who.account_id),
+        ):
             if kind == "multipart":
                 parsed = await _from_multipart(request, upload_id, limits.max_file_bytes)
             elif kind == "raw":
@@ -130,10 +141,10 @@ async def create(request: web.Request) -> web.Response:
         )
         await writes.submit(request, job, manifest=True)
     except TimeoutError:
-        await writes.release_idempotency_key(request, who)
+        await writes.release_idempotency_key(request, who, upload_id)
         raise ApiError("request_timeout", "the request body arrived too slowly", status=408) from None
     except BaseException:
-        await writes.release_idempotency_key(request, who)
+        await writes.release_idempotency_key(request, who, upload_id)
         raise
     return await writes.respond(request, upload_id)
 
@@ -348,9 +359,14 @@ def _job_base(who: Principal) -> dict[str, Any]:
 
 
 async def _mutate(request: web.Request, job: Job) -> web.Response:
-    earlier = await writes.claim_idempotency_key(request, job.account_id, job.job_id)
-    if earlier is not None:
-        return await writes.respond(request, earlier)
+    for _ in range(2):  # a second time only when the key's first job failed on our side
+        earlier = await writes.claim_idempotency_key(request, job.account_id, job.job_id)
+        if earlier is None:
+            break
+        if (answer := await writes.replay(request, job.account_id, earlier)) is not None:
+            return answer
+    else:
+        raise writes.key_in_use()  # two retries raced for a key whose first job failed
     await writes.submit(request, job)
     return await writes.respond(request, job.job_id)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -40,38 +43,105 @@ def wants_async(request: web.Request) -> bool:
     return any(token.strip().lower() == "respond-async" for token in prefer.split(","))
 
 
+# An Idempotency-Key says "pending:<job id>" while its request is being received (kept alive by it, so a
+# request that dies frees its key within PENDING_TTL_S) and names the job once the job is queued (jobs.submit).
+PENDING = "pending:"
+PENDING_TTL_S = 15
+
+_DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
 def idempotency_claim(request: web.Request, account_id: str) -> tuple[str, int] | None:
-    """The Redis key (and its TTL) that binds the request's Idempotency-Key to a job; None without the header."""
+    """The Redis key of the request's Idempotency-Key and how long a pending claim lives; None without one."""
     key = request.headers.get("Idempotency-Key")
     if not key:
         return None
     if len(key) > 255:
         raise ApiError("invalid_header", "Idempotency-Key must be at most 255 characters", field="Idempotency-Key")
-    return _idempotency_key(account_id, f"{request.method} {request.path} {key}"), jobs.UPLOAD_TTL_S
+    return _idempotency_key(account_id, f"{request.method} {request.path} {key}"), PENDING_TTL_S
 
 
 async def claim_idempotency_key(request: web.Request, account_id: str, job_id: str) -> str | None:
-    """Bind the request's Idempotency-Key to ``job_id``; returns the earlier job's id on a retry."""
+    """Claim the request's Idempotency-Key for ``job_id``; returns what holds it already, if anything."""
     claim = idempotency_claim(request, account_id)
     if claim is None:
         return None
     redis = request.app[REDIS]
     name, ttl = claim
-    if await redis.set(name, job_id, nx=True, ex=ttl):
+    if await redis.set(name, PENDING + job_id, nx=True, ex=ttl):
         return None
     earlier = await redis.get(name)
     return earlier.decode() if earlier else None
 
 
-async def release_idempotency_key(request: web.Request, who: Principal) -> None:
+async def _delete_if(request: web.Request, key: str, value: str) -> None:
+    await request.app[REDIS].eval(_DELETE_IF, 1, key, value)  # type: ignore[misc]  # redis-py's stubs
+
+
+async def release_idempotency_key(request: web.Request, who: Principal, job_id: str) -> None:
     """A request refused before its job was queued must not pin its key to a job that never ran."""
     if claim := idempotency_claim(request, who.account_id):
-        await request.app[REDIS].delete(claim[0])
+        await _delete_if(request, claim[0], PENDING + job_id)
+
+
+@contextlib.asynccontextmanager
+async def claim_kept_alive(request: web.Request, account_id: str) -> AsyncIterator[None]:
+    """While a request's body arrives, its pending claim does not expire (and expires soon after a crash)."""
+    claim = idempotency_claim(request, account_id)
+    if claim is None:
+        yield
+        return
+    name, ttl = claim
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            await request.app[REDIS].expire(name, ttl)
+
+    task = asyncio.create_task(refresh())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def key_in_use() -> ApiError:
+    return ApiError(
+        "idempotency_key_in_use",
+        "a request with this Idempotency-Key is still being received; retry once it has been answered",
+        field="Idempotency-Key",
+        status=409,
+        headers={"Retry-After": str(PENDING_TTL_S)},
+    )
+
+
+async def replay(request: web.Request, account_id: str, earlier: str) -> web.Response | None:
+    """The answer to a retry whose Idempotency-Key is taken: the first job's outcome as for the first
+    request; 409 while the first request is still arriving; None when the first job failed on our side,
+    so the retry is free to run again (the key is released)."""
+    if earlier.startswith(PENDING):
+        raise key_in_use()
+    outcome = await jobs.read_outcome(request.app[REDIS], earlier)
+    if isinstance(outcome, Failed) and outcome.error.status >= 500:
+        claim = idempotency_claim(request, account_id)
+        assert claim is not None  # a replay has a key
+        await _delete_if(request, claim[0], earlier)
+        return None
+    return await respond(request, earlier)
 
 
 async def submit(request: web.Request, job: Job, *, manifest: bool = False) -> None:
-    """Queue the job with its owner key; with ``manifest`` it is staged first, so the sweeper can re-drive it."""
-    await jobs.submit(request.app[REDIS], job, store=request.app[STORAGE] if manifest else None)
+    """Queue the job with its owner key (and bind the request's Idempotency-Key to it); with ``manifest`` the
+    job is staged first, so the sweeper can re-drive it."""
+    claim = idempotency_claim(request, job.account_id)
+    await jobs.submit(
+        request.app[REDIS],
+        job,
+        store=request.app[STORAGE] if manifest else None,
+        idempotency_key=None if claim is None else claim[0],
+    )
 
 
 def status_url(job_id: str) -> str:
