@@ -227,7 +227,7 @@ class Supervisor:
                 self.spawn(proc)
         self._task = asyncio.create_task(self._watch())
 
-    def signal(self, name: str, sig: signal.Signals) -> int:
+    def send(self, name: str, sig: signal.Signals) -> int:
         """Send ``sig`` to the process; its exit is then a requested one. Returns the incarnation signalled."""
         proc = self.procs[name]
         assert proc.popen is not None and proc.alive, f"{name} is not running"
@@ -244,15 +244,16 @@ class Supervisor:
                 raise RuntimeError(f"{name} did not start within {timeout:.0f} s:\n{proc.log_text()[-3000:]}")
             await asyncio.sleep(0.05)
 
-    async def stop(self, name: str, timeout: float = 30) -> int | None:
-        """SIGTERM and no restart; SIGKILL after ``timeout``. Returns the exit status."""
+    async def stop(self, name: str, timeout: float = 30, sig: signal.Signals = signal.SIGTERM) -> int | None:
+        """``sig`` and no restart; SIGKILL after ``timeout``. Returns the exit status."""
         proc = self.procs[name]
         proc.supervised = False
         if proc.popen is None:
             return None
         if proc.alive:
             proc.requested_exit = True
-            proc.popen.terminate()
+            proc.signals.append((self.clock(), sig.name))
+            proc.popen.send_signal(sig)
             try:
                 await asyncio.to_thread(proc.popen.wait, timeout)
             except subprocess.TimeoutExpired:
@@ -366,6 +367,7 @@ class Upload:
     outcome: str = "pending"  # pending, committed, failed, gave_up
     error: dict[str, Any] | None = None  # the failure's error, with its HTTP status as "http_status"
     record: dict[str, Any] | None = None
+    earlier: list[str] = field(default_factory=list)  # upload ids that failed on our side before this one
     started_at: float | None = None
     finished_at: float | None = None
 
@@ -389,6 +391,7 @@ class Upload:
             "error": self.error,
             "tries": _runs(self.tries),
             "polls": _runs(self.polls),
+            "earlier": self.earlier,
             "started_at": None if self.started_at is None else round(self.started_at, 2),
             "finished_at": None if self.finished_at is None else round(self.finished_at, 2),
         }
@@ -445,7 +448,7 @@ def make_corpus(count: int, slow_count: int, rng: random.Random) -> list[Upload]
         elif content == "bad":  # a .png that is text: refused by the worker with content_mismatch (400)
             body, name, ctype = _text(index, 3000, token), f"fake-{index}.png", "image/png"
         else:
-            body, name, ctype = _text(index, 1_200_000, token), f"big-{index}.txt", "text/plain"
+            body, name, ctype = _text(index, SLOW_BYTES, token), f"big-{index}.txt", "text/plain"
         uploads.append(
             Upload(
                 index=index,
@@ -497,8 +500,13 @@ class FileServer:
 
 
 RETRYABLE = (aiohttp.ClientError, TimeoutError)
-SLOW_CHUNK = 64 * 1024
+# A slow upload: 3 MB at 640 KB/s. Past MID_STREAM_BYTES the ingress has written some of it to staging
+# (FileStorage writes in 1 MiB batches), so a fault then leaves bytes on disk, not only in memory.
+SLOW_BYTES = 3_000_000
+SLOW_CHUNK = 128 * 1024
 SLOW_CHUNK_DELAY_S = 0.2
+MID_STREAM_BYTES = 1_300_000
+ENDING_BYTES = 600_000  # under a second of a slow upload
 
 
 class Client:
@@ -515,7 +523,7 @@ class Client:
         self.rng = rng
         self.max_tries = max_tries
         self.deadline = float("inf")  # set once the load is over: after it, nothing is retried or polled
-        self.mid_stream: set[int] = set()  # slow uploads whose body is partly sent
+        self.mid_stream: dict[int, int] = {}  # slow uploads whose body is partly sent: index -> bytes sent
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
@@ -532,11 +540,22 @@ class Client:
 
     async def upload(self, u: Upload, slots: asyncio.Semaphore) -> None:
         u.started_at = self.clock()
-        async with slots:
-            await self._post(u)
-        if u.upload_id is not None and u.outcome == "pending":
-            await self._poll(u)
+        for _ in range(3):
+            async with slots:
+                await self._post(u)
+            if u.upload_id is not None and u.outcome == "pending":
+                await self._poll(u)
+            if not (u.outcome == "failed" and server_error(u.error)) or self.clock() > self.deadline:
+                break
+            # Its job failed on our side (a 5xx, reported by the status URL): the same key again runs it anew.
+            assert u.upload_id is not None and u.error is not None
+            u.earlier.append(f"{u.upload_id}: failed {u.error.get('code')}, posted again")
+            u.upload_id, u.acked_with, u.outcome, u.error = None, None, "pending", None
         u.finished_at = self.clock()
+
+    def mid_stream_past(self, sent_bytes: int) -> int:
+        """How many slow uploads are mid-stream with at least ``sent_bytes`` sent."""
+        return sum(sent >= sent_bytes for sent in self.mid_stream.values())
 
     async def follow(self, u: Upload) -> None:
         """Poll an acknowledged upload again (after the sweeper re-drove its job)."""
@@ -559,18 +578,23 @@ class Client:
                 headers.update(extra)
                 async with self._session.post(f"{self.base_url}/v1/attachments", data=data, headers=headers) as resp:
                     status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
                     raw = await resp.read()
             except RETRYABLE as exc:
                 u.tries.append((self.clock(), f"conn:{type(exc).__name__}"))
                 await self._backoff(attempt)
                 continue
             finally:
-                self.mid_stream.discard(u.index)
+                self.mid_stream.pop(u.index, None)
             body = _json(raw)
             code = body.get("error", {}).get("code") if status >= 400 else None
             u.tries.append((self.clock(), f"{status} {code}" if code else str(status)))
             if status >= 500:
                 await self._backoff(attempt)
+                continue
+            if status == 409 and code == "idempotency_key_in_use" and retry_after:
+                # The first request with this key may still be arriving: as told, retry after Retry-After.
+                await asyncio.sleep(float(retry_after) * (0.5 + self.rng.random() / 2))
                 continue
             if status in (201, 202):
                 u.upload_id, u.acked_with = body["id"], status
@@ -611,11 +635,11 @@ class Client:
 
         async def chunks():
             yield head
-            self.mid_stream.add(u.index)
             for offset in range(0, len(body), SLOW_CHUNK):
+                self.mid_stream[u.index] = offset
                 yield body[offset : offset + SLOW_CHUNK]
                 await asyncio.sleep(SLOW_CHUNK_DELAY_S)
-            self.mid_stream.discard(u.index)
+            self.mid_stream.pop(u.index, None)
             yield tail
 
         headers = {
@@ -647,6 +671,13 @@ class Client:
                 u.outcome, u.error = "failed", {**body.get("error", {}), "http_status": None}
                 return
             await asyncio.sleep(0.4)
+
+
+def server_error(error: dict[str, Any] | None) -> bool:
+    """A failure on the service's side: a 5xx, or a job that failed with internal_error."""
+    if error is None:
+        return False
+    return (error.get("http_status") or 0) >= 500 or error.get("code") == "internal_error"
 
 
 def _json(raw: bytes) -> dict[str, Any]:
@@ -727,11 +758,16 @@ class Chaos:
     async def inject(self, fault: Fault) -> None:
         kind, target = fault.kind, fault.target
         if kind == "restart-redis":
+            # Killed while a slow upload is about to end: its request then finishes while Redis is away.
+            ending = await self._until(lambda: self.client.mid_stream_past(SLOW_BYTES - ENDING_BYTES) > 0, 10)
             fault.done_at = self.clock()
             await asyncio.to_thread(self.redis.kill)
             await asyncio.sleep(self.down_s)
             await asyncio.to_thread(self.redis.start)
-            fault.detail = f"SIGKILL, down {self.clock() - fault.done_at:.1f} s, restarted on its AOF"
+            fault.detail = (
+                f"SIGKILL{' as a slow upload was ending' if ending else ''}, down "
+                f"{self.clock() - fault.done_at:.1f} s, restarted on its AOF"
+            )
             return
         if kind == "restart-postgres":
             fault.done_at = self.clock()
@@ -744,8 +780,9 @@ class Chaos:
         await self._until(lambda: proc.alive and proc.started, 20)
         sig = signal.SIGKILL if kind.startswith("kill") else signal.SIGTERM
         if target == "ingress":
-            found = await self._until(lambda: bool(self.client.mid_stream), 8)
-            what = f"{len(self.client.mid_stream)} slow uploads mid-stream" if found else "no upload mid-stream"
+            found = await self._until(lambda: self.client.mid_stream_past(MID_STREAM_BYTES) > 0, 10)
+            deep = self.client.mid_stream_past(MID_STREAM_BYTES)
+            what = f"{deep} slow uploads mid-stream (past {MID_STREAM_BYTES} bytes)" if found else "none mid-stream"
         else:
             await self._until(lambda: bool(jobs_in_flight(proc)), 5)
             what = f"{len(jobs_in_flight(proc))} jobs in flight"
@@ -753,7 +790,7 @@ class Chaos:
             fault.detail = "skipped: the process was not running"
             return
         fault.done_at = self.clock()
-        incarnation = self.supervisor.signal(target, sig)
+        incarnation = self.supervisor.send(target, sig)
         fault.detail = f"{sig.name} to {target} #{incarnation}, {what}"
 
 
@@ -772,7 +809,7 @@ async def inspect(database_url: str, account: str, storage_root: Path) -> Leftov
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
-            "SELECT id, sha256, size, storage_key, variants::text AS variants, content_type, filename "
+            "SELECT id, sha256, size, storage_key, variants::text AS variants, content_type, filename, created_at "
             "FROM attachments WHERE account_id = $1",
             account,
         )

@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -54,6 +55,7 @@ from tests.chaos import (
     log_incarnations,
     make_corpus,
     schedule,
+    server_error,
 )
 from workers.context import WorkerContext
 from workers.sweep import sweep_staging
@@ -64,7 +66,7 @@ SEED = int(os.environ.get("ATTACHD_TEST_FAULTS_SEED", "1729"))
 UPLOADS = int(os.environ.get("ATTACHD_TEST_FAULTS_UPLOADS", "300"))
 SLOW_UPLOADS = 16
 LOAD_S = 75.0  # uploads start over this long; the faults fall within it
-SETTLE_S = 50.0  # after the load, how long uploads may still take to finish
+SETTLE_S = 60.0  # after the load, how long uploads may still take to finish
 CONCURRENCY = 8
 STAGING_GRACE_S = 15
 SHUTDOWN_GRACE_S = 8
@@ -91,8 +93,9 @@ class FaultRun:
     exits: list[Exit]
     leftovers: Leftovers
     sweep: dict[str, int]
-    worker_tmp_before: list[str]  # what stopped workers left in their TMPDIR
-    worker_tmp_after: list[str]  # the same directory once a fresh worker has started
+    # The workers' ATTACHD_TMP_DIR after every worker got SIGTERM, after a fresh one got SIGKILL, and once
+    # the next one has started
+    worker_tmp: dict[str, list[str]]
     engines: dict[str, Any]
     redis_state: dict[str, dict[str, Any]]  # what Redis held at the end for each upload still pending
     timings: dict[str, float] = field(default_factory=dict)
@@ -112,6 +115,7 @@ def fault_run(tmp_path_factory) -> FaultRun:
     run = asyncio.run(_scenario(tmp))
     run.figures = figures(run)
     (tmp / "report.json").write_text(json.dumps(run.figures, indent=2, default=str))
+    (tmp / "uploads.json").write_text(json.dumps([u.summary() for u in run.uploads], indent=1, default=str))
     summary = report_markdown(run)
     (tmp / "report.md").write_text(summary)
     if target := os.environ.get("ATTACHD_TEST_FAULTS_REPORT"):
@@ -161,7 +165,7 @@ async def _scenario(tmp: Path) -> FaultRun:
         ingress = supervisor.add("ingress", "ingress", free_port(), env)
         supervisor.add("query", "query", free_port(), env)
         for name in WORKERS:
-            supervisor.add(name, "worker", free_port(), {**env, "TMPDIR": str(worker_tmp)})
+            supervisor.add(name, "worker", free_port(), {**env, "ATTACHD_TMP_DIR": str(worker_tmp)})
         await supervisor.start()
         await files.start()
         for name in supervisor.procs:
@@ -191,7 +195,7 @@ async def _scenario(tmp: Path) -> FaultRun:
             # One sweeper pass, once the newest staged byte is older than the grace period.
             last_post = max(u.finished_at or 0 for u in uploads)
             await asyncio.sleep(max(0.0, last_post + STAGING_GRACE_S + 1 - clock()))
-            swept = await _sweep_once(database_url, redis.url, storage_root)
+            swept = await _sweep_once(database_url, redis.url, storage_root, tmp / "sweeper-tmp")
             if swept["requeued"]:  # the sweeper re-drove jobs Redis had lost: let them finish
                 client.deadline = clock() + 30
                 await asyncio.gather(*(client.follow(u) for u in uploads if u.upload_id and u.outcome == "pending"))
@@ -199,13 +203,18 @@ async def _scenario(tmp: Path) -> FaultRun:
 
         for name in ["ingress", "query", *WORKERS]:
             await supervisor.stop(name)
-        worker_tmp_before = sorted(os.listdir(worker_tmp))
-        # A fresh worker: whatever killed workers left in its temp directory must go when it starts.
-        supervisor.resume(WORKERS[0])
-        await supervisor.wait_started(WORKERS[0])
-        await asyncio.sleep(2)
-        worker_tmp_after = sorted(os.listdir(worker_tmp))
-        await supervisor.stop(WORKERS[0])
+        # Workers stopped by SIGTERM leave no temp dir; one killed leaves its own, which the next start removes.
+        tmp_dirs = {"after_sigterm": sorted(os.listdir(worker_tmp))}
+        fresh = WORKERS[0]
+        supervisor.resume(fresh)
+        await supervisor.wait_started(fresh)
+        await supervisor.stop(fresh, sig=signal.SIGKILL)
+        tmp_dirs["after_sigkill"] = sorted(os.listdir(worker_tmp))
+        supervisor.resume(fresh)
+        await supervisor.wait_started(fresh)
+        await asyncio.sleep(1)
+        tmp_dirs["after_next_start"] = sorted(os.listdir(worker_tmp))
+        await supervisor.stop(fresh)
         leftovers = await inspect(database_url, account, storage_root)
         pending = [u for u in uploads if u.upload_id and u.outcome == "pending"]
         redis_state = await asyncio.to_thread(_redis_state, redis.port, account, pending)
@@ -218,8 +227,7 @@ async def _scenario(tmp: Path) -> FaultRun:
             exits=supervisor.exits,
             leftovers=leftovers,
             sweep=swept,
-            worker_tmp_before=worker_tmp_before,
-            worker_tmp_after=worker_tmp_after,
+            worker_tmp=tmp_dirs,
             engines=engines,
             redis_state=redis_state,
             timings=timings,
@@ -263,9 +271,10 @@ def _redis_settings(port: int) -> dict[str, str]:
         client.close()
 
 
-async def _sweep_once(database_url: str, redis_url: str, storage_root: Path) -> dict[str, int]:
+async def _sweep_once(database_url: str, redis_url: str, storage_root: Path, tmp_dir: Path) -> dict[str, int]:
     settings = load_settings(
         {},
+        tmp_dir=str(tmp_dir),
         database_url=database_url,
         redis_url=redis_url,
         storage_url=f"file://{storage_root}",
@@ -307,18 +316,12 @@ def _row_problems(u: Upload, row: Any, files: dict[str, int]) -> list[str]:
     return problems
 
 
-def _is_server_error(u: Upload) -> bool:
-    if u.error is None:
-        return False
-    status = u.error.get("http_status") or 0
-    return status >= 500 or u.error.get("code") == "internal_error"
-
-
 def figures(run: FaultRun) -> dict[str, Any]:
     uploads, left = run.uploads, run.leftovers
     rows_by_id = {str(r["id"]): r for r in left.rows}
     by_sha = {u.sha256: u for u in uploads}
     acked = [u for u in uploads if u.upload_id is not None]
+    incarnations = log_incarnations(run.logs)
 
     lost, wrong = [], []
     for u in uploads:
@@ -339,7 +342,6 @@ def figures(run: FaultRun) -> dict[str, Any]:
                 wrong.append({**u.summary(), "why": "refused, but not for its content"})
         elif u.upload_id is not None:  # acknowledged, never final
             lost.append({**u.summary(), "why": f"acknowledged ({u.acked_with}) but still {u.outcome} at the end"})
-    incarnations = log_incarnations(run.logs)
     ended = {
         f"{e.name} #{e.incarnation}": f"{'asked' if e.requested else 'on its own'} at t={e.at:.1f}, rc {e.returncode}"
         for e in run.exits
@@ -355,7 +357,14 @@ def figures(run: FaultRun) -> dict[str, Any]:
 
     rows_per_sha = Counter(bytes(r["sha256"]) for r in left.rows if r["sha256"] is not None)
     duplicate_rows = [
-        {"upload": by_sha[sha].label if sha in by_sha else "unknown", "rows": n}
+        {
+            **(by_sha[sha].summary() if sha in by_sha else {"upload": "unknown"}),
+            "rows": {
+                str(r["id"]): {"created_at": str(r["created_at"]), "evidence": grep_logs(incarnations, str(r["id"]))}
+                for r in left.rows
+                if r["sha256"] == sha
+            },
+        }
         for sha, n in rows_per_sha.items()
         if n > 1
     ]
@@ -376,7 +385,7 @@ def figures(run: FaultRun) -> dict[str, Any]:
     orphans = sorted(p for p in left.files if p.startswith("objects/") and p not in needed and p not in part_files)
     staging = sorted(p for p in left.files if p.startswith("staging/"))
 
-    survived = [e for e in run.worker_tmp_after if e in run.worker_tmp_before]
+    survived = [e for e in run.worker_tmp["after_next_start"] if e in run.worker_tmp["after_sigkill"]]
     requested = [e for e in run.exits if e.requested]
     on_their_own = [e for e in run.exits if not e.requested and e.had_started]
     failed_starts = [e for e in run.exits if not e.requested and not e.had_started]
@@ -387,7 +396,7 @@ def figures(run: FaultRun) -> dict[str, Any]:
         {**u.summary(), "why": "gave up: no answer but connection errors and 5xx"}
         for u in uploads
         if u.outcome == "gave_up"
-    ] + [{**u.summary(), "why": "failed with a server error"} for u in uploads if _is_server_error(u)]
+    ] + [{**u.summary(), "why": "failed with a server error"} for u in uploads if server_error(u.error)]
     recovered = [u for u in uploads if any(a.startswith(("5", "conn")) for _, a in u.tries) and u.outcome != "gave_up"]
 
     return {
@@ -425,12 +434,13 @@ def figures(run: FaultRun) -> dict[str, Any]:
         "staging_left": staging,
         "part_files": part_files,
         "empty_dirs_left": len(run.leftovers.empty_dirs),
-        "worker_tmp": {"before_fresh_start": run.worker_tmp_before, "after_fresh_start": run.worker_tmp_after},
+        "worker_tmp": run.worker_tmp,
         "worker_tmp_survivors": survived,
         "client": {
             "post_answers": dict(tries),
             "poll_answers_not_200": dict(polls),
             "uploads_that_recovered_from_5xx_or_connection_errors": len(recovered),
+            "uploads_posted_again_after_their_job_failed_on_our_side": sum(bool(u.earlier) for u in uploads),
             "final_errors_not_4xx": final_not_4xx,
         },
     }
@@ -462,7 +472,8 @@ def report_markdown(run: FaultRun) -> str:
         f"| orphaned objects after one sweep | {len(f['orphaned_objects'])} |",
         f"| staging files after one sweep | {len(f['staging_left'])} |",
         f"| `.part-` temp files | {len(f['part_files'])} |",
-        f"| worker temp entries surviving a fresh start | {len(f['worker_tmp_survivors'])} |",
+        f"| worker temp entries left after SIGTERM / surviving the start after a SIGKILL | "
+        f"{len(f['worker_tmp']['after_sigterm'])} / {len(f['worker_tmp_survivors'])} |",
         f"| final client errors that are not 4xx | {len(f['client']['final_errors_not_4xx'])} |",
         f"| uploads that recovered from 5xx/connection errors | "
         f"{f['client']['uploads_that_recovered_from_5xx_or_connection_errors']} |",
@@ -539,12 +550,15 @@ def test_no_part_files_left(fault_run):
     )
 
 
-def test_a_fresh_worker_removes_what_killed_workers_left_in_its_temp_dir(fault_run):
-    f = fault_run.figures
-    before = f["worker_tmp"]["before_fresh_start"]
-    assert not f["worker_tmp_survivors"], (
-        f"{len(f['worker_tmp_survivors'])} of the {len(before)} temp entries left by stopped workers survive a "
-        f"fresh worker's start {fault_run.where()}: {f['worker_tmp_survivors'][:10]}"
+def test_workers_leave_no_temp_files_behind(fault_run):
+    tmp = fault_run.figures["worker_tmp"]
+    assert not tmp["after_sigterm"], (
+        f"workers stopped by SIGTERM left {tmp['after_sigterm']} in their temp dir {fault_run.where()}"
+    )
+    assert tmp["after_sigkill"], "the harness killed a worker, but it had no temp dir to leave behind"
+    survivors = fault_run.figures["worker_tmp_survivors"]
+    assert not survivors, (
+        f"the next worker's start left what a killed worker had in its temp dir: {survivors} {fault_run.where()}"
     )
 
 
