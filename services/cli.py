@@ -10,13 +10,18 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from services.core import db
 from services.core.auth import READ, WRITE, mint_token
 from services.core.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from arq.worker import Worker
 
 log = logging.getLogger("attachd")
 DEFAULT_DATA_DIR = ".attachd"
@@ -45,45 +50,45 @@ def _dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 async def _serve_dev(settings: Settings, account: str) -> None:
+    from services.web.lifecycle import drain_and_stop, until_signalled
     from workers.settings import create_worker, stop_worker
 
-    runner = web.AppRunner(combined_app(settings), shutdown_timeout=settings.shutdown_grace_s)
+    # Signals first: a stop that arrives while the parts start still stops everything they started.
+    stop = asyncio.Event()
+    signalled = asyncio.create_task(until_signalled(stop))
+    runner = web.AppRunner(combined_app(settings), handle_signals=False, shutdown_timeout=settings.shutdown_grace_s)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     worker = create_worker(settings, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     try:
-        await _worker_started(worker, worker_task)
-        token = mint_token(settings.jwt_secret, account=account, sub="dev-user", scope=f"{READ} {WRITE}")
-        shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-        print(f"attachd is running on http://{shown_host}:{settings.port}", flush=True)
-        print(f"export ATTACHD_TOKEN={token}", flush=True)
-        print("Ctrl-C stops everything.", flush=True)
-        await _until_stopped()
+        await _worker_started(worker, worker_task, stop)
+        if not stop.is_set():
+            token = mint_token(settings.jwt_secret, account=account, sub="dev-user", scope=f"{READ} {WRITE}")
+            shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+            print(f"attachd is running on http://{shown_host}:{settings.port}", flush=True)
+            print(f"export ATTACHD_TOKEN={token}", flush=True)
+            print("Ctrl-C stops everything.", flush=True)
+        await signalled
     finally:
         print("stopping…", flush=True)
+        signalled.cancel()
+        await drain_and_stop(runner, [site], settings.shutdown_grace_s)
         await stop_worker(worker, settings.shutdown_grace_s)
         worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker_task
-        await runner.cleanup()
 
 
-async def _worker_started(worker, worker_task: asyncio.Task, timeout_s: float = 60) -> None:
+async def _worker_started(
+    worker: Worker, worker_task: asyncio.Task[None], stop: asyncio.Event, timeout_s: float = 60
+) -> None:
     """Until the worker has opened its engines (its startup puts them in its ctx), so that the URL and
-    token are printed only once an upload would be processed."""
+    token are printed only once an upload would be processed; or until ``stop``."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while "attachd" not in worker.ctx:
+    while "attachd" not in worker.ctx and not stop.is_set():
         if worker_task.done():
             worker_task.result()  # raises what stopped it
             raise RuntimeError("the worker stopped before it started")
@@ -92,16 +97,43 @@ async def _worker_started(worker, worker_task: asyncio.Task, timeout_s: float = 
         await asyncio.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM are noted and act once the block ends (a handler, not a blocked mask: the
+    engines started inside must not inherit a mask that ignores their own stop signal)."""
+    received: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     from services.embedded import EmbeddedPostgres, EmbeddedRedis
 
+    # Until the event loop takes the signals over: SIGTERM unwinds like Ctrl-C, through the finally below,
+    # so the engines already started (Postgres runs in its own session) are stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     postgres, redis = EmbeddedPostgres(data_dir / "postgres"), EmbeddedRedis(data_dir / "redis")
     try:
         print("starting Postgres and Redis from their wheels…", flush=True)
-        database_url = postgres.start()
-        redis_url = redis.start()
+        with _signals_deferred():  # a stop now would leave an engine half started and unknown to us
+            database_url = postgres.start()
+            redis_url = redis.start()
         settings = load_settings(
             database_url=database_url,
             redis_url=redis_url,
@@ -112,6 +144,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
         )
         asyncio.run(db.migrate(settings.database_url))
         asyncio.run(_serve_dev(settings, args.account))
+    except KeyboardInterrupt:
+        print("stopping…", flush=True)
     finally:
         redis.stop()
         postgres.stop()
@@ -130,20 +164,18 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _run_app(app_factory, args: argparse.Namespace, *, fast_loop: bool = False) -> None:
+def _run_app(
+    app_factory: Callable[[Settings], web.Application], args: argparse.Namespace, *, fast_loop: bool = False
+) -> None:
+    from services.web.lifecycle import serve
+
     settings = load_settings(**({"port": args.port} if args.port else {}))
-    log.info("listening on %s:%s", settings.host, settings.port)
     loop = _event_loop() if fast_loop else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    web.run_app(
-        app_factory(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_grace_s,
-        access_log=None,
-        print=None,
-        loop=loop,
-    )
+    try:
+        loop.run_until_complete(serve(app_factory(settings), settings.host, settings.port, settings.shutdown_grace_s))
+    finally:
+        loop.close()
 
 
 def cmd_ingress(args: argparse.Namespace) -> None:

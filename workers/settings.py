@@ -19,7 +19,7 @@ from workers.context import WorkerContext
 from workers.events import CLOSE_SESSION, close_idle, relay_forever
 from workers.ingest import INGEST
 from workers.mutations import CANCEL, UPDATE
-from workers.sweep import sweep_staging
+from workers.sweep import sweep_object_partials, sweep_staging
 from workers.targets import PUT_TARGET, SET_LINKS, purge_unlinked
 
 
@@ -54,6 +54,7 @@ def worker_options(settings: Settings, context: WorkerContext | None = None) -> 
             cron_job(sweep_staging, second={0, 30}, run_at_startup=False, timeout=300),
             cron_job(close_idle, second=set(range(5, 60, 10)), timeout=120),
             cron_job(purge_unlinked, minute=set(range(0, 60, 5)), second=15, timeout=300),
+            cron_job(sweep_object_partials, minute=7, second=45, timeout=600),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

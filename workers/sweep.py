@@ -5,7 +5,8 @@ payload) are staged and the job is in Redis. If Redis loses the job, the
 sweeper finds the manifest after a grace period and enqueues it again (arq
 refuses a duplicate id, so a job still queued is left alone). Staged bytes
 with no manifest past the grace period belong to an upload that never
-completed: they are deleted.
+completed: they are deleted, and so are unfinished writes (``.part-`` files,
+S3 multipart uploads) that a killed process left.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ async def sweep_staging(ctx: dict[str, Any]) -> dict[str, int]:
             uploads[parts[1]].append(obj)
 
     requeued = deleted = 0
+    # Writes a killed ingress or worker never finished; an upload made only of them is not listed above.
+    partials = await wctx.storage.remove_partials("staging/", cutoff)
     for upload_id, objects in uploads.items():
         if max(o.modified for o in objects) > cutoff:
             continue
@@ -58,4 +61,15 @@ async def sweep_staging(ctx: dict[str, Any]) -> dict[str, int]:
         if await jobs.submit(redis, job):
             log.warning("re-enqueued staged upload %s", upload_id)
             requeued += 1
+    if partials:
+        log.info("removed %d unfinished staging writes", partials)
     return {"requeued": requeued, "deleted": deleted}
+
+
+async def sweep_object_partials(ctx: dict[str, Any]) -> int:
+    """Hourly: temp names of object writes a killed worker never finished (a walk of every object)."""
+    wctx: WorkerContext = ctx["attachd"]
+    removed = await wctx.storage.remove_partials("objects/", time.time() - wctx.settings.staging_grace_s)
+    if removed:
+        log.info("removed %d unfinished object writes", removed)
+    return removed

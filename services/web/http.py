@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from services.core.auth import Principal, TokenVerifier
 from services.core.errors import ApiError
 from services.core.settings import Settings
+from services.web.lifecycle import DRAIN, Drain, drain_middleware, unavailable_middleware
 
 log = logging.getLogger("attachd.http")
 
@@ -127,6 +128,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[DRAIN].draining:
+        return json_response({"status": "draining"}, status=503)
     failures = {}
     for name, check in request.app[READY]:
         try:
@@ -144,8 +147,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def base_app(name: str, settings: Settings, *, client_max_size: int | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size or settings.max_json_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, drain_middleware, unavailable_middleware],
+        client_max_size=client_max_size or settings.max_json_bytes,
+    )
     app[APP_NAME] = name
+    app[DRAIN] = Drain()
     app[SETTINGS] = settings
     app[VERIFIER] = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
     app[READY] = []

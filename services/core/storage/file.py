@@ -214,6 +214,10 @@ class FileStorage:
             except OSError:
                 shutil.copyfile(source, tmp)
             os.replace(tmp, target)
+            # Renaming one hard link over another of the same file does nothing (POSIX): a re-run's temp
+            # name would stay.
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
         await asyncio.to_thread(link)
 
@@ -253,6 +257,27 @@ class FileStorage:
 
         for obj in await asyncio.to_thread(walk):
             yield obj
+
+    async def remove_partials(self, prefix: str, older_than: float) -> int:
+        """Remove writes that never finished (``.part-`` files of a killed process) last touched before
+        ``older_than`` (a Unix time), and the directories they leave empty; how many files went."""
+        base = self._path(prefix)
+
+        def sweep() -> int:
+            removed = 0
+            for dirpath, _, files in os.walk(base, topdown=False):
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    with contextlib.suppress(FileNotFoundError):
+                        if name.startswith(".part-") and os.lstat(path).st_mtime < older_than:
+                            os.unlink(path)
+                            removed += 1
+                if dirpath != str(base):
+                    with contextlib.suppress(OSError):  # not empty, or gone: fine
+                        os.rmdir(dirpath)
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
     async def ping(self) -> None:
         if not await asyncio.to_thread(os.access, self.root, os.W_OK):

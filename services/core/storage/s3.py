@@ -163,6 +163,21 @@ class S3Storage:
             for item in page.get("Contents", []):
                 yield StoredObject(item["Key"][strip:], item["Size"], item["LastModified"].timestamp())
 
+    async def remove_partials(self, prefix: str, older_than: float) -> int:
+        """Abort multipart uploads under ``prefix`` begun before ``older_than`` (a Unix time): a killed
+        writer's parts are billed until then; how many."""
+        aborted = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < older_than:
+                    with contextlib.suppress(self._client.exceptions.NoSuchUpload):
+                        await self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    aborted += 1
+        return aborted
+
     async def ping(self) -> None:
         await self._client.head_bucket(Bucket=self.bucket)
 
