@@ -590,7 +590,10 @@ class Client:
             code = body.get("error", {}).get("code") if status >= 400 else None
             u.tries.append((self.clock(), f"{status} {code}" if code else str(status)))
             if status >= 500:
-                await self._backoff(attempt)
+                if status == 503 and retry_after:  # a dependency is away: as told, within reason
+                    await asyncio.sleep(min(float(retry_after), 5.0) * (0.5 + self.rng.random() / 2))
+                else:
+                    await self._backoff(attempt)
                 continue
             if status == 409 and code == "idempotency_key_in_use" and retry_after:
                 # The first request with this key may still be arriving: as told, retry after Retry-After.

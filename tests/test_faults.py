@@ -58,7 +58,7 @@ from tests.chaos import (
     server_error,
 )
 from workers.context import WorkerContext
-from workers.sweep import sweep_staging
+from workers.sweep import sweep_object_partials, sweep_staging
 
 pytestmark = pytest.mark.faults
 
@@ -284,7 +284,10 @@ async def _sweep_once(database_url: str, redis_url: str, storage_root: Path, tmp
     wctx = await WorkerContext.open(settings)
     redis = await jobs.connect(redis_url)
     try:
-        return await sweep_staging({"attachd": wctx, "redis": redis})
+        ctx = {"attachd": wctx, "redis": redis}
+        swept = await sweep_staging(ctx)
+        swept["object_partials_removed"] = await sweep_object_partials(ctx)
+        return swept
     finally:
         await redis.aclose()
         await wctx.close()
