@@ -351,7 +351,7 @@ class Upload:
     respond_async: bool
     filename: str
     content_type: str
-    body: bytes
+    body: bytes = field(repr=False)
     valid: bool  # False: the worker must refuse it (content_mismatch)
     image: bool
     target_id: str

@@ -74,7 +74,7 @@ WORKERS = ["worker-1", "worker-2"]
 JWT_SECRET = "fault-injection-secret-long-enough-for-hs256"
 
 # What the run sets, besides the engines' URLs; the rest are attachd's defaults (docs/settings.md).
-ATTACHD_SETTINGS = {
+SERVICE_SETTINGS = {
     "ATTACHD_FETCH_ALLOW_CIDRS": "127.0.0.0/8",  # URL uploads come from a server on 127.0.0.1
     "ATTACHD_STAGING_GRACE_S": str(STAGING_GRACE_S),  # so the sweeper acts within the run
     "ATTACHD_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S),
@@ -101,6 +101,9 @@ class FaultRun:
     timings: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"<FaultRun of {len(self.uploads)} uploads and {len(self.faults)} faults in {self.tmp}>"
+
     @property
     def logs(self) -> Path:
         return self.tmp / "logs"
@@ -126,7 +129,7 @@ def fault_run(tmp_path_factory) -> FaultRun:
 def _child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTACHD_")}
     env.update(PYTHONUNBUFFERED="1", PYTHONUTF8="1", PYTHONIOENCODING="utf-8", ATTACHD_LOG_LEVEL="INFO")
-    env.update(ATTACHD_SETTINGS)
+    env.update(SERVICE_SETTINGS)
     env.update(extra)
     return env
 
@@ -406,7 +409,7 @@ def figures(run: FaultRun) -> dict[str, Any]:
         "seed": SEED,
         "timings_s": {k: round(v, 1) for k, v in run.timings.items()},
         "engines": run.engines,
-        "attachd_settings": ATTACHD_SETTINGS,
+        "attachd_settings": SERVICE_SETTINGS,
         "uploads": {
             "total": len(uploads),
             "by_kind": dict(Counter(("slow multipart" if u.slow else u.kind) for u in uploads)),
