@@ -51,13 +51,14 @@ def _dev_secret(data_dir: Path) -> str:
 
 
 async def _serve_dev(settings: Settings, account: str) -> None:
+    from services.web import server
     from services.web.lifecycle import drain_and_stop, until_signalled
     from workers.settings import create_worker, stop_worker
 
     # Signals first: a stop that arrives while the parts start still stops everything they started.
     stop = asyncio.Event()
     signalled = asyncio.create_task(until_signalled(stop))
-    runner = web.AppRunner(combined_app(settings), handle_signals=False, shutdown_timeout=settings.shutdown_grace_s)
+    runner = server.app_runner(combined_app(settings), settings, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -173,7 +174,7 @@ def _run_app(
     loop = _event_loop() if fast_loop else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve(app_factory(settings), settings.host, settings.port, settings.shutdown_grace_s))
+        loop.run_until_complete(serve(app_factory(settings), settings))
     finally:
         loop.close()
 

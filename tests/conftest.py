@@ -30,6 +30,7 @@ from services.core.settings import Settings, load_settings
 from services.core.storage import Storage, open_storage
 from services.core.urlpolicy import parse_allow_cidrs
 from services.embedded import EmbeddedPostgres, EmbeddedRedis
+from services.web.server import app_runner
 from tests.s3server import MotoS3
 from workers.settings import create_worker, stop_worker
 
@@ -83,6 +84,18 @@ def jpeg_bytes(width: int = 1200, height: int = 800, **save: Any) -> bytes:
 def png_bytes(width: int = 640, height: int = 480) -> bytes:
     image = pyvips.Image.xyz(width, height).extract_band(1).cast("uchar")
     return image.bandjoin([image, image, image.flip("vertical")]).copy(interpretation="srgb").pngsave_buffer()
+
+
+class ServiceTestServer(TestServer):
+    """A test server run as ``attachd`` runs its apps (services.web.server): its protocol, limits, deadlines,
+    and handlers that are not cancelled when their client leaves."""
+
+    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return app_runner(self.app, self.settings, **{**kwargs, "handler_cancellation": False})
 
 
 @dataclass
@@ -167,7 +180,7 @@ async def running_service(
         sync_wait_s=20.0,
         **overrides,
     )
-    client = TestClient(TestServer(combined_app(settings)))
+    client = TestClient(ServiceTestServer(combined_app(settings), settings))
     await client.start_server()
     worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
     worker_task = asyncio.create_task(worker.async_run())

@@ -182,6 +182,22 @@ async def test_attachd_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path, aioh
     assert processes_using(data_dir) == []
 
 
+async def refuses_at_the_connection(port: int) -> None:
+    """What the HTTP parser refuses is answered in the error shape, and a request head that stops arriving
+    is answered 408 once ATTACHD_HEADER_TIMEOUT_S has passed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 9000 + b"\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 431 ") and b'"code":"header_too_large"' in answer and b"ccc" not in answer
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /ready")
+    started = time.monotonic()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 5
+
+
 async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
     ingress_port, query_port, worker_port = free_port(), free_port(), free_port()
     env = {
@@ -190,6 +206,7 @@ async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
         "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}",
         "ATTACHD_JWT_SECRET": JWT_SECRET,
         "ATTACHD_HOST": "127.0.0.1",
+        "ATTACHD_HEADER_TIMEOUT_S": "1",
     }
     for _ in range(2):  # the schema applies twice without harm
         migrated = subprocess.run([*ATTACHD, "migrate"], env={**os.environ, **env}, capture_output=True, text=True)
@@ -214,6 +231,8 @@ async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
             # The ingress serves writes only and the query service reads only.
             async with http.get(f"http://127.0.0.1:{ingress_port}/v1/attachments") as resp:
                 assert resp.status == 405
+        for port in (ingress_port, query_port):
+            await refuses_at_the_connection(port)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

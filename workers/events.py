@@ -15,6 +15,9 @@ from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from services.core import repository
 from services.core.contract import AnyOutcome, CloseSessionJob, Failed, SessionClosed, attachment_row, session_row
@@ -27,10 +30,15 @@ from workers.runner import Attempt, JobSpec
 log = logging.getLogger("attachd.events")
 
 STREAM = "attachd:events"
+# The last seq the stream holds, written after each batch: if Redis loses the stream's tail (a crash without
+# AOF, a flush), this goes back with it, and the relay sends the lost events again.
+RELAYED = "attachd:events:relayed"
+REPLAY_WINDOW_S = 24 * 3600  # how far back a lost stream is refilled
 BATCH = 500
+EVENTS_RELAYED_AGAIN = Counter("attachd_events_relayed_again", "Events relayed again after Redis lost them")
 
 
-def stream_entry(row: asyncpg.Record) -> dict[str, str | bytes]:
+def stream_entry(row: asyncpg.Record) -> dict[FieldT, EncodableT]:
     r = row_to_dict(row)
     event = {
         "seq": r["seq"],
@@ -43,7 +51,7 @@ def stream_entry(row: asyncpg.Record) -> dict[str, str | bytes]:
     return {"seq": str(r["seq"]), "account_id": r["account_id"], "type": r["event_type"], "event": orjson.dumps(event)}
 
 
-async def relay_outbox(pool: asyncpg.Pool, redis, *, batch: int = BATCH, maxlen: int = 1_000_000) -> int:
+async def relay_outbox(pool: asyncpg.Pool, redis: Redis, *, batch: int = BATCH, maxlen: int = 1_000_000) -> int:
     """Publish up to ``batch`` unpublished events in ``seq`` order; how many were published.
 
     One relay at a time, across every worker: another one running makes this one return 0.
@@ -51,15 +59,30 @@ async def relay_outbox(pool: asyncpg.Pool, redis, *, batch: int = BATCH, maxlen:
     async with pool.acquire() as conn, conn.transaction():
         if not await repository.try_lock_relay(conn):
             return 0
+        await _refill_lost(conn, redis)
         rows = await repository.unpublished_events(conn, batch)
         if not rows:
             return 0
         async with redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 pipe.xadd(STREAM, stream_entry(row), maxlen=maxlen, approximate=True)
+            # Last: Redis applies (and its AOF keeps) a prefix of these, so the mark never runs ahead.
+            pipe.set(RELAYED, rows[-1]["seq"])
             await pipe.execute()
         await repository.mark_published(conn, [row["seq"] for row in rows])
     return len(rows)
+
+
+async def _refill_lost(conn: asyncpg.Connection, redis: Redis) -> None:
+    """Events marked published that the stream no longer has (Redis lost data) are published again."""
+    published = await repository.last_published_seq(conn)
+    relayed = await redis.get(RELAYED)
+    if published is None or (relayed is not None and int(relayed) >= published):
+        return
+    since = 0 if relayed is None else int(relayed)
+    again = await repository.unpublish_after(conn, since, REPLAY_WINDOW_S)
+    log.warning("the events stream lost events after seq %d (Redis lost data); relaying %d again", since, again)
+    EVENTS_RELAYED_AGAIN.inc(again)
 
 
 async def relay_forever(pool: asyncpg.Pool, redis, settings: Settings) -> None:

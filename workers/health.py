@@ -35,12 +35,14 @@ async def run_worker(settings: Settings, *, health_port: int) -> None:
 
     context = await WorkerContext.open(settings)
     redis = await jobs.connect(settings.redis_url)
+    await jobs.check_redis_persistence(redis)
     polling = asyncio.Event()
 
     async def worker_polls() -> None:
         if not polling.is_set():
             raise RuntimeError("the worker is reconnecting to Redis")
         await redis.ping()
+        await jobs.check_redis_persistence(redis)
 
     app = base_app("worker", settings)
     add_ready_check(app, "redis", worker_polls)

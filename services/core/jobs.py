@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from typing import Any
 
@@ -19,12 +20,16 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
+from prometheus_client import Gauge
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.core import budget, encoding, storage
 from services.core.contract import FUNCTIONS, AnyOutcome, Base64Source, IngestJob, Job, decode_outcome, encode
 from services.core.settings import Settings
 from services.core.storage import Storage
+
+log = logging.getLogger("attachd.jobs")
 
 QUEUE = "attachd:queue"
 OUTCOME_CHANNEL = "attachd:outcomes"
@@ -53,6 +58,34 @@ async def connect(url: str) -> ArqRedis:
     return await create_pool(
         redis_settings(url), job_serializer=serialize, job_deserializer=deserialize, default_queue_name=QUEUE
     )
+
+
+REDIS_AOF = Gauge(
+    "attachd_redis_aof", "1 when Redis logs every write to its append-only file, 0 when it does not, -1 unknown"
+)
+_persistence_seen: list[bool | None] = []
+
+
+async def check_redis_persistence(redis: Redis) -> bool | None:
+    """Whether Redis keeps what it acknowledged across a crash (``appendonly yes``); None when it will not
+    say (CONFIG disabled, as on some managed services). Sets the gauge and warns, once per change."""
+    try:
+        reply = await redis.config_get("appendonly")
+        aof: bool | None = reply.get("appendonly") == "yes"
+    except RedisError:
+        aof = None
+    REDIS_AOF.set(-1 if aof is None else int(aof))
+    if not _persistence_seen or _persistence_seen[-1] != aof:
+        _persistence_seen.append(aof)
+        if aof is False:
+            log.warning(
+                "Redis runs without its append-only file (appendonly no): a Redis crash loses queued jobs "
+                "(re-driven from staging after ATTACHD_STAGING_GRACE_S), upload statuses, idempotency keys "
+                "and the events stream's tail (relayed again). Set appendonly yes; see docs/reliability.md."
+            )
+        elif aof is None:
+            log.warning("Redis does not say whether it persists with AOF (CONFIG GET refused); make sure it does")
+    return aof
 
 
 def outcome_key(job_id: str) -> str:
@@ -157,7 +190,13 @@ async def publish_outcome(redis: Redis, job_id: str, outcome: AnyOutcome) -> Non
 
 async def read_outcome(redis: Redis, job_id: str) -> AnyOutcome | None:
     raw = await redis.get(outcome_key(job_id))
-    return None if raw is None else decode_outcome(raw)
+    if raw is None:
+        return None
+    try:
+        return decode_outcome(raw)
+    except msgspec.DecodeError:  # not this contract's (written before an upgrade): as if not there yet
+        log.warning("the outcome of job %s is not one this version can read", job_id)
+        return None
 
 
 class OutcomeWaiter:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,15 +67,18 @@ def parse_order_by(text: str | None) -> tuple[SortKey, ...]:
     return tuple(keys)
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def parse_limit(
     text: str | None, *, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT, field: str = "limit"
 ) -> int:
     if text is None or text == "":
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_request("invalid_value", f"{field} must be an integer", field) from None
+    # Only ASCII digits: int() would also take " 10", "+10", "1_0" and other scripts' digits.
+    if not _DIGITS.fullmatch(text):
+        raise bad_request("invalid_value", f"{field} must be an integer", field)
+    value = int(text) if len(text) <= 10 else 0  # past 10 digits it is out of range anyway
     if not 1 <= value <= maximum:
         raise bad_request("invalid_value", f"{field} must be between 1 and {maximum}", field)
     return value

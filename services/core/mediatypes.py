@@ -19,8 +19,8 @@ from typing import Literal
 
 OCTET_STREAM = "application/octet-stream"
 
-# Every type services.core.sniff.sniff can return.
-SNIFFED_TYPES = frozenset(
+# Raster images: the only types served inline; everything else is an attachment.
+RASTER_IMAGE_TYPES = frozenset(
     {
         "image/jpeg",
         "image/png",
@@ -30,6 +30,12 @@ SNIFFED_TYPES = frozenset(
         "image/avif",
         "image/tiff",
         "image/bmp",
+    }
+)
+
+# Every type services.core.sniff.sniff can return.
+SNIFFED_TYPES = RASTER_IMAGE_TYPES | frozenset(
+    {
         "image/svg+xml",
         "text/html",
         "application/xml",
@@ -61,20 +67,6 @@ ACTIVE_TYPES = frozenset(
         "application/xhtml+xml",
         "application/javascript",
         "text/javascript",
-    }
-)
-
-# Raster images: the only types served inline; everything else is an attachment.
-RASTER_IMAGE_TYPES = frozenset(
-    {
-        "image/jpeg",
-        "image/png",
-        "image/gif",
-        "image/webp",
-        "image/heif",
-        "image/avif",
-        "image/tiff",
-        "image/bmp",
     }
 )
 

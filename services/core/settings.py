@@ -178,7 +178,16 @@ class Settings:
         "Target types whose attachments cannot have nested attachments (Autotask's list by default).",
     )
     body_read_timeout_s: float = setting(
-        300.0, "How long, in seconds, the ingress waits for a whole upload body before answering 408."
+        300.0,
+        "How long, in seconds, a service waits for a whole request body (an upload, any JSON) before answering 408.",
+    )
+    header_timeout_s: float = setting(
+        10.0,
+        "How long, in seconds, a client has to send a request's line and headers in full, from when its"
+        " connection opens or from the first byte of a later request on it; past it: 408, and the connection closes.",
+    )
+    keepalive_timeout_s: float = setting(
+        75.0, "How long, in seconds, an idle keep-alive connection stays open waiting for its next request."
     )
     shutdown_grace_s: float = setting(
         25.0, "On SIGTERM, how long, in seconds, requests in flight and a worker's running jobs get to finish."

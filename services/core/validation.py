@@ -306,6 +306,7 @@ def _raise_null(field: str) -> NoReturn:
     raise bad_request("invalid_type", f"{field} cannot be null", field)
 
 
+_FORM_INTEGER = re.compile(r"-?[0-9]{1,20}")
 _FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -326,10 +327,10 @@ def coerce_form(fields: Mapping[str, str]) -> dict[str, Any]:
                 raise bad_request("invalid_type", f"{key} must be true or false", key)
             out[key] = _FORM_BOOLEANS[value.lower()]
         elif (spec is not None and spec.type == "integer") or key == "size":
-            try:
-                out[key] = int(value)
-            except ValueError:
-                raise bad_request("invalid_type", f"{key} must be an integer", key) from None
+            # As JSON writes an integer (int() would also take " 1", "1_0", "+1" and other scripts' digits).
+            if not _FORM_INTEGER.fullmatch(value):
+                raise bad_request("invalid_type", f"{key} must be an integer", key)
+            out[key] = int(value)
         else:
             out[key] = value
     return out

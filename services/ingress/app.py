@@ -6,7 +6,7 @@ from aiohttp import web
 
 from services.core.settings import Settings
 from services.ingress import handlers
-from services.web.engines import redis_ctx, storage_ctx
+from services.web.engines import lazy_pool_ctx, redis_ctx, storage_ctx
 from services.web.http import base_app
 
 ID = r"{id:[0-9a-fA-F-]{36}}"
@@ -23,7 +23,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def add_engines(app: web.Application) -> None:
-    app.cleanup_ctx.extend([redis_ctx, storage_ctx])
+    app.cleanup_ctx.extend([redis_ctx, storage_ctx, lazy_pool_ctx])
 
 
 def create_app(settings: Settings) -> web.Application:

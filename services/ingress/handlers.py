@@ -51,7 +51,9 @@ from services.web.http import SETTINGS, principal, read_json
 # base64 up to this size rides in the job itself; larger payloads are staged as objects.
 INLINE_BASE64_CHARS = 1 << 20
 MODES = ("atomic", "partial")
-_INDEXED = re.compile(r"^(names?|display_orders?)\[(\d+)\]$")
+# A file's own name or display_order in a multipart form: name[0], display_orders[1]... (ASCII digits,
+# at most as many as max_files_per_request could need).
+_INDEXED = re.compile(r"(names?|display_orders?)\[([0-9]{1,4})\]")
 
 
 def new_id() -> str:
@@ -317,7 +319,7 @@ def _multipart_payload(form: Form) -> Parsed:
     explicit_mode = raw.pop("mode", None)
     per_file: dict[int, dict[str, str]] = {}
     for key in list(raw):
-        if m := _INDEXED.match(key):
+        if m := _INDEXED.fullmatch(key):
             name = "name" if m.group(1).startswith("name") else "display_order"
             per_file.setdefault(int(m.group(2)), {})[name] = raw.pop(key)
     common = coerce_form(raw)

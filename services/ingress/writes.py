@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus
 
-from services.core import jobs, records, signing
+from services.core import jobs, records, repository, signing, storage
 from services.core.auth import Principal
 from services.core.contract import (
     AnyOutcome,
@@ -28,9 +29,10 @@ from services.core.contract import (
     SessionClosed,
     TargetPlaced,
     Updated,
+    attachment_row,
 )
 from services.core.errors import ApiError, not_found
-from services.web.engines import REDIS, STORAGE, WAITER
+from services.web.engines import POOL, REDIS, STORAGE, WAITER
 from services.web.http import SETTINGS, base_url, json_response
 
 
@@ -218,7 +220,9 @@ async def job_state(request: web.Request, job_id: str) -> str:
 async def upload_status(request: web.Request, who: Principal, job_id: str) -> web.Response:
     redis = request.app[REDIS]
     owner = await redis.get(jobs.owner_key(job_id))
-    if owner is None or owner.decode() != who.account_id:
+    if owner is None:
+        return await _status_without_redis(request, who, job_id)
+    if owner.decode() != who.account_id:
         raise not_found("upload")
     body: dict[str, Any] = {"id": job_id, "status_url": status_url(job_id)}
     outcome = await jobs.read_outcome(redis, job_id)
@@ -232,6 +236,31 @@ async def upload_status(request: web.Request, who: Principal, job_id: str) -> we
         case _:
             body["status"] = "complete"
             body.update(_status_details(request, outcome))
+    return json_response(body)
+
+
+async def _status_without_redis(request: web.Request, who: Principal, job_id: str) -> web.Response:
+    """An upload Redis no longer knows (its keys expired, or Redis lost its data) is answered from what
+    is durable: the rows it committed, else its staged manifest (the sweeper will queue it again)."""
+    body: dict[str, Any] = {"id": job_id, "status_url": status_url(job_id)}
+    async with request.app[POOL].acquire() as conn:
+        rows = await repository.attachments_of_upload(conn, who.account_id, uuid.UUID(job_id))
+    if rows:
+        rendered = _records(request, [attachment_row(r) for r in rows])
+        body.update(status="complete", attachments=rendered, errors=[])
+        if len(rendered) == 1:
+            body["attachment"] = rendered[0]
+        return json_response(body)
+    store, key = request.app[STORAGE], storage.manifest_key(job_id)
+    if await store.size(key) is None:
+        raise not_found("upload")
+    try:
+        manifest = msgspec.json.decode(await store.get_bytes(key))
+    except (FileNotFoundError, msgspec.DecodeError):  # swept or replaced meanwhile
+        raise not_found("upload") from None
+    if not isinstance(manifest, dict) or manifest.get("job", {}).get("account_id") != who.account_id:
+        raise not_found("upload")
+    body["status"] = "queued"
     return json_response(body)
 
 

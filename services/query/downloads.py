@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core import ranges, repository, signing
+from services.core import listing, ranges, repository, signing
 from services.core.auth import READ
 from services.core.errors import ApiError, not_found
 from services.core.filenames import content_disposition
@@ -41,11 +41,12 @@ def _variant(request: web.Request) -> str:
 
 async def by_bearer(request: web.Request) -> web.StreamResponse:
     who = principal(request, READ)
+    download = _download(request)
     async with request.app[POOL].acquire() as conn:
         row = await repository.get_attachment(conn, who.account_id, attachment_id(request))
     if row is None:
         raise not_found()
-    return await serve(request, row, _variant(request))
+    return await serve(request, row, _variant(request), download=download)
 
 
 async def by_signed_link(request: web.Request) -> web.StreamResponse:
@@ -62,11 +63,12 @@ async def by_signed_link(request: web.Request) -> web.StreamResponse:
         request.query.get("signature"),
         now=time.time(),
     )
+    download = _download(request)
     async with request.app[POOL].acquire() as conn:
         row = await repository.get_for_download(conn, ident)
     if row is None:
         raise not_found()
-    return await serve(request, row, variant)
+    return await serve(request, row, variant, download=download)
 
 
 def _object(row: Mapping[str, Any], variant: str) -> tuple[str, int, str, str]:
@@ -82,13 +84,14 @@ def _object(row: Mapping[str, Any], variant: str) -> tuple[str, int, str, str]:
     return stored["key"], stored["size"], VARIANT_TYPE, f'"{row["sha256"]}-{variant}"'
 
 
-def _disposition(request: web.Request, content_type: str) -> str:
-    if request.query.get("download") in ("1", "true"):
-        return "attachment"
-    return disposition(content_type)
+def _download(request: web.Request) -> bool:
+    """``?download=true``: the file is to be saved, not shown, whatever its type."""
+    return listing.parse_bool(request.query.get("download"), "download")
 
 
-async def serve(request: web.Request, row: Mapping[str, Any], variant: str) -> web.StreamResponse:
+async def serve(
+    request: web.Request, row: Mapping[str, Any], variant: str, *, download: bool = False
+) -> web.StreamResponse:
     key, size, content_type, etag = _object(row, variant)
     filename = row["filename"] or "file"
     if variant != "original":
@@ -98,7 +101,7 @@ async def serve(request: web.Request, row: Mapping[str, Any], variant: str) -> w
         "ETag": etag,
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, max-age=86400, immutable",
-        "Content-Disposition": content_disposition(_disposition(request, content_type), filename),
+        "Content-Disposition": content_disposition("attachment" if download else disposition(content_type), filename),
     }
     if ranges.etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)

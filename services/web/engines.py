@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -26,9 +28,17 @@ async def redis_ctx(app: web.Application):
     await waiter.start()
     app[REDIS], app[WAITER], app[BUDGET] = redis, waiter, ByteBudget(redis)
     add_ready_check(app, "redis", redis.ping)
+    await jobs.check_redis_persistence(redis)  # warns, and keeps the gauge current on every readiness probe
+    add_ready_check(app, "redis_persistence", functools.partial(_never_unready, jobs.check_redis_persistence, redis))
     yield
     await waiter.stop()
     await redis.aclose()
+
+
+async def _never_unready(check: Callable[[ArqRedis], Awaitable[object]], redis: ArqRedis) -> None:
+    """A check that informs (logs, metrics) but does not take the service out of rotation."""
+    with contextlib.suppress(Exception):
+        await check(redis)
 
 
 async def pool_ctx(app: web.Application):
@@ -37,6 +47,15 @@ async def pool_ctx(app: web.Application):
     app[POOL] = pool
 
     add_ready_check(app, "postgres", functools.partial(db.ping, pool))
+    yield
+    await pool.close()
+
+
+async def lazy_pool_ctx(app: web.Application):
+    """A small pool that connects on first use and is no readiness check: the ingress reads the database
+    only to answer for uploads Redis has forgotten, and takes uploads while Postgres is away."""
+    pool = await db.create_pool(app[SETTINGS].database_url, min_size=0, max_size=2, reset_session=False)
+    app[POOL] = pool
     yield
     await pool.close()
 

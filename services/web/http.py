@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -47,6 +48,9 @@ def error_response(error: ApiError) -> web.Response:
     return json_response(error.body(), status=error.status, headers=error.headers)
 
 
+# What nginx logs for a request whose client closed the connection before the response: not a server error.
+CLIENT_CLOSED = 499
+
 _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -54,7 +58,63 @@ _HTTP_CODES = {
     408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    417: "expectation_failed",
 }
+
+
+def http_error_response(exc: web.HTTPException) -> web.Response:
+    """An aiohttp HTTP error (404, 405, 413, 417...) in the error shape; its text, which may quote the
+    request, is not sent."""
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    message = exc.reason if exc.status != 404 else "no such route"
+    if exc.status == 413:
+        message = "the request body is too large"
+    return json_response(
+        {"error": {"code": code, "message": message}},
+        status=exc.status,
+        headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+    )
+
+
+# Request bodies aiohttp decodes (br and zstd need modules attachd does not install); any other coding
+# would reach the handlers still encoded.
+CONTENT_CODINGS = frozenset({"gzip", "deflate", "identity"})
+
+
+def check_content_encoding(request: web.BaseRequest) -> None:
+    coding = request.headers.get("Content-Encoding")
+    if coding is not None and coding.strip().lower() not in CONTENT_CODINGS:
+        raise ApiError(
+            "unsupported_encoding",
+            "the body's Content-Encoding is not supported: send it as it is, or gzip- or deflate-encoded",
+            field="Content-Encoding",
+            status=415,
+        )
+
+
+def check_url(request: web.BaseRequest) -> None:
+    """The path and query string decode to UTF-8 (aiohttp would put U+FFFD in place of what does not: a
+    value that is not the one sent), and no query parameter is given twice (no route takes a list)."""
+    url = request.rel_url
+    for raw, what in ((url.raw_path, "path"), (url.raw_query_string, "query string")):
+        if "%" in raw:
+            try:
+                unquote(raw, errors="strict")
+            except UnicodeDecodeError:
+                raise ApiError("invalid_url", f"the {what} is not UTF-8 once percent-decoded") from None
+    query = request.query
+    if len(query) > 1 and len(set(query)) < len(query):
+        seen: set[str] = set()
+        for key in query:
+            if key in seen:
+                raise ApiError("duplicate_parameter", f"{key} is given more than once", field=key)
+            seen.add(key)
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    """Whether the client's connection is closed (or closing): nothing sent to it arrives any more."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @web.middleware
@@ -63,6 +123,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     status = 500
     try:
+        check_url(request)
+        check_content_encoding(request)
         response = await handler(request)
         status = response.status
         return response
@@ -70,31 +132,40 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         status = exc.status
         return error_response(exc)
     except web.HTTPException as exc:
-        if exc.status < 400:
-            status = exc.status
-            raise
         status = exc.status
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason if exc.status != 404 else "no such route"
-        if exc.status == 413:
-            message = "the request body is too large"
-        return json_response(
-            {"error": {"code": code, "message": message}},
-            status=exc.status,
-            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-        )
+        if exc.status < 400:
+            raise
+        return http_error_response(exc)
     except asyncio.CancelledError:
-        status = 499
+        status = CLIENT_CLOSED
         raise
+    except (ConnectionError, web.RequestPayloadError) as exc:
+        if client_gone(request):  # the client dropped the connection, mid-upload most likely: not our error
+            status = CLIENT_CLOSED
+            log.info("client closed the connection during %s %s", request.method, request.path)
+            return web.Response(status=CLIENT_CLOSED)  # nobody reads it; aiohttp drops it quietly
+        if isinstance(exc, web.RequestPayloadError):  # a body whose chunks or Content-Encoding do not decode
+            status = 400
+            response = json_response(
+                {"error": {"code": "invalid_body", "message": "the request body's framing or encoding is invalid"}},
+                status=400,
+            )
+            response.force_close()  # the rest of the body cannot be told from the next request
+            return response
+        return _internal_error(request)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response(
-            {"error": {"code": "internal_error", "message": "something went wrong on our side"}}, status=500
-        )
+        return _internal_error(request)
     finally:
         app = request.app.get(APP_NAME, "attachd")
         REQUESTS.labels(app, request.method, route, str(status)).inc()
         LATENCY.labels(app, route).observe(time.perf_counter() - started)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return json_response(
+        {"error": {"code": "internal_error", "message": "something went wrong on our side"}}, status=500
+    )
 
 
 def principal(request: web.Request, scope: str) -> Principal:
@@ -109,9 +180,12 @@ async def read_json(request: web.Request, *, max_bytes: int) -> Any:
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413) from None
+    except TimeoutError:
+        raise ApiError("request_timeout", "the request body arrived too slowly", status=408) from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.core.errors import ApiError
+from services.core.settings import Settings
 
 log = logging.getLogger("attachd")
 
@@ -81,7 +82,7 @@ UNAVAILABLE = (
     asyncpg.ConnectionDoesNotExistError,
     RedisConnectionError,
     RedisTimeoutError,
-    ConnectionError,
+    ConnectionRefusedError,  # connecting anew to a Postgres that is down (a client that leaves: not this)
 )
 
 
@@ -127,15 +128,18 @@ def _apps(runner: web.AppRunner) -> list[web.Application]:
     return [runner.app] if DRAIN in runner.app else []
 
 
-async def serve(app: web.Application, host: str, port: int, grace_s: float) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then drain (see the module's docstring)."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace_s)
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Serve ``app`` on the settings' host and port until SIGTERM or SIGINT, then drain (see the module's
+    docstring)."""
+    from services.web.server import app_runner
+
+    runner = app_runner(app, settings, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    log.info("listening on %s:%s", host, port)
+    log.info("listening on %s:%s", settings.host, settings.port)
     try:
         await until_signalled()
     finally:
         with contextlib.suppress(asyncio.CancelledError):
-            await drain_and_stop(runner, [site], grace_s)
+            await drain_and_stop(runner, [site], settings.shutdown_grace_s)

@@ -85,6 +85,21 @@ async def get_attachments(conn: asyncpg.Connection, account_id: str, ids: Sequen
     return rows
 
 
+async def attachments_of_upload(
+    conn: asyncpg.Connection, account_id: str, upload_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """What an upload committed, by the database alone: the attachment with the upload's id (a one-file
+    upload) or those its job announced (many files)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND (id = $2 OR id IN (SELECT attachment_id "
+        f"FROM outbox WHERE account_id = $1 AND job_id = $3 AND event_type = 'attachment.created')) ORDER BY seq",
+        account_id,
+        upload_id,
+        str(upload_id),
+    )
+    return rows
+
+
 async def get_attachment(
     conn: asyncpg.Connection,
     account_id: str,

@@ -76,6 +76,22 @@ async def mark_published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
     await conn.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", list(seqs))
 
 
+async def last_published_seq(conn: asyncpg.Connection) -> int | None:
+    seq: int | None = await conn.fetchval("SELECT max(seq) FROM outbox WHERE published_at IS NOT NULL")
+    return seq
+
+
+async def unpublish_after(conn: asyncpg.Connection, seq: int, within_s: float) -> int:
+    """Mark the events after ``seq`` published in the last ``within_s`` seconds unpublished again (the
+    stream lost them); how many."""
+    status: str = await conn.execute(
+        "UPDATE outbox SET published_at = NULL WHERE seq > $1 AND published_at > now() - make_interval(secs => $2)",
+        seq,
+        within_s,
+    )
+    return int(status.rpartition(" ")[2])
+
+
 # -- upload sessions ------------------------------------------------------------------------------
 
 

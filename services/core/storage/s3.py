@@ -45,6 +45,14 @@ class S3Storage:
         upload_id = None
         parts: list[dict[str, Any]] = []
         full_key = self._key(key)
+
+        async def upload_part() -> None:
+            part = await self._client.upload_part(
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=bytes(buf)
+            )
+            parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+            buf.clear()
+
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -55,27 +63,12 @@ class S3Storage:
                     if upload_id is None:
                         created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=full_key)
                         upload_id = created["UploadId"]
-                    part = await self._client.upload_part(
-                        Bucket=self.bucket,
-                        Key=full_key,
-                        UploadId=upload_id,
-                        PartNumber=len(parts) + 1,
-                        Body=bytes(buf),
-                    )
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
-                    buf.clear()
+                    await upload_part()
             if upload_id is None:
                 await self._client.put_object(Bucket=self.bucket, Key=full_key, Body=bytes(buf))
                 return size
             if buf:
-                part = await self._client.upload_part(
-                    Bucket=self.bucket,
-                    Key=full_key,
-                    UploadId=upload_id,
-                    PartNumber=len(parts) + 1,
-                    Body=bytes(buf),
-                )
-                parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+                await upload_part()
             await self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
