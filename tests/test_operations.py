@@ -108,6 +108,20 @@ def test_the_log_format_setting_takes_json_or_text_only():
         load_settings({"ATTACHD_LOG_FORMAT": "xml"})
 
 
+def test_the_parts_log_json_and_the_commands_people_run_log_text(monkeypatch):
+    from services.cli import _log_format
+
+    monkeypatch.delenv("ATTACHD_LOG_FORMAT", raising=False)
+    assert [_log_format(c) for c in ("ingress", "query", "worker", "migrate")] == ["json"] * 4
+    assert [_log_format(c) for c in ("dev", "token", "limits")] == ["text"] * 3
+    monkeypatch.setenv("ATTACHD_LOG_FORMAT", "json")
+    assert _log_format("dev") == "json"
+    monkeypatch.setenv("ATTACHD_LOG_FORMAT", "yaml")
+    with pytest.raises(SystemExit) as stopped:
+        _log_format("ingress")
+    assert stopped.value.code == 2
+
+
 # Request ids, Server and the access log, in process
 
 
