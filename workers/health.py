@@ -13,11 +13,16 @@ import contextlib
 import logging
 import signal
 
+import asyncpg
 from aiohttp import web
+from redis.asyncio import Redis
 
 from services.core import db, jobs
 from services.core.settings import Settings
-from services.web.http import add_ready_check, base_app
+from services.core.startup import reach
+from services.web.http import METRICS_REFRESH, add_ready_check, base_app
+from services.web.server import app_runner
+from workers import metrics
 from workers.context import WorkerContext
 from workers.settings import create_worker, stop_worker
 
@@ -27,14 +32,18 @@ RECONNECT_DELAYS_S = (0.5, 1, 2, 5, 10)
 
 
 async def run_worker(settings: Settings, *, health_port: int) -> None:
-    await db.migrate(settings.database_url)
+    await reach("Postgres", settings.database_url, db.migrate(settings.database_url))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
     context = await WorkerContext.open(settings)
-    redis = await jobs.connect(settings.redis_url)
+    try:
+        redis = await reach("Redis", settings.redis_url, jobs.connect(settings.redis_url))
+    except BaseException:
+        await context.close()
+        raise
     await jobs.check_redis_persistence(redis)
     polling = asyncio.Event()
 
@@ -46,7 +55,8 @@ async def run_worker(settings: Settings, *, health_port: int) -> None:
 
     app = base_app("worker", settings)
     add_ready_check(app, "redis", worker_polls)
-    runner = web.AppRunner(app)
+    add_metrics_refresh(app, redis, context.pool)
+    runner = app_runner(app, settings)  # the services' server: its Server header, request ids, access log
     await runner.setup()
     await web.TCPSite(runner, settings.host, health_port).start()
     try:
@@ -55,6 +65,18 @@ async def run_worker(settings: Settings, *, health_port: int) -> None:
         await runner.cleanup()
         await redis.aclose()
         await context.close()
+
+
+def add_metrics_refresh(app: web.Application, redis: Redis, pool: asyncpg.Pool) -> None:
+    """The queue's and the outbox's gauges, read afresh on each scrape of ``app``'s /metrics."""
+
+    async def queue() -> None:
+        await metrics.refresh_queue(redis, jobs.QUEUE)
+
+    async def outbox() -> None:
+        await metrics.refresh_outbox(pool)
+
+    app[METRICS_REFRESH].extend([queue, outbox])
 
 
 async def _supervise(settings: Settings, context: WorkerContext, stop: asyncio.Event, polling: asyncio.Event) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from services.core import encoding, hierarchy, repository, storage
+from services.core import encoding, hierarchy, logs, repository, storage
 from services.core.contract import (
     AnyOutcome,
     Base64Source,
@@ -218,6 +218,7 @@ class IngestRun:
             raise ApiError.from_info(source.error)
         check_new_attachment(new, source, self.job.actor.type)
         attachment_id = str(item.id)
+        logs.bind(attachment_id=attachment_id)  # this item's own task (gather): its lines only
         if new.declared_size is not None and new.declared_size > self.max_file_bytes:
             raise _too_large(self.max_file_bytes, "size")
         values = self._base_values(attachment_id, new)
@@ -297,14 +298,18 @@ class IngestRun:
             return None
         assert isinstance(source, UrlSource) and new.url is not None  # check_new_attachment saw to it
         with open(path, "wb") as f:
-            result = await fetch_to_file(
-                new.url,
-                f,
-                max_bytes=self.max_file_bytes,
-                allow_cidrs=settings.fetch_allow_cidrs,
-                connect_timeout=settings.fetch_connect_timeout_s,
-                total_timeout=settings.fetch_total_timeout_s,
-            )
+            try:
+                result = await fetch_to_file(
+                    new.url,
+                    f,
+                    max_bytes=self.max_file_bytes,
+                    allow_cidrs=settings.fetch_allow_cidrs,
+                    connect_timeout=settings.fetch_connect_timeout_s,
+                    total_timeout=settings.fetch_total_timeout_s,
+                )
+            except ApiError as exc:
+                metrics.fetch_failed(exc.code)
+                raise
         return result.filename
 
     async def _store(self, source: Source, path: str, attachment_id: str, media: MediaResult) -> list[str]:

@@ -34,7 +34,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Function, func
 from redis.exceptions import RedisError
 
-from services.core import contract, jobs
+from services.core import contract, jobs, logs
 from services.core.contract import AnyOutcome, ErrorInfo, Failed, Job
 from services.core.settings import Settings
 from workers import metrics
@@ -115,6 +115,14 @@ def in_progress_renewed(cron_job: CronJob) -> CronJob:
     return run
 
 
+def _attachment_of(job: Job) -> str | None:
+    """The one attachment a job is about, if it is about one."""
+    if isinstance(job, contract.IngestJob):
+        return str(job.items[0].id) if len(job.items) == 1 else None
+    attachment_id = getattr(job, "attachment_id", None)
+    return None if attachment_id is None else str(attachment_id)
+
+
 def retry_delay_s(attempt: int) -> int:
     """2, 4, 8 s: long enough to ride out a database restart."""
     return 2**attempt
@@ -148,6 +156,7 @@ class JobSpec(Generic[J]):
             job = contract.decode_job(name, payload)
         except contract.UnknownJob as exc:
             job_id = payload.get("job_id") if isinstance(payload, dict) else None
+            logs.bind(job_id=job_id if isinstance(job_id, str) else None)
             log.error("refused a %s job %s: %s", name, job_id, exc.message)
             metrics.job_outcome(name, "invalid")
             if isinstance(job_id, str):
@@ -155,10 +164,18 @@ class JobSpec(Generic[J]):
                 await jobs.publish_outcome(redis, job_id, Failed(error=error))
             return {"state": "failed"}
         assert isinstance(job, self.job_type)
+        # Every line logged for this job, here or in the code it runs, carries its ids.
+        logs.bind(
+            request_id=job.request_id,
+            account=job.account_id,
+            job_id=job.job_id,
+            attachment_id=_attachment_of(job),
+        )
         if (done := await jobs.read_outcome(redis, job.job_id)) is not None:
             await self.finish(wctx, job, None)  # an earlier run answered and stopped before it could finish
             return {"state": done.state}
         attempt = Attempt(ctx.get("job_try", 1), ctx.get("enqueue_time"))
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.deadline_s(wctx.settings)), kept_in_progress(ctx):
                 outcome = await self.run(wctx, job, attempt)
@@ -166,12 +183,25 @@ class JobSpec(Generic[J]):
             what = "ran past its deadline" if isinstance(exc, TimeoutError) else "failed"
             if attempt.number < MAX_TRIES:
                 log.warning("%s %s %s (run %d); retrying", name, job.job_id, what, attempt.number, exc_info=True)
+                metrics.job_ran(name, time.perf_counter() - started)
                 metrics.job_outcome(name, "retried")
                 raise Retry(defer=retry_delay_s(attempt.number)) from None
             log.error("%s %s %s (run %d); giving up", name, job.job_id, what, attempt.number, exc_info=True)
             outcome = await self.give_up(wctx, job)
         answered_at = time.perf_counter()
         await jobs.publish_outcome(redis, job.job_id, outcome)
-        metrics.job_outcome(name, outcome.state)
+        result = metrics.result_of(outcome)
+        metrics.job_ran(name, answered_at - started)
+        metrics.job_outcome(name, result)
+        log.info(
+            "%s %s %s in %.0f ms (run %d)%s",
+            name,
+            job.job_id,
+            result,
+            (answered_at - started) * 1000,
+            attempt.number,
+            f": {outcome.error.code}" if isinstance(outcome, Failed) else "",
+            extra={"function": name, "result": result, "duration_ms": round((answered_at - started) * 1000, 2)},
+        )
         await self.finish(wctx, job, answered_at)
         return {"state": outcome.state}

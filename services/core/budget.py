@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from services.core import encoding
@@ -152,6 +153,13 @@ return answer(result[1] == 1 and 'ok' or 'over_budget', result[2], result[3])
         "{MINIMUMS}", "{" + ", ".join(f"{name} = {minimum}" for name, minimum in LIMIT_MINIMUMS.items()) + "}"
     )
 )
+
+# Admissions refused, by kind: the byte budget spent (429), a request larger than the whole budget (413), a
+# file over the file limit (413), a body of unknown length while a budget applies (411).
+REFUSAL_KINDS = ("budget_exceeded", "never_fits", "file_too_large", "length_required")
+REFUSALS = Counter("attachd_budget_refusals", "Uploads refused at admission, by kind", ["kind"])
+for _kind in REFUSAL_KINDS:
+    REFUSALS.labels(_kind)
 
 # An override is a plain decimal integer: what the script above accepts, and what `attachd limits` writes.
 _WELL_FORMED = re.compile(r"[0-9]{1,15}")
@@ -320,15 +328,19 @@ class ByteBudget:
         limits = _reply_limits(reply)
         if status == "ok":
             return Admission(limits)
+        refusal: ApiError
         if status == "file_too_large":
-            raise FileTooLarge(limits)
-        if status == "length_required":
-            raise length_required(what)
-        if status == "never_fits":
-            raise NeverFits(limits, int(nbytes))
-        if status == "over_budget":
-            raise BudgetExceeded(limits, _retry_s(reply[1]))
-        raise RuntimeError(f"the admission script answered {status!r}")
+            kind, refusal = "file_too_large", FileTooLarge(limits)
+        elif status == "length_required":
+            kind, refusal = "length_required", length_required(what)
+        elif status == "never_fits":
+            kind, refusal = "never_fits", NeverFits(limits, int(nbytes))
+        elif status == "over_budget":
+            kind, refusal = "budget_exceeded", BudgetExceeded(limits, _retry_s(reply[1]))
+        else:
+            raise RuntimeError(f"the admission script answered {status!r}")
+        REFUSALS.labels(kind).inc()
+        raise refusal
 
 
 def _reply_limits(reply: list[Any]) -> AccountLimits:

@@ -157,6 +157,8 @@ class Job(Struct, kw_only=True, forbid_unknown_fields=True):
     job_id: str
     account_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
     actor: Actor = Actor()
+    # The X-Request-ID of the request that asked for the job: on the worker's log lines for it.
+    request_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._\-]{1,128}$")] | None = None
 
 
 class IngestJob(Job, kw_only=True):

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args, get_type_hints
 
+from services.core.logs import parse_format
 from services.core.mediatypes import DEFAULT_ALLOWED_EXTENSIONS
 from services.core.urlpolicy import parse_allow_cidrs
 
@@ -191,6 +192,12 @@ class Settings:
     )
     shutdown_grace_s: float = setting(
         25.0, "On SIGTERM, how long, in seconds, requests in flight and a worker's running jobs get to finish."
+    )
+    log_format: str = setting(
+        "json",
+        "`json`: one JSON object per log line (`ts`, `level`, `logger`, `msg`, `request_id`, `account`,"
+        " `attachment_id`…); `text`: plain lines. Unset, `attachd dev`, `token` and `limits` log text.",
+        parse=parse_format,
     )
     host: str = setting("0.0.0.0", "Address the ingress and query services listen on.")
     port: int = setting(8080, "Port the ingress and query services listen on (their `--port` wins).")

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import uuid_utils
 from aiohttp import web
 
-from services.core import budget, encoding, storage
+from services.core import budget, encoding, logs, storage
 from services.core.auth import READ, WRITE, Principal
 from services.core.contract import (
     Actor,
@@ -46,7 +46,7 @@ from services.core.validation import (
 from services.ingress import writes
 from services.ingress.multipart import Form, raw_disposition_filename, read_form
 from services.web.engines import BUDGET, STORAGE
-from services.web.http import SETTINGS, principal, read_json
+from services.web.http import SETTINGS, principal, read_json, request_id
 
 # base64 up to this size rides in the job itself; larger payloads are staged as objects.
 INLINE_BASE64_CHARS = 1 << 20
@@ -62,9 +62,11 @@ def new_id() -> str:
 
 def _attachment_id(request: web.Request) -> uuid.UUID:
     try:
-        return uuid.UUID(request.match_info["id"])
+        ident = uuid.UUID(request.match_info["id"])
     except ValueError:
         raise ApiError("not_found", "attachment not found", status=404) from None
+    logs.bind(attachment_id=str(ident))
+    return ident
 
 
 def _prefixed(exc: ApiError, prefix: str) -> ApiError:
@@ -101,6 +103,7 @@ class Parsed:
 async def create(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
     upload_id = new_id()
+    logs.bind(job_id=upload_id)
     claim = writes.idempotency_claim(request, who.account_id)  # a malformed Idempotency-Key: 400 before anything
     kind = _body_kind(request)
     raw = _raw_fields(request) if kind == "raw" else None  # a bad request costs no budget and no Redis
@@ -136,6 +139,7 @@ async def create(request: web.Request) -> web.Response:
             job_id=upload_id,
             account_id=who.account_id,
             actor=_actor(who),
+            request_id=request_id(request),
             mode=parsed.mode,
             many=parsed.many,
             max_file_bytes=limits.max_file_bytes,  # the worker holds the file to the same limit
@@ -357,20 +361,21 @@ async def update(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
     attachment_id = _attachment_id(request)
     changes = parse_changes(await read_json(request, max_bytes=64 * 1024))
-    return await _mutate(request, UpdateJob(**_job_base(who), attachment_id=attachment_id, changes=changes))
+    return await _mutate(request, UpdateJob(**_job_base(request, who), attachment_id=attachment_id, changes=changes))
 
 
 async def cancel(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
-    return await _mutate(request, CancelJob(**_job_base(who), attachment_id=_attachment_id(request)))
+    return await _mutate(request, CancelJob(**_job_base(request, who), attachment_id=_attachment_id(request)))
 
 
-def _job_base(who: Principal) -> dict[str, Any]:
-    """What every job the caller asks for carries: a new job id, the account, the actor."""
-    return {"job_id": new_id(), "account_id": who.account_id, "actor": _actor(who)}
+def _job_base(request: web.Request, who: Principal) -> dict[str, Any]:
+    """What every job the caller asks for carries: a new job id, the account, the actor, the request's id."""
+    return {"job_id": new_id(), "account_id": who.account_id, "actor": _actor(who), "request_id": request_id(request)}
 
 
 async def _mutate(request: web.Request, job: Job) -> web.Response:
+    logs.bind(job_id=job.job_id)
     for _ in range(2):  # a second time only when the key's first job failed on our side
         earlier = await writes.claim_idempotency_key(request, job.account_id, job.job_id)
         if earlier is None:
@@ -398,7 +403,7 @@ async def put_target(request: web.Request) -> web.Response:
         raise bad_request("invalid_body", 'the body is {"parent": {"type": ..., "id": ...} or null}', "parent")
     parent = parse_parent(body.get("parent"))
     job = PutTargetJob(
-        **_job_base(who),
+        **_job_base(request, who),
         target_type=target_type,
         target_id=target_id,
         parent=None if parent is None else TargetRef(*parent),
@@ -427,7 +432,11 @@ async def set_links(request: web.Request) -> web.Response:
         except ValueError:
             raise bad_request("invalid_value", f"{value!r} is not an attachment id", f"ids[{index}]") from None
     job = SetLinksJob(
-        **_job_base(who), target_type=target_type, target_id=target_id, field=field, ids=list(dict.fromkeys(checked))
+        **_job_base(request, who),
+        target_type=target_type,
+        target_id=target_id,
+        field=field,
+        ids=list(dict.fromkeys(checked)),
     )
     return await _mutate(request, job)
 
@@ -453,4 +462,4 @@ async def close_session(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     if len(token) > 255:  # longer than any session_token an upload can carry
         raise ApiError("not_found", "session not found", status=404)
-    return await _mutate(request, CloseSessionJob(**_job_base(who), session_token=parse_session_token(token)))
+    return await _mutate(request, CloseSessionJob(**_job_base(request, who), session_token=parse_session_token(token)))

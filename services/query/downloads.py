@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core import listing, ranges, repository, signing
+from services.core import listing, logs, ranges, repository, signing
 from services.core.auth import READ
 from services.core.errors import ApiError, not_found
 from services.core.filenames import content_disposition
@@ -55,6 +55,7 @@ async def by_signed_link(request: web.Request) -> web.StreamResponse:
         ident = uuid.UUID(request.match_info["id"])
     except ValueError:
         raise not_found() from None
+    logs.bind(attachment_id=str(ident))
     signing.verify(
         request.app[SETTINGS].link_secret,
         str(ident),
@@ -68,6 +69,7 @@ async def by_signed_link(request: web.Request) -> web.StreamResponse:
         row = await repository.get_for_download(conn, ident)
     if row is None:
         raise not_found()
+    logs.bind(account=row["account_id"])
     return await serve(request, row, variant, download=download)
 
 

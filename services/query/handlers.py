@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core import hierarchy, listing, querylang, records, repository, signing
+from services.core import hierarchy, listing, logs, querylang, records, repository, signing
 from services.core.auth import READ
 from services.core.errors import bad_request, not_found
 from services.core.fields import describe_fields
@@ -35,9 +35,11 @@ LIST_PARAMS = frozenset(
 
 def attachment_id(request: web.Request) -> uuid.UUID:
     try:
-        return uuid.UUID(request.match_info["id"])
+        ident = uuid.UUID(request.match_info["id"])
     except ValueError:
         raise not_found() from None
+    logs.bind(attachment_id=str(ident))
+    return ident
 
 
 def render(request: web.Request, rows) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 
 from services.core import db, jobs
 from services.core.budget import ByteBudget
+from services.core.startup import reach
 from services.core.storage import Storage, open_storage
 from services.web.http import SETTINGS, add_ready_check
 
@@ -23,7 +24,8 @@ STORAGE = web.AppKey("storage", Storage)
 
 
 async def redis_ctx(app: web.Application):
-    redis = await jobs.connect(app[SETTINGS].redis_url)
+    url = app[SETTINGS].redis_url
+    redis = await reach("Redis", url, jobs.connect(url))
     waiter = jobs.OutcomeWaiter(redis)
     await waiter.start()
     app[REDIS], app[WAITER], app[BUDGET] = redis, waiter, ByteBudget(redis)
@@ -43,7 +45,8 @@ async def _never_unready(check: Callable[[ArqRedis], Awaitable[object]], redis: 
 
 async def pool_ctx(app: web.Application):
     # HTTP handlers run plain reads and change no session state: no reset round trip per request.
-    pool = await db.create_pool(app[SETTINGS].database_url, min_size=2, max_size=20, reset_session=False)
+    url = app[SETTINGS].database_url
+    pool = await reach("Postgres", url, db.create_pool(url, min_size=2, max_size=20, reset_session=False))
     app[POOL] = pool
 
     add_ready_check(app, "postgres", functools.partial(db.ping, pool))
@@ -62,8 +65,10 @@ async def lazy_pool_ctx(app: web.Application):
 
 async def storage_ctx(app: web.Application):
     settings = app[SETTINGS]
-    store = await open_storage(
-        settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+    store = await reach(
+        "storage",
+        settings.storage_url,
+        open_storage(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region),
     )
     app[STORAGE] = store
     add_ready_check(app, "storage", store.ping)

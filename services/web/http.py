@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from services.core import logs
 from services.core.auth import Principal, TokenVerifier
 from services.core.errors import ApiError
 from services.core.settings import Settings
@@ -24,6 +27,22 @@ SETTINGS = web.AppKey("settings", Settings)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 READY = web.AppKey("ready_checks", list)
 APP_NAME = web.AppKey("app_name", str)
+# Coroutines run before each /metrics answer, to bring gauges read from elsewhere (Redis, Postgres) up to date.
+METRICS_REFRESH = web.AppKey("metrics_refresh", list)
+
+# What every response says in Server: the product, no versions.
+SERVER = "attachd"
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+# web.RequestKey since aiohttp 3.13 (a plain string key warns there); a string before it.
+def request_key(name: str, kind: type) -> Any:
+    make = getattr(web, "RequestKey", None)
+    return make(name, kind) if make is not None else f"attachd_{name}"
+
+
+_REQUEST_ID_KEY = request_key("request_id", str)
+_WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 
 REQUESTS = Counter("attachd_http_requests_total", "HTTP requests", ["app", "method", "route", "status"])
 LATENCY = Histogram(
@@ -32,6 +51,34 @@ LATENCY = Histogram(
     ["app", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(16)
+
+
+def request_id(request: web.BaseRequest) -> str:
+    """The request's id: its ``X-Request-ID`` when well-formed (1-128 of ``A-Za-z0-9._-``), else a new one.
+    Decided once per request, and bound to its log lines (services.core.logs)."""
+    known: str | None = request.get(_REQUEST_ID_KEY)
+    if known is not None:
+        return known
+    sent = request.headers.get(REQUEST_ID_HEADER)
+    rid = sent if sent is not None and _WELL_FORMED_REQUEST_ID.fullmatch(sent) else new_request_id()
+    request[_REQUEST_ID_KEY] = rid
+    logs.bind(request_id=rid)
+    return rid
+
+
+def stamp(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The headers every response carries: its request's id, and a Server header without versions."""
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id(request)
+        response.headers["Server"] = SERVER
+
+
+async def _stamp_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    stamp(request, response)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -121,6 +168,7 @@ def client_gone(request: web.BaseRequest) -> bool:
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     started = time.perf_counter()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    request_id(request)
     status = 500
     try:
         check_url(request)
@@ -170,6 +218,7 @@ def _internal_error(request: web.Request) -> web.Response:
 
 def principal(request: web.Request, scope: str) -> Principal:
     who = request.app[VERIFIER].verify_header(request.headers.get("Authorization"))
+    logs.bind(account=who.account_id)
     who.require(scope)
     return who
 
@@ -216,6 +265,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    for refresh in request.app[METRICS_REFRESH]:
+        try:
+            await asyncio.wait_for(refresh(), 2)
+        except Exception:  # the gauge keeps its last value; the scrape must not fail for it
+            log.warning("could not refresh a metric (%s)", getattr(refresh, "__name__", refresh), exc_info=True)
     body = await asyncio.to_thread(generate_latest)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -230,6 +284,8 @@ def base_app(name: str, settings: Settings, *, client_max_size: int | None = Non
     app[SETTINGS] = settings
     app[VERIFIER] = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
     app[READY] = []
+    app[METRICS_REFRESH] = []
+    app.on_response_prepare.append(_stamp_on_prepare)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

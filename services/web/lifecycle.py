@@ -133,7 +133,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     docstring)."""
     from services.web.server import app_runner
 
-    runner = app_runner(app, settings, handle_signals=False, access_log=None)
+    runner = app_runner(app, settings, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

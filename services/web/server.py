@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import (
     BadHttpMessage,
     BadHttpMethod,
@@ -33,10 +34,23 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.web_protocol import RequestHandler
 
+from services.core import logs
 from services.core.settings import Settings
-from services.web.http import APP_NAME, REQUESTS, http_error_response, json_response
+from services.web.http import (
+    APP_NAME,
+    REQUEST_ID_HEADER,
+    REQUESTS,
+    SERVER,
+    http_error_response,
+    json_response,
+    new_request_id,
+    request_id,
+    request_key,
+    stamp,
+)
 
 log = logging.getLogger("attachd.http")
+access_log = logging.getLogger("attachd.access")
 
 # The request line's limit and a header line's differ, so that a LineTooLong tells which of them it was.
 MAX_REQUEST_LINE = 8190
@@ -88,10 +102,53 @@ def _count(app_name: str, status: int) -> None:
 _TIMEOUT_BODY = orjson.dumps(
     {"error": {"code": "request_timeout", "message": "the request line and headers arrived too slowly"}}
 )
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
-)
+
+
+def _timeout_response(rid: str) -> bytes:
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nServer: %s\r\n%s: %s\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (SERVER.encode(), REQUEST_ID_HEADER.encode(), rid.encode(), len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+    )
+
+
+# Requests whose access log line is at debug level: probes and scrapes would drown the rest.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_REFUSED = request_key("refused", bool)  # set on a request the parser refused: its method and path are placeholders
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per answered request: method, path (never its query string: a signed link's signature is
+    there), status, duration, bytes sent (the response head included), the request id and the account.
+    No header is logged."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        refused = request.get(_REFUSED, False)
+        method, path = ("-", "-") if refused else (request.method, request.path)
+        level = logging.DEBUG if path in QUIET_PATHS and response.status < 400 else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
+        duration_ms = round(time * 1000, 2)
+        sent = response.body_length
+        self.logger.log(
+            level,
+            "%s %s %d %.1f ms %d bytes",
+            method,
+            path,
+            response.status,
+            duration_ms,
+            sent,
+            extra={
+                "method": method,
+                "path": path,
+                "status": response.status,
+                "duration_ms": duration_ms,
+                "bytes": sent,
+                "remote": request.remote,
+                "request_id": request_id(request),
+                "account": logs.get("account"),
+            },
+        )
 
 
 class Protocol(RequestHandler):
@@ -145,9 +202,11 @@ class Protocol(RequestHandler):
         if self._messages or self._request_in_progress or self.transport is None or self._force_close:
             return
         if self._head_bytes:
-            log.info("closed a connection from %s: its request head arrived too slowly", self._peer())
+            rid = new_request_id()
+            with logs.bound(request_id=rid):
+                log.info("closed a connection from %s: its request head arrived too slowly", self._peer())
             _count(self._app_name, 408)
-            self.transport.write(_TIMEOUT_RESPONSE)
+            self.transport.write(_timeout_response(rid))
         self.force_close()  # the transport sends what it holds, then closes
 
     def _peer(self) -> str:
@@ -174,6 +233,7 @@ class Protocol(RequestHandler):
         that escaped the middleware): always the error shape, and the connection closes after it."""
         if request.writer.output_size > 0:  # as aiohttp's: a response has begun, only closing is left
             raise ConnectionError("a response was already sent; cannot send an error response")
+        request_id(request)  # the parser's placeholder request has no headers: a new id, bound to these lines
         if status == 500:
             log.error("unhandled error on a request from %s", request.remote, exc_info=exc)
             body: dict[str, Any] = {"code": "internal_error", "message": "something went wrong on our side"}
@@ -181,10 +241,12 @@ class Protocol(RequestHandler):
             body = {"code": "timeout", "message": "the request took too long"}
         else:
             status, code, text = refusal(exc, max_field_size=self.max_field_size)
+            request[_REFUSED] = True
             log.info("refused a malformed request from %s: %s", request.remote, code)
             body = {"code": code, "message": text}
         _count(self._app_name, status)
         response = json_response({"error": body}, status=status)
+        stamp(request, response)
         response.force_close()
         return response
 
@@ -210,6 +272,8 @@ class Runner(web.AppRunner):
         kwargs.setdefault("shutdown_timeout", settings.shutdown_grace_s)
         kwargs.setdefault("keepalive_timeout", settings.keepalive_timeout_s)
         kwargs.setdefault("handler_cancellation", False)  # a dropped client must not cut a write in half
+        kwargs.setdefault("access_log_class", AccessLogger)
+        kwargs.setdefault("access_log", access_log)
         super().__init__(
             app, max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_FIELD, max_headers=MAX_HEADERS, **kwargs
         )
@@ -234,13 +298,15 @@ def _shaped(handle: Any, app_name: str) -> Any:
     (aiohttp's ``Expect`` check: its text quotes the header)."""
 
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        request_id(request)  # first, so that every line logged for the request carries it
         try:
             response: web.StreamResponse = await handle(request)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             REQUESTS.labels(app_name, request.method, UNPARSED, str(exc.status)).inc()
-            return http_error_response(exc)
+            response = http_error_response(exc)
+        stamp(request, response)
         return response
 
     return handler
