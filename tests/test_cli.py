@@ -219,6 +219,13 @@ async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
     try:
         for port in (ingress_port, query_port, worker_port):
             await wait_ready(f"http://127.0.0.1:{port}/readyz")
+        # The image's HEALTHCHECK: one port, or the default ones (ATTACHD_PORT, then the worker's 8081).
+        healthy = subprocess.run([*ATTACHD, "healthcheck", "--port", str(worker_port)], capture_output=True)
+        assert healthy.returncode == 0, healthy.stderr
+        default_ports = {**os.environ, "ATTACHD_PORT": str(query_port)}
+        assert subprocess.run([*ATTACHD, "healthcheck"], env=default_ports, capture_output=True).returncode == 0
+        unhealthy = subprocess.run([*ATTACHD, "healthcheck", "--port", str(free_port())], capture_output=True)
+        assert unhealthy.returncode == 1 and b"/healthz did not answer 200" in unhealthy.stderr
         token = jwt.encode(
             {"account": "parts", "sub": "u1", "scope": "attachments:read attachments:write"},
             JWT_SECRET,
