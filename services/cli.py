@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -228,6 +229,38 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print(f"schema is up to date: version {asyncio.run(db.schema_version(database_url))}")
 
 
+def cmd_create_bucket(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    parsed = urllib.parse.urlparse(settings.storage_url)
+    if parsed.scheme != "s3":
+        print(f"{settings.storage_url} is not s3://bucket/prefix: no bucket to create")
+        return
+    created = asyncio.run(_create_bucket(settings, parsed.netloc, args.wait))
+    print(f"bucket {parsed.netloc} {'created' if created else 'exists'}")
+
+
+async def _create_bucket(settings: Settings, bucket: str, wait_s: float) -> bool:
+    """Create the bucket, retrying for ``wait_s`` seconds while the S3 server is not up yet."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    from services.core.storage.s3 import S3Storage
+
+    store = await S3Storage.open(
+        bucket, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region, max_attempts=1
+    )
+    deadline = asyncio.get_running_loop().time() + wait_s
+    try:
+        while True:
+            try:
+                return await store.ensure_bucket()
+            except (BotoConnectionError, OSError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    sys.exit(f"the S3 server did not answer within {wait_s:.0f} s: {exc}")
+                await asyncio.sleep(1)
+    finally:
+        await store.close()
+
+
 def cmd_healthcheck(args: argparse.Namespace) -> None:
     """For the image's HEALTHCHECK: exit 0 when /healthz answers 200 on one of the ports a part listens on."""
     ports = [args.port] if args.port else [int(os.environ.get("ATTACHD_PORT") or 8080), WORKER_HEALTH_PORT]
@@ -312,6 +345,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "migrate", help="apply the schema migrations the database has not had (safe to run on every release)"
     ).set_defaults(run=cmd_migrate)
+
+    bucket = sub.add_parser(
+        "create-bucket", help="create the bucket of an s3:// ATTACHD_STORAGE_URL unless it exists (local S3 servers)"
+    )
+    bucket.add_argument("--wait", type=float, default=60.0, help="seconds to retry while the S3 server starts")
+    bucket.set_defaults(run=cmd_create_bucket)
 
     health = sub.add_parser("healthcheck", help="exit 0 when a part on this host answers /healthz (the image's check)")
     health.add_argument("--port", type=int, default=None, help="default: ATTACHD_PORT (8080), then 8081 (a worker)")
