@@ -3,14 +3,22 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# The deploy checks' own tools (checkov and friends would otherwise share attachd's venv and its pins).
+TOOLS  ?= .venv-deploy
+UV_VERSION = 0.13.9
+# Every lock is resolved for every platform attachd supports, with hashes; `make lock ARGS=--upgrade` moves the pins.
+LOCK = $(BIN)/python -m uv pip compile --quiet --universal --python-version 3.11 --generate-hashes $(ARGS)
 
-$(BIN)/.installed: pyproject.toml
+# The pinned versions (requirements/dev.txt, hashes checked), then attachd itself on top, editable.
+$(BIN)/.installed: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e ".[dev,test]"
+	$(BIN)/python -m pip check
 	touch $@
 
-.PHONY: dev test check install docs
+.PHONY: dev test check install docs lock deploy-check
 install: $(BIN)/.installed
 
 dev: $(BIN)/.installed
@@ -29,3 +37,20 @@ check: $(BIN)/.installed
 docs: $(BIN)/.installed
 	$(BIN)/python -m services.core.settings --markdown > docs/settings.md
 	$(BIN)/python -m services.core.contract > workers/contract.schema.json
+
+# requirements/*.txt from pyproject.toml and requirements/*.in (a test fails when a lock misses a dependency).
+lock: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(LOCK) pyproject.toml -o requirements/runtime.txt
+	$(LOCK) pyproject.toml --extra dev --extra test -o requirements/dev.txt
+	$(LOCK) requirements/build.in -o requirements/build.txt
+	$(LOCK) requirements/deploy-check.in -o requirements/deploy-check.txt
+
+$(TOOLS)/.installed: requirements/deploy-check.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r requirements/deploy-check.txt
+	touch $@
+
+# deploy/: each Kubernetes overlay rendered and validated, checkov, hadolint, compose.yaml (deploy/check).
+deploy-check: $(TOOLS)/.installed
+	TOOLS=$(TOOLS) deploy/check

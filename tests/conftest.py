@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import boto3
@@ -48,6 +49,29 @@ def pg_url(tmp_path_factory) -> str:
     yield url
     if server is not None:
         server.stop()
+
+
+def database_url(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def new_database(pg_url):
+    """``await new_database()``: the URL of an empty database on the test server, dropped after the test."""
+    admin = await asyncpg.connect(pg_url)
+    made: list[str] = []
+
+    async def make() -> str:
+        name = f"scratch_{uuid.uuid4().hex[:12]}"
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return database_url(pg_url, name)
+
+    yield make
+    for name in made:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -219,6 +219,13 @@ async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
     try:
         for port in (ingress_port, query_port, worker_port):
             await wait_ready(f"http://127.0.0.1:{port}/readyz")
+        # The image's HEALTHCHECK: one port, or the default ones (ATTACHD_PORT, then the worker's 8081).
+        healthy = subprocess.run([*ATTACHD, "healthcheck", "--port", str(worker_port)], capture_output=True)
+        assert healthy.returncode == 0, healthy.stderr
+        default_ports = {**os.environ, "ATTACHD_PORT": str(query_port)}
+        assert subprocess.run([*ATTACHD, "healthcheck"], env=default_ports, capture_output=True).returncode == 0
+        unhealthy = subprocess.run([*ATTACHD, "healthcheck", "--port", str(free_port())], capture_output=True)
+        assert unhealthy.returncode == 1 and b"/healthz did not answer 200" in unhealthy.stderr
         token = jwt.encode(
             {"account": "parts", "sub": "u1", "scope": "attachments:read attachments:write"},
             JWT_SECRET,
@@ -239,3 +246,17 @@ async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
         for proc in procs:
             proc.wait(60)
     assert [p.returncode for p in procs] == [0, 0, 0]
+
+
+def test_create_bucket_makes_the_storage_bucket_once(s3_endpoint):
+    """`attachd create-bucket`, for a local S3 server's first start (compose.yaml, the dev overlay)."""
+    bucket = f"made-{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "ATTACHD_STORAGE_URL": f"s3://{bucket}/files", "ATTACHD_S3_ENDPOINT_URL": s3_endpoint}
+    outputs = [
+        subprocess.run([*ATTACHD, "create-bucket"], env=env, capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert outputs == [f"bucket {bucket} created\n", f"bucket {bucket} exists\n"]
+    nowhere = {**env, "ATTACHD_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    refused = subprocess.run([*ATTACHD, "create-bucket", "--wait", "1"], env=nowhere, capture_output=True, text=True)
+    assert refused.returncode == 1 and "did not answer within 1 s" in refused.stderr

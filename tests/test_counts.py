@@ -262,10 +262,12 @@ async def test_a_rolled_back_transaction_changes_no_counter(service):
 
 
 async def test_migrating_a_database_without_counters_fills_them(service, pg_url):
-    """An existing database gets its counters on the first `attachd migrate` that has them."""
+    """An existing database gets its counters on the first `attachd migrate` that has them: one made by a
+    schema.sql from before the counters and before the migrations, which 0001 adopts."""
     await upload(service, "before.txt")
     await upload(service, "gone.txt", target_id="2")
     async with service.pool.acquire() as conn:
+        await conn.execute(f"DROP TABLE {dbmod.MIGRATIONS_TABLE}")
         for trigger in ("attachments_count_insert_delete", "attachments_count_update", "attachments_count_truncate"):
             await conn.execute(f"DROP TRIGGER {trigger} ON attachments")
         await conn.execute("DELETE FROM attachment_counts WHERE account_id = $1", service.account)

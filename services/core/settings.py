@@ -59,7 +59,8 @@ def _extensions(text: str) -> frozenset[str]:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = setting(
-        "postgresql://localhost/attachd", "Postgres connection URL; `attachd migrate` applies `schema.sql` to it."
+        "postgresql://localhost/attachd",
+        "Postgres connection URL; `attachd migrate` applies the schema migrations to it.",
     )
     redis_url: str = setting(
         "redis://localhost:6379/0",

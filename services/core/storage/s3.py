@@ -23,14 +23,20 @@ class S3Storage:
 
     @classmethod
     async def open(
-        cls, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str = "us-east-1"
+        cls,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        max_attempts: int = 5,
     ) -> S3Storage:
         import aioboto3
         from botocore.config import Config
 
         stack = contextlib.AsyncExitStack()
         session = aioboto3.Session()
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=50)
+        config = Config(retries={"max_attempts": max_attempts, "mode": "standard"}, max_pool_connections=50)
         client = await stack.enter_async_context(
             session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         )
@@ -173,6 +179,24 @@ class S3Storage:
 
     async def ping(self) -> None:
         await self._client.head_bucket(Bucket=self.bucket)
+
+    async def ensure_bucket(self) -> bool:
+        """Create the bucket unless it exists (a local S3 server's first start); True when this created it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+        try:
+            await self._client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:  # another process made it meanwhile
+            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+            return False
+        return True
 
     async def close(self) -> None:
         await self._stack.aclose()

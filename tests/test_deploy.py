@@ -1,0 +1,185 @@
+"""deploy/k8s against the code it deploys: the HTTPRoute sends each route of the two apps, method by method,
+to the app that serves it; drain and timeout figures follow the settings; probes hit real routes.
+(`make deploy-check` renders the overlays and validates them with kustomize, kubernetes-validate and checkov.)"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from services.core.settings import Settings
+from services.ingress import app as ingress_app
+from services.query import app as query_app
+from services.web.http import base_app
+
+K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+BACKENDS = {"ingress": "attachd-ingress", "query": "attachd-query"}
+SAMPLES = {"id": str(uuid.UUID(int=7)), "variant": "thumbnail", "token": "tok-1", "type": "Ticket", "field": "files"}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def find(kind: str, name: str, where: Path = K8S) -> dict[str, Any]:
+    for path in sorted(where.rglob("*.yaml")):
+        for doc in documents(path):
+            if doc.get("kind") == kind and doc["metadata"]["name"] == name:
+                return doc
+    raise AssertionError(f"no {kind} {name} under {where}")
+
+
+def app_routes(add_routes) -> list[tuple[str, str]]:
+    """(method, a concrete path) for every route ``add_routes`` adds, HEAD included where aiohttp adds it."""
+    app = web.Application()
+    add_routes(app)
+    out = []
+    for route in app.router.routes():
+        canonical = route.resource.canonical if route.resource else ""
+        path = re.sub(r"\{(\w+)\}", lambda m: SAMPLES.get(m[1], "x"), canonical)
+        out.append((route.method, path))
+    return out
+
+
+def path_matches(match: dict[str, Any], path: str) -> int | None:
+    """How specific the match is for ``path`` (None: no match), by the Gateway API's rules: an Exact path
+    beats any prefix, a longer prefix beats a shorter one; a PathPrefix matches whole path elements."""
+    kind, value = match["path"]["type"], match["path"]["value"]
+    if kind == "Exact":
+        return 1_000_000 if path == value else None
+    assert kind == "PathPrefix", kind
+    prefix = value.rstrip("/")
+    if path == prefix or path.startswith(prefix + "/"):
+        return len(prefix)
+    return None
+
+
+def route_to(route: dict[str, Any], method: str, path: str) -> str | None:
+    """The Service the HTTPRoute sends ``method path`` to, or None (the gateway's 404)."""
+    best: tuple[int, int, str] | None = None
+    for rule in route["spec"]["rules"]:
+        for match in rule["matches"]:
+            if match.get("method", method) != method:
+                continue
+            specificity = path_matches(match, path)
+            if specificity is None:
+                continue
+            rank = (specificity, 1 if "method" in match else 0, rule["backendRefs"][0]["name"])
+            if best is None or rank[:2] > best[:2]:
+                best = rank
+            elif rank[:2] == best[:2] and rank[2] != best[2]:
+                raise AssertionError(f"{method} {path}: two rules of equal precedence disagree")
+    return best[2] if best else None
+
+
+HTTPROUTE = find("HTTPRoute", "attachd")
+ROUTES = [("ingress", m, p) for m, p in app_routes(ingress_app.add_routes)] + [
+    ("query", m, p) for m, p in app_routes(query_app.add_routes)
+]
+
+
+@pytest.mark.parametrize(("app", "method", "path"), ROUTES, ids=[f"{a}:{m} {p}" for a, m, p in ROUTES])
+def test_the_httproute_sends_every_route_to_the_app_that_serves_it(app, method, path):
+    assert route_to(HTTPROUTE, method, path) == BACKENDS[app]
+
+
+def test_every_httproute_match_serves_some_route_and_nothing_else_is_exposed():
+    served = {(m, p) for _, m, p in ROUTES}
+    for rule in HTTPROUTE["spec"]["rules"]:
+        for match in rule["matches"]:
+            assert any(m == match["method"] and path_matches(match, p) is not None for m, p in served), (
+                f"{match} routes nothing the apps serve"
+            )
+    # The operational routes every process has stay inside the cluster.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert route_to(HTTPROUTE, "GET", path) is None
+    # A write to the query service's paths, or a read of the ingress's, is the gateway's 404.
+    assert route_to(HTTPROUTE, "POST", f"/v1/attachments/{SAMPLES['id']}") is None
+    assert route_to(HTTPROUTE, "GET", "/v1/targets/Ticket/1") is None
+
+
+def test_the_two_apps_share_no_route():
+    """What makes the split by method and path possible."""
+    ingress = {(m, p) for a, m, p in ROUTES if a == "ingress"}
+    query = {(m, p) for a, m, p in ROUTES if a == "query"}
+    assert not ingress & query
+
+
+def seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", value)
+    assert match, value
+    return int(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def base_config() -> dict[str, str]:
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    (generator,) = [g for g in kustomization["configMapGenerator"] if g["name"] == "attachd-config"]
+    return dict(literal.split("=", 1) for literal in generator["literals"])
+
+
+def setting(name: str, env: dict[str, str]) -> float:
+    """A setting as the pod sees it: its container env, else the ConfigMap, else attachd's default."""
+    variable = f"ATTACHD_{name.upper()}"
+    if variable in env:
+        return float(env[variable])
+    return float(getattr(Settings(), name))
+
+
+def test_the_httproute_timeouts_outlast_what_attachd_allows_a_request():
+    env = base_config()
+    for rule in HTTPROUTE["spec"]["rules"]:
+        timeout = seconds(rule["timeouts"]["request"])
+        if rule["backendRefs"][0]["name"] == "attachd-ingress":
+            # A write: its body arrives, then it waits for its worker.
+            assert timeout > setting("sync_wait_s", env)
+            assert timeout > setting("body_read_timeout_s", env) + setting("sync_wait_s", env)
+        else:
+            assert timeout >= setting("body_read_timeout_s", env)
+
+
+@pytest.mark.parametrize("part", ["ingress", "query", "worker"])
+def test_drain_timings_follow_the_settings(part):
+    deployment = find("Deployment", f"attachd-{part}", K8S / "base")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {**base_config(), **{e["name"]: e["value"] for e in container.get("env", [])}}
+    grace = setting("shutdown_grace_s", env)
+    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    sleep = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
+    assert pod["terminationGracePeriodSeconds"] > sleep + grace
+    if part in ("ingress", "query"):
+        # Served through a Service: the endpoints must drop the pod before it stops listening.
+        assert sleep >= 5
+    if part == "ingress":
+        assert grace >= setting("sync_wait_s", env), "a synchronous write in flight must be answered"
+    if part == "worker":
+        assert grace >= setting("job_timeout_s", env), "a running job must be able to finish"
+
+
+@pytest.mark.parametrize("part", ["ingress", "query", "worker"])
+def test_probes_hit_the_routes_the_part_serves_on_the_port_it_listens_on(part):
+    pod = find("Deployment", f"attachd-{part}", K8S / "base")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    port = int(container["args"][container["args"].index("--port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    served = {
+        route.resource.canonical
+        for route in base_app(part, Settings(jwt_secret="s" * 40)).router.routes()
+        if route.resource
+    }
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path and path in served
+        assert ports[get["port"]] == port
+    assert [c["args"] for c in pod["initContainers"]] == [["migrate"]]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and security["capabilities"]["drop"] == ["ALL"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert base_config()["ATTACHD_TMP_DIR"] == "/tmp"
+    assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False

