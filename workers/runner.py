@@ -124,7 +124,7 @@ def _attachment_of(job: Job) -> str | None:
 
 
 def retry_delay_s(attempt: int) -> int:
-    """2, 4, 8 s: long enough to ride out a database restart."""
+    """2, then 4 s: long enough to ride out a database restart."""
     return 2**attempt
 
 
