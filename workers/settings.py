@@ -93,9 +93,12 @@ async def stop_worker(worker: Worker, grace_s: float) -> None:
     running = [t for t in worker.tasks.values() if not t.done()]
     if running:
         await asyncio.wait(running, timeout=grace_s)
-    for task in worker.tasks.values():
+    # Past the grace, cancel the jobs themselves, not arq's tasks around them: arq then hands each back to
+    # the queue, and its bookkeeping of a job that did finish is not cut short.
+    for task in worker.job_tasks.values():
         task.cancel()
-    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    if running := [t for t in worker.tasks.values() if not t.done()]:
+        await asyncio.wait(running, timeout=5)
     try:
         await worker.close()
     except (RedisError, OSError):  # Redis is gone: close without it
