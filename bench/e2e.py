@@ -53,7 +53,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench import corpus
 from bench.ingress import Connection, Request, machine
-from services.core import db, jobs
+from services.core import contract, db, jobs
 from services.core.auth import mint_token
 from services.core.settings import Settings
 from services.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, terminate
@@ -270,9 +270,9 @@ class Commits:
         fut = self._waiting[job_id] = asyncio.get_running_loop().create_future()
         return await asyncio.wait_for(fut, COMMIT_TIMEOUT_S)
 
-    async def outcomes(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+    async def outcomes(self, job_ids: list[str]) -> list[contract.AnyOutcome | None]:
         raw = await self._redis.mget([jobs.outcome_key(j) for j in job_ids])
-        return [None if r is None else orjson.loads(r) for r in raw]
+        return [None if r is None else contract.decode_outcome(r) for r in raw]
 
     async def close(self) -> None:
         if self._task is not None:
@@ -424,9 +424,9 @@ async def verify(stack: Stack, commits: Commits, items: list[corpus.Item], uploa
     outcomes = await commits.outcomes([u.job_id for u in uploads])
     ids, expected = [], {}
     for upload, outcome in zip(uploads, outcomes, strict=True):
-        if outcome is None or outcome["state"] != "complete":
+        if not isinstance(outcome, contract.Ingested):
             raise RuntimeError(f"upload {upload.job_id} ({items[upload.item].name}) did not complete: {outcome}")
-        attachment_id = outcome["attachments"][0]["id"]
+        attachment_id = str(outcome.attachments[0].id)
         ids.append(attachment_id)
         expected[attachment_id] = items[upload.item]
     conn = await asyncpg.connect(stack.database_url)
