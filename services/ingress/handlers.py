@@ -8,7 +8,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import uuid_utils
 from aiohttp import web
@@ -83,10 +83,6 @@ def _mode(value: Any) -> Mode:
     return mode
 
 
-def _raise(error: ApiError) -> NoReturn:
-    raise error
-
-
 def _actor(who: Principal) -> Actor:
     return Actor(type=who.actor_type, id=who.actor_id)  # type: ignore[arg-type]  # a checked token claim
 
@@ -109,14 +105,10 @@ async def create(request: web.Request) -> web.Response:
     raw = _raw_fields(request) if kind == "raw" else None  # a bad request costs no budget and no Redis
     # One round trip before the body is read: the Idempotency-Key, the account's limits and (multipart and
     # raw) the byte budget's charge. A refused upload leaves nothing behind, the claim included.
-    admission = await _admit(request, who, upload_id, claim, kind, raw)
-    if admission.earlier is not None:
-        if (answer := await writes.replay(request, who.account_id, admission.earlier)) is not None:
-            return answer
-        admission = await _admit(request, who, upload_id, claim, kind, raw)  # the first failed on our side
-        if admission.earlier is not None:  # and another retry claimed the key meanwhile
-            return await writes.replay(request, who.account_id, admission.earlier) or _raise(writes.key_in_use())
-    limits = admission.limits
+    admitted = await _admitted(request, who, upload_id, claim, kind, raw)
+    if isinstance(admitted, web.Response):  # a retry: the first request's answer
+        return admitted
+    limits = admitted.limits
     try:
         async with (
             asyncio.timeout(request.app[SETTINGS].body_read_timeout_s),
@@ -153,6 +145,25 @@ async def create(request: web.Request) -> web.Response:
         await _abandon(request, who, upload_id)
         raise
     return await writes.respond(request, upload_id)
+
+
+async def _admitted(
+    request: web.Request,
+    who: Principal,
+    upload_id: str,
+    claim: tuple[str, int] | None,
+    kind: str,
+    raw: tuple[NewAttachment, str | None] | None,
+) -> budget.Admission | web.Response:
+    """The admission, or, when the Idempotency-Key is taken, the answer to the retry; once more when the
+    key's first job failed on our side and the retry may run."""
+    for _ in range(2):
+        admission = await _admit(request, who, upload_id, claim, kind, raw)
+        if admission.earlier is None:
+            return admission
+        if (answer := await writes.replay(request, who.account_id, admission.earlier)) is not None:
+            return answer
+    raise writes.key_in_use()  # two retries raced for a key whose first job failed
 
 
 async def _abandon(request: web.Request, who: Principal, upload_id: str) -> None:
