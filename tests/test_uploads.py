@@ -163,6 +163,16 @@ async def test_link_types_store_no_bytes(service, remote, kind):
     assert remote.hits == []
 
 
+async def test_a_link_with_no_name_is_named_after_its_url_cut_to_fit(service):
+    long_url = "https://example.com/" + "d" * 400
+    for url, name in (("https://example.com/a", "https://example.com/a"), (long_url, long_url[:254] + "…")):
+        resp = await service.upload_json({"target_type": "T", "target_id": "1", "attachment_type": "URL", "url": url})
+        assert resp.status == 201, await resp.text()
+        record = await resp.json()
+        assert (record["name"], record["url"]) == (name, url)
+    assert [len(r["name"]) for r in await service.rows()] == [len("https://example.com/a"), 255]
+
+
 @pytest.mark.parametrize(
     "body, field",
     [

@@ -47,6 +47,7 @@ from services.core.contract import (
     attachment_row,
 )
 from services.core.errors import ApiError
+from services.core.fields import FIELDS
 from services.core.filenames import extension_of, sanitize_filename
 from services.core.mediatypes import TYPE_EXTENSIONS, stored_content_type
 from services.core.repository import targets
@@ -424,9 +425,15 @@ def _variants(keys: list[str], media: MediaResult) -> dict[str, Any] | None:
     }
 
 
+# A link with no name is named after its URL, cut to what a name may hold (a longer URL stays whole in url).
+_NAME_MAX = FIELDS["name"].max_length or 255
+
+
 def _link_name(new: NewAttachment) -> str:
     assert new.url is not None  # a link attachment has one (check_new_attachment)
-    return new.name or new.url
+    if new.name:
+        return new.name
+    return new.url if len(new.url) <= _NAME_MAX else new.url[: _NAME_MAX - 1] + "…"
 
 
 def _too_large(limit: int, field: str) -> ApiError:
