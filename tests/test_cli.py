@@ -36,6 +36,18 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     )
 
 
+def part_env(pg_url: str, redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The settings an attachd part needs against the test run's Postgres and Redis and a storage dir."""
+    return {
+        "ATTACHD_DATABASE_URL": pg_url,
+        "ATTACHD_REDIS_URL": redis_url,
+        "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}",
+        "ATTACHD_JWT_SECRET": JWT_SECRET,
+        "ATTACHD_HOST": "127.0.0.1",
+        **extra,
+    }
+
+
 def read_until(proc: subprocess.Popen, marker: str, timeout: float = 90) -> list[str]:
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -200,14 +212,7 @@ async def refuses_at_the_connection(port: int) -> None:
 
 async def test_the_parts_run_as_separate_processes(pg_url, redis_url, tmp_path):
     ingress_port, query_port, worker_port = free_port(), free_port(), free_port()
-    env = {
-        "ATTACHD_DATABASE_URL": pg_url,
-        "ATTACHD_REDIS_URL": redis_url,
-        "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}",
-        "ATTACHD_JWT_SECRET": JWT_SECRET,
-        "ATTACHD_HOST": "127.0.0.1",
-        "ATTACHD_HEADER_TIMEOUT_S": "1",
-    }
+    env = part_env(pg_url, redis_url, tmp_path, ATTACHD_HEADER_TIMEOUT_S="1")
     for _ in range(2):  # the schema applies twice without harm
         migrated = subprocess.run([*ATTACHD, "migrate"], env={**os.environ, **env}, capture_output=True, text=True)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr

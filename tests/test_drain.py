@@ -17,7 +17,7 @@ import pytest
 
 from services.embedded import free_port
 from tests.conftest import JWT_SECRET
-from tests.test_cli import ATTACHD, processes_using, read_until, spawn, wait_ready
+from tests.test_cli import ATTACHD, part_env, processes_using, read_until, spawn, wait_ready
 
 HEAD = (
     b"--b\r\nContent-Disposition: form-data; name=target_type\r\n\r\nTask\r\n"
@@ -28,19 +28,8 @@ TAIL = b"\r\n--b--\r\n"
 LENGTH = len(HEAD) + 2_000_000 + len(TAIL)
 
 
-def part_env(pg_url: str, redis_url: str, tmp_path) -> dict[str, str]:
-    return {
-        "ATTACHD_DATABASE_URL": pg_url,
-        "ATTACHD_REDIS_URL": redis_url,
-        "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}",
-        "ATTACHD_JWT_SECRET": JWT_SECRET,
-        "ATTACHD_HOST": "127.0.0.1",
-        "ATTACHD_SHUTDOWN_GRACE_S": "20",
-    }
-
-
 async def test_sigterm_lets_an_upload_in_flight_finish_then_exits(pg_url, redis_url, tmp_path):
-    env = part_env(pg_url, redis_url, tmp_path)
+    env = part_env(pg_url, redis_url, tmp_path, ATTACHD_SHUTDOWN_GRACE_S="20")
     subprocess.run([*ATTACHD, "migrate"], env={**os.environ, **env}, check=True, capture_output=True)
     ingress_port, worker_port = free_port(), free_port()
     ingress = spawn("ingress", "--port", str(ingress_port), env=env)

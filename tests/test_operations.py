@@ -23,7 +23,7 @@ from yarl import URL
 from services.core import logs
 from services.embedded import free_port
 from tests.conftest import JWT_SECRET, jpeg_bytes
-from tests.test_cli import ATTACHD, wait_ready
+from tests.test_cli import ATTACHD, part_env, wait_ready
 from tests.test_uploads import multipart
 
 TOKEN_CLAIMS = {"sub": "u1", "scope": "attachments:read attachments:write"}
@@ -197,16 +197,6 @@ async def test_the_access_log_has_one_line_per_request_and_no_secret(service, ca
 
 
 # The parts as processes: JSON logs and the request id from the ingress into the worker's lines
-
-
-def part_env(pg_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "ATTACHD_DATABASE_URL": pg_url,
-        "ATTACHD_REDIS_URL": redis_url,
-        "ATTACHD_STORAGE_URL": f"file://{tmp_path / 'files'}",
-        "ATTACHD_JWT_SECRET": JWT_SECRET,
-        "ATTACHD_HOST": "127.0.0.1",
-    }
 
 
 async def test_the_request_id_of_an_upload_is_on_the_workers_line_for_it(pg_url, redis_url, tmp_path):

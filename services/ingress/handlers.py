@@ -56,6 +56,10 @@ MODES = ("atomic", "partial")
 _INDEXED = re.compile(r"(names?|display_orders?)\[([0-9]{1,4})\]")
 
 
+# A raw upload's create fields (from its query string) and the file name its Content-Disposition gave.
+RawFields = tuple[NewAttachment, str | None]
+
+
 def new_id() -> str:
     return str(uuid_utils.uuid7())
 
@@ -153,7 +157,7 @@ async def _admitted(
     upload_id: str,
     claim: tuple[str, int] | None,
     kind: str,
-    raw: tuple[NewAttachment, str | None] | None,
+    raw: RawFields | None,
 ) -> budget.Admission | web.Response:
     """The admission, or, when the Idempotency-Key is taken, the answer to the retry; once more when the
     key's first job failed on our side and the retry may run."""
@@ -188,7 +192,7 @@ async def _admit(
     upload_id: str,
     claim: tuple[str, int] | None,
     kind: str,
-    raw: tuple[NewAttachment, str | None] | None,
+    raw: RawFields | None,
 ) -> budget.Admission:
     """Multipart and raw bodies are charged their Content-Length now; JSON once its base64 is decoded."""
     gate, settings = request.app[BUDGET], request.app[SETTINGS]
@@ -291,7 +295,7 @@ def is_raw_upload(request: web.Request) -> bool:
     return request.content_type != "application/json" and not request.content_type.startswith("multipart/")
 
 
-def _raw_fields(request: web.Request) -> tuple[NewAttachment, str | None]:
+def _raw_fields(request: web.Request) -> RawFields:
     """The create fields of a raw upload, from the query string, checked as a multipart form's are."""
     fields = coerce_form(dict(request.rel_url.query.items()))
     hint = None
@@ -303,7 +307,7 @@ def _raw_fields(request: web.Request) -> tuple[NewAttachment, str | None]:
     return new, hint
 
 
-def _too_large(raw: tuple[NewAttachment, str | None], max_file_bytes: int) -> ApiError:
+def _too_large(raw: RawFields, max_file_bytes: int) -> ApiError:
     new, hint = raw
     name = hint or new.filename or "the file"
     return ApiError(
@@ -311,9 +315,7 @@ def _too_large(raw: tuple[NewAttachment, str | None], max_file_bytes: int) -> Ap
     )
 
 
-async def _from_raw(
-    request: web.Request, upload_id: str, max_file_bytes: int, raw: tuple[NewAttachment, str | None]
-) -> Parsed:
+async def _from_raw(request: web.Request, upload_id: str, max_file_bytes: int, raw: RawFields) -> Parsed:
     """``POST /v1/attachments?target_type=..&target_id=..`` with the file as the body (already admitted)."""
     new, hint = raw
     key = storage.staged_key(upload_id, 0)
