@@ -44,7 +44,9 @@ def version() -> str:
 
 
 def combined_app(settings: Settings) -> web.Application:
-    """Reads and writes on one port, the two route tables side by side (``attachd dev``, tests)."""
+    """Reads, writes and the compat profiles on one port, the route tables side by side (``attachd dev``,
+    tests)."""
+    from services.compat import app as compat
     from services.ingress import app as ingress
     from services.query import app as query
     from services.web.engines import pool_ctx, redis_ctx, storage_ctx
@@ -54,6 +56,7 @@ def combined_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([redis_ctx, pool_ctx, storage_ctx, _worker_metrics_ctx])
     query.add_routes(app)
     ingress.add_routes(app)
+    compat.add_routes(app)
     return app
 
 
@@ -238,6 +241,12 @@ def cmd_query(args: argparse.Namespace) -> None:
     _run_app(create_app, args, fast_loop=True)
 
 
+def cmd_compat(args: argparse.Namespace) -> None:
+    from services.compat.app import create_app
+
+    _run_app(create_app, args)
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     from workers.health import run_worker
 
@@ -360,6 +369,7 @@ def parser() -> argparse.ArgumentParser:
     for name, run, what in (
         ("ingress", cmd_ingress, "the write API"),
         ("query", cmd_query, "the read API"),
+        ("compat", cmd_compat, "the drop-in compatibility profiles of the seed APIs (/compat/<name>/)"),
         ("worker", cmd_worker, "an arq worker (health on --port, default 8081)"),
     ):
         part = sub.add_parser(name, help=f"run {what} from ATTACHD_* settings")

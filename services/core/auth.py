@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import jwt
 
@@ -27,6 +28,10 @@ class Principal:
     actor_type: str
     actor_id: str
     scopes: frozenset[str]
+    # An API key's: the compat profile it is limited to (None: any), and the path values it is bound to
+    # (Toggl's organization and workspace, ...).
+    profile: str | None = None
+    bindings: Mapping[str, str] = field(default_factory=dict)
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:

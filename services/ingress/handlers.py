@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,17 +100,37 @@ class Parsed:
     mode: Mode = "atomic"
 
 
+@dataclass(frozen=True)
+class CreateOptions:
+    """What a caller of ``accept_create`` other than the native route fixes about a create (a compat profile
+    translating its own API): the JSON body it has already read and translated to the native fields, and a
+    translation of a multipart form's fields (its own names to the native ones, the target from its path).
+    Everything else (validation, limits, budget, idempotency, the job) is the native create's."""
+
+    json_body: Any = None
+    form_fields: Callable[[dict[str, str]], dict[str, str]] | None = None
+
+
+NATIVE = CreateOptions()
+
+
 async def create(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
+    return await writes.respond(request, await accept_create(request, who))
+
+
+async def accept_create(request: web.Request, who: Principal, options: CreateOptions = NATIVE) -> str:
+    """Receive a create request and queue its ingest job; returns the id of the job whose outcome answers it
+    (an earlier one for a retry with the same Idempotency-Key)."""
     upload_id = new_id()
     logs.bind(job_id=upload_id)
     claim = writes.idempotency_claim(request, who.account_id)  # a malformed Idempotency-Key: 400 before anything
-    kind = _body_kind(request)
+    kind = _body_kind(request, options)
     raw = _raw_fields(request) if kind == "raw" else None  # a bad request costs no budget and no Redis
     # One round trip before the body is read: the Idempotency-Key, the account's limits and (multipart and
     # raw) the byte budget's charge. A refused upload leaves nothing behind, the claim included.
     admitted = await _admitted(request, who, upload_id, claim, kind, raw)
-    if isinstance(admitted, web.Response):  # a retry: the first request's answer
+    if isinstance(admitted, str):  # a retry: the first request's job answers it
         return admitted
     limits = admitted.limits
     try:
@@ -119,12 +139,12 @@ async def create(request: web.Request) -> web.Response:
             writes.claim_kept_alive(request, who.account_id),
         ):
             if kind == "multipart":
-                parsed = await _from_multipart(request, upload_id, limits.max_file_bytes)
+                parsed = await _from_multipart(request, upload_id, limits.max_file_bytes, options.form_fields)
             elif kind == "raw":
                 assert raw is not None
                 parsed = await _from_raw(request, upload_id, limits.max_file_bytes, raw)
             else:
-                parsed = await _from_json(request, limits.max_file_bytes)
+                parsed = await _from_json(request, limits.max_file_bytes, options.json_body)
                 await request.app[BUDGET].admit(
                     request.app[SETTINGS], who.account_id, upload_id, budget.base64_charge(parsed.items)
                 )
@@ -148,7 +168,7 @@ async def create(request: web.Request) -> web.Response:
     except BaseException:
         await _abandon(request, who, upload_id)
         raise
-    return await writes.respond(request, upload_id)
+    return upload_id
 
 
 async def _admitted(
@@ -158,15 +178,15 @@ async def _admitted(
     claim: tuple[str, int] | None,
     kind: str,
     raw: RawFields | None,
-) -> budget.Admission | web.Response:
-    """The admission, or, when the Idempotency-Key is taken, the answer to the retry; once more when the
-    key's first job failed on our side and the retry may run."""
+) -> budget.Admission | str:
+    """The admission, or, when the Idempotency-Key is taken, the id of the job that answers the retry; once
+    more when the key's first job failed on our side and the retry may run."""
     for _ in range(2):
         admission = await _admit(request, who, upload_id, claim, kind, raw)
         if admission.earlier is None:
             return admission
-        if (answer := await writes.replay(request, who.account_id, admission.earlier)) is not None:
-            return answer
+        if (earlier := await writes.replayed_job(request, who.account_id, admission.earlier)) is not None:
+            return earlier
     raise writes.key_in_use()  # two retries raced for a key whose first job failed
 
 
@@ -180,7 +200,9 @@ async def _abandon(request: web.Request, who: Principal, upload_id: str) -> None
         await writes.release_idempotency_key(request, who, upload_id)
 
 
-def _body_kind(request: web.Request) -> str:
+def _body_kind(request: web.Request, options: CreateOptions) -> str:
+    if options.json_body is not None:
+        return "json"
     if request.content_type.startswith("multipart/"):
         return "multipart"
     return "raw" if is_raw_upload(request) else "json"
@@ -208,9 +230,10 @@ async def _admit(
         raise _too_large(raw, exc.limits.max_file_bytes) from None
 
 
-async def _from_json(request: web.Request, max_file_bytes: int) -> Parsed:
+async def _from_json(request: web.Request, max_file_bytes: int, body: Any = None) -> Parsed:
     settings = request.app[SETTINGS]
-    body = await read_json(request, max_bytes=settings.max_json_bytes)
+    if body is None:
+        body = await read_json(request, max_bytes=settings.max_json_bytes)
     if isinstance(body, dict) and "attachments" in body:
         objects = body["attachments"]
         extra = set(body) - {"attachments", "mode"}
@@ -273,7 +296,12 @@ async def _stage_large_base64(request: web.Request, upload_id: str, items: list[
             item.source = Base64Source(key=key)
 
 
-async def _from_multipart(request: web.Request, upload_id: str, max_file_bytes: int) -> Parsed:
+async def _from_multipart(
+    request: web.Request,
+    upload_id: str,
+    max_file_bytes: int,
+    translate: Callable[[dict[str, str]], dict[str, str]] | None = None,
+) -> Parsed:
     settings = request.app[SETTINGS]
     form = await read_form(
         request,
@@ -283,6 +311,8 @@ async def _from_multipart(request: web.Request, upload_id: str, max_file_bytes: 
         max_files=settings.max_files_per_request,
     )
     try:
+        if translate is not None:
+            form.fields = translate(dict(form.fields))
         return _multipart_payload(form)
     except BaseException:
         await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))
@@ -374,31 +404,37 @@ async def update(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
     attachment_id = _attachment_id(request)
     changes = parse_changes(await read_json(request, max_bytes=64 * 1024))
-    return await _mutate(request, UpdateJob(**_job_base(request, who), attachment_id=attachment_id, changes=changes))
+    return await _mutate(request, UpdateJob(**job_base(request, who), attachment_id=attachment_id, changes=changes))
 
 
 async def cancel(request: web.Request) -> web.Response:
     who = principal(request, WRITE)
-    return await _mutate(request, CancelJob(**_job_base(request, who), attachment_id=_attachment_id(request)))
+    return await _mutate(request, CancelJob(**job_base(request, who), attachment_id=_attachment_id(request)))
 
 
-def _job_base(request: web.Request, who: Principal) -> dict[str, Any]:
+def job_base(request: web.Request, who: Principal) -> dict[str, Any]:
     """What every job the caller asks for carries: a new job id, the account, the actor, the request's id."""
     return {"job_id": new_id(), "account_id": who.account_id, "actor": _actor(who), "request_id": request_id(request)}
 
 
 async def _mutate(request: web.Request, job: Job) -> web.Response:
+    return await writes.respond(request, await submit_mutation(request, job))
+
+
+async def submit_mutation(request: web.Request, job: Job) -> str:
+    """Queue a change, delete, link or session job; returns the id of the job whose outcome answers the
+    request (an earlier one for a retry with the same Idempotency-Key)."""
     logs.bind(job_id=job.job_id)
     for _ in range(2):  # a second time only when the key's first job failed on our side
         earlier = await writes.claim_idempotency_key(request, job.account_id, job.job_id)
         if earlier is None:
             break
-        if (answer := await writes.replay(request, job.account_id, earlier)) is not None:
-            return answer
+        if (replayed := await writes.replayed_job(request, job.account_id, earlier)) is not None:
+            return replayed
     else:
         raise writes.key_in_use()  # two retries raced for a key whose first job failed
     await writes.submit(request, job)
-    return await writes.respond(request, job.job_id)
+    return job.job_id
 
 
 def _target(request: web.Request) -> tuple[str, str]:
@@ -416,7 +452,7 @@ async def put_target(request: web.Request) -> web.Response:
         raise bad_request("invalid_body", 'the body is {"parent": {"type": ..., "id": ...} or null}', "parent")
     parent = parse_parent(body.get("parent"))
     job = PutTargetJob(
-        **_job_base(request, who),
+        **job_base(request, who),
         target_type=target_type,
         target_id=target_id,
         parent=None if parent is None else TargetRef(*parent),
@@ -445,7 +481,7 @@ async def set_links(request: web.Request) -> web.Response:
         except ValueError:
             raise bad_request("invalid_value", f"{value!r} is not an attachment id", f"ids[{index}]") from None
     job = SetLinksJob(
-        **_job_base(request, who),
+        **job_base(request, who),
         target_type=target_type,
         target_id=target_id,
         field=field,
@@ -475,4 +511,4 @@ async def close_session(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     if len(token) > 255:  # longer than any session_token an upload can carry
         raise ApiError("not_found", "session not found", status=404)
-    return await _mutate(request, CloseSessionJob(**_job_base(request, who), session_token=parse_session_token(token)))
+    return await _mutate(request, CloseSessionJob(**job_base(request, who), session_token=parse_session_token(token)))

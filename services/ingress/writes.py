@@ -119,10 +119,10 @@ def key_in_use() -> ApiError:
     )
 
 
-async def replay(request: web.Request, account_id: str, earlier: str) -> web.Response | None:
-    """The answer to a retry whose Idempotency-Key is taken: the first job's outcome as for the first
-    request; 409 while the first request is still arriving; None when the first job failed on our side,
-    so the retry is free to run again (the key is released)."""
+async def replayed_job(request: web.Request, account_id: str, earlier: str) -> str | None:
+    """The job whose outcome answers a retry whose Idempotency-Key is taken: the first request's; 409 while
+    the first request is still arriving; None when the first job failed on our side, so the retry is free
+    to run again (the key is released)."""
     if earlier.startswith(PENDING):
         raise key_in_use()
     outcome = await jobs.read_outcome(request.app[REDIS], earlier)
@@ -131,7 +131,7 @@ async def replay(request: web.Request, account_id: str, earlier: str) -> web.Res
         assert claim is not None  # a replay has a key
         await _delete_if(request, claim[0], earlier)
         return None
-    return await respond(request, earlier)
+    return earlier
 
 
 async def submit(request: web.Request, job: Job, *, manifest: bool = False) -> None:
@@ -150,7 +150,7 @@ def status_url(job_id: str) -> str:
     return f"/v1/uploads/{job_id}"
 
 
-def _record(request: web.Request, row: AttachmentRow) -> dict[str, Any]:
+def record(request: web.Request, row: AttachmentRow) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     expires = signing.expiry(time.time(), settings.link_ttl_s)
     return records.to_api(
@@ -158,11 +158,12 @@ def _record(request: web.Request, row: AttachmentRow) -> dict[str, Any]:
     )
 
 
-def _records(request: web.Request, rows: list[AttachmentRow]) -> list[dict[str, Any]]:
-    return [_record(request, r) for r in rows]
+def records_of(request: web.Request, rows: list[AttachmentRow]) -> list[dict[str, Any]]:
+    """The API records of an outcome's rows, with their signed links."""
+    return [record(request, r) for r in rows]
 
 
-def _public_errors(errors: list[ItemError]) -> list[dict[str, Any]]:
+def public_errors(errors: list[ItemError]) -> list[dict[str, Any]]:
     """Item errors as the API shows them: without the HTTP status."""
     return [{"index": e.index, "filename": e.filename, **ApiError.from_info(e).body()["error"]} for e in errors]
 
@@ -171,10 +172,16 @@ async def respond(request: web.Request, job_id: str) -> web.Response:
     """Wait for the job (up to ATTACHD_SYNC_WAIT_S) and answer with its outcome, or 202 if it is not done."""
     if wants_async(request):
         return accepted(job_id, "queued")
-    outcome = await request.app[WAITER].wait(job_id, request.app[SETTINGS].sync_wait_s)
+    outcome = await outcome_of(request, job_id)
     if outcome is None:
         return accepted(job_id, await job_state(request, job_id))
     return outcome_response(request, outcome)
+
+
+async def outcome_of(request: web.Request, job_id: str, wait_s: float | None = None) -> AnyOutcome | None:
+    """The job's outcome, waiting up to ``wait_s`` (ATTACHD_SYNC_WAIT_S by default); None if not done by then."""
+    wait = request.app[SETTINGS].sync_wait_s if wait_s is None else wait_s
+    return await request.app[WAITER].wait(job_id, wait)
 
 
 def accepted(job_id: str, state: str) -> web.Response:
@@ -192,23 +199,23 @@ def outcome_response(request: web.Request, outcome: AnyOutcome) -> web.Response:
             error = ApiError.from_info(info)
             body = error.body()
             if errors:
-                body["errors"] = _public_errors(errors)
+                body["errors"] = public_errors(errors)
             return json_response(body, status=error.status)
         case Ingested(attachments=rows, many=True, errors=errors, files_q=files_q):
-            body = {"attachments": _records(request, rows), "errors": _public_errors(errors), "files_q": files_q}
+            body = {"attachments": records_of(request, rows), "errors": public_errors(errors), "files_q": files_q}
             return json_response(body, status=201)
         case Ingested(attachments=rows):
-            return json_response(_record(request, rows[0]), status=201)
+            return json_response(record(request, rows[0]), status=201)
         case Updated(attachment=row):
-            return json_response(_record(request, row))
+            return json_response(record(request, row))
         case Canceled():
             return web.Response(status=204)
         case SessionClosed(session=session, attachments=rows):
-            return json_response({**msgspec.to_builtins(session), "attachments": _records(request, rows)})
+            return json_response({**msgspec.to_builtins(session), "attachments": records_of(request, rows)})
         case TargetPlaced(target=target):
             return json_response(msgspec.to_builtins(target))
         case LinksSet(attachments=rows):
-            return json_response({"attachments": _records(request, rows)})
+            return json_response({"attachments": records_of(request, rows)})
     raise TypeError(f"no response for {type(outcome).__name__}")
 
 
@@ -232,7 +239,7 @@ async def upload_status(request: web.Request, who: Principal, job_id: str) -> we
         case Failed(error=info, errors=errors):
             body.update(status="failed", error=ApiError.from_info(info).body()["error"])
             if errors:
-                body["errors"] = _public_errors(errors)
+                body["errors"] = public_errors(errors)
         case _:
             body["status"] = "complete"
             body.update(_status_details(request, outcome))
@@ -246,7 +253,7 @@ async def _status_without_redis(request: web.Request, who: Principal, job_id: st
     async with request.app[POOL].acquire() as conn:
         rows = await repository.attachments_of_upload(conn, who.account_id, uuid.UUID(job_id))
     if rows:
-        rendered = _records(request, [attachment_row(r) for r in rows])
+        rendered = records_of(request, [attachment_row(r) for r in rows])
         body.update(status="complete", attachments=rendered, errors=[])
         if len(rendered) == 1:
             body["attachment"] = rendered[0]
@@ -269,17 +276,17 @@ def _status_details(request: web.Request, outcome: AnyOutcome) -> dict[str, Any]
     details: dict[str, Any] = {"attachments": [], "errors": []}
     match outcome:
         case Ingested(attachments=rows, errors=errors, many=many, files_q=files_q):
-            details.update(attachments=_records(request, rows), errors=_public_errors(errors))
+            details.update(attachments=records_of(request, rows), errors=public_errors(errors))
             if many:
                 details["files_q"] = files_q
         case Updated(attachment=row) | Canceled(attachment=row):
-            details["attachments"] = [_record(request, row)]
+            details["attachments"] = [record(request, row)]
         case SessionClosed(session=session, attachments=rows):
-            details.update(attachments=_records(request, rows), session=msgspec.to_builtins(session))
+            details.update(attachments=records_of(request, rows), session=msgspec.to_builtins(session))
         case TargetPlaced(target=target):
             details["target"] = msgspec.to_builtins(target)
         case LinksSet(attachments=rows):
-            details["attachments"] = _records(request, rows)
+            details["attachments"] = records_of(request, rows)
     if len(details["attachments"]) == 1:
         details["attachment"] = details["attachments"][0]
     return details

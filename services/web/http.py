@@ -223,6 +223,19 @@ def principal(request: web.Request, scope: str) -> Principal:
     return who
 
 
+async def authenticate(
+    request: web.Request, credential: str | None, scope: str, *, profile: str | None = None
+) -> Principal:
+    """The principal of a credential however the caller's API sends it (a compat profile takes it from its
+    own header, see services.web.credentials): a JWT, or an API key (which may be limited to ``profile``)."""
+    if not credential:
+        raise ApiError("unauthorized", "credentials are required", status=401, headers={"WWW-Authenticate": "Bearer"})
+    who = request.app[VERIFIER].verify(credential)
+    logs.bind(account=who.account_id)
+    who.require(scope)
+    return who
+
+
 async def read_json(request: web.Request, *, max_bytes: int) -> Any:
     if request.content_type != "application/json":
         raise ApiError("unsupported_media_type", "send application/json (or multipart/form-data for files)", status=415)
