@@ -353,6 +353,7 @@ class IngestRun:
         field = "parent_attachment_id"
         if parent is None:
             raise ApiError("invalid_parent", "parent_attachment_id names no attachment of this account", field=field)
+        values["parent_attachment_id"] = parent["id"]  # it may have been named by its integer id
         if new.target_type in (None, NESTED_TARGET_TYPE):
             if new.target_id not in (None, str(parent["id"])):
                 raise ApiError("invalid_parent", "a nested attachment's target is its parent", field="target_id")

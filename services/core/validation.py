@@ -14,7 +14,16 @@ from typing import Any, NoReturn
 import msgspec
 import orjson
 
-from services.core.contract import BYTE_SOURCES, Changes, LinkSource, NewAttachment, Source, TargetRef, UrlSource
+from services.core.contract import (
+    BYTE_SOURCES,
+    AttachmentRef,
+    Changes,
+    LinkSource,
+    NewAttachment,
+    Source,
+    TargetRef,
+    UrlSource,
+)
 from services.core.errors import ApiError, bad_request
 from services.core.fields import FIELDS, PICKLISTS
 from services.core.filenames import sanitize_filename
@@ -85,13 +94,33 @@ def _boolean(value: Any, field: str, default: bool) -> bool:
     return value
 
 
-def _uuid(value: Any, field: str) -> str | None:
+_SEQ_MAX = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def path_ref(text: str) -> AttachmentRef | None:
+    """An attachment named in a path: its UUID or its integer id; None when it can name no attachment."""
+    if _DIGITS.fullmatch(text):
+        seq = int(text)
+        return seq if 1 <= seq <= _SEQ_MAX else None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def parse_attachment_ref(value: Any, field: str) -> AttachmentRef | None:
+    """A field that names an attachment: its id (a UUID) or its integer id (a number, or digits in a string,
+    as a form sends it); None when absent."""
     if value is None:
         return None
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise bad_request("invalid_value", f"{field} must be an attachment id (a UUID)", field) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        ref: AttachmentRef | None = value if 1 <= value <= _SEQ_MAX else None
+    else:
+        ref = path_ref(value) if isinstance(value, str) else None
+    if ref is None:
+        raise bad_request("invalid_value", f"{field} must be an attachment id (a UUID or an integer id)", field)
+    return ref
 
 
 def parse_new_attachment(
@@ -142,7 +171,7 @@ def parse_new_attachment(
     ):
         raise bad_request("invalid_type", "size must be a non-negative integer", "size")
     status = body.get("status")
-    parent_attachment_id = _uuid(body.get("parent_attachment_id"), "parent_attachment_id")
+    parent_attachment_id = parse_attachment_ref(body.get("parent_attachment_id"), "parent_attachment_id")
 
     return NewAttachment(
         target_type=target_type,
@@ -159,7 +188,7 @@ def parse_new_attachment(
         status=None if status is None else _picklist("status", status, "status"),  # type: ignore[arg-type]
         created_from=_picklist("created_from", _given(body, "created_from", "api"), "created_from"),  # type: ignore[arg-type]
         publish=_picklist("publish", _given(body, "publish", "all"), "publish"),  # type: ignore[arg-type]
-        parent_attachment_id=None if parent_attachment_id is None else uuid.UUID(parent_attachment_id),
+        parent_attachment_id=parent_attachment_id,
         session_token=_text(body.get("session_token"), "session_token"),
         impersonator_id=_text(body.get("impersonator_id"), "impersonator_id"),
         declared_size=declared_size,

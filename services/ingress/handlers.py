@@ -17,6 +17,7 @@ from services.core import budget, encoding, logs, storage
 from services.core.auth import READ, WRITE, Principal
 from services.core.contract import (
     Actor,
+    AttachmentRef,
     Base64Source,
     CancelJob,
     CloseSessionJob,
@@ -38,10 +39,12 @@ from services.core.errors import ApiError, bad_request
 from services.core.validation import (
     LINK_TYPES,
     coerce_form,
+    parse_attachment_ref,
     parse_changes,
     parse_new_attachment,
     parse_parent,
     parse_session_token,
+    path_ref,
 )
 from services.ingress import writes
 from services.ingress.multipart import Form, raw_disposition_filename, read_form
@@ -64,13 +67,13 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-def _attachment_id(request: web.Request) -> uuid.UUID:
-    try:
-        ident = uuid.UUID(request.match_info["id"])
-    except ValueError:
-        raise ApiError("not_found", "attachment not found", status=404) from None
-    logs.bind(attachment_id=str(ident))
-    return ident
+def _attachment_id(request: web.Request) -> AttachmentRef:
+    """The attachment the path names, by id or integer id (resolved in the caller's account by the worker)."""
+    ref = path_ref(request.match_info["id"])
+    if ref is None:
+        raise ApiError("not_found", "attachment not found", status=404)
+    logs.bind(attachment_id=str(ref))
+    return ref
 
 
 def _prefixed(exc: ApiError, prefix: str) -> ApiError:
@@ -474,18 +477,15 @@ async def set_links(request: web.Request) -> web.Response:
         raise bad_request("invalid_body", 'the body is {"ids": [...]} or, for a single-file field, {"id": ...}', "ids")
     if len(ids) > 500:
         raise bad_request("too_many", "at most 500 attachments per field", "ids")
-    checked = []
-    for index, value in enumerate(ids):
-        try:
-            checked.append(uuid.UUID(str(value)))
-        except ValueError:
-            raise bad_request("invalid_value", f"{value!r} is not an attachment id", f"ids[{index}]") from None
+    checked = [parse_attachment_ref(value, f"ids[{index}]") for index, value in enumerate(ids)]
+    if None in checked:
+        raise bad_request("invalid_value", "an attachment id cannot be null", f"ids[{checked.index(None)}]")
     job = SetLinksJob(
         **job_base(request, who),
         target_type=target_type,
         target_id=target_id,
         field=field,
-        ids=list(dict.fromkeys(checked)),
+        ids=list(dict.fromkeys(ref for ref in checked if ref is not None)),
     )
     return await _mutate(request, job)
 

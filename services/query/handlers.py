@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from services.core import hierarchy, listing, logs, querylang, records, repository, signing
 from services.core.auth import READ
+from services.core.contract import AttachmentRef
 from services.core.errors import bad_request, not_found
 from services.core.fields import describe_fields
 from services.core.records import API_COLUMNS
-from services.core.validation import parse_target_filter
+from services.core.validation import parse_target_filter, path_ref
 from services.web.engines import POOL
 from services.web.http import SETTINGS, base_url, json_response, principal, read_json
 
@@ -33,13 +33,13 @@ LIST_PARAMS = frozenset(
 )
 
 
-def attachment_id(request: web.Request) -> uuid.UUID:
-    try:
-        ident = uuid.UUID(request.match_info["id"])
-    except ValueError:
-        raise not_found() from None
-    logs.bind(attachment_id=str(ident))
-    return ident
+def attachment_id(request: web.Request) -> AttachmentRef:
+    """The attachment the path names, by id or integer id; looked up in the caller's account."""
+    ref = path_ref(request.match_info["id"])
+    if ref is None:
+        raise not_found()
+    logs.bind(attachment_id=str(ref))
+    return ref
 
 
 def render(request: web.Request, rows) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from services.core import listing
+from services.core.contract import AttachmentRef
 from services.core.fields import COLUMN_FIELDS
 from services.core.querylang import Compiled
 from services.core.records import COLUMNS, row_to_dict
@@ -100,18 +101,58 @@ async def attachments_of_upload(
     return rows
 
 
+def _ref_column(ref: AttachmentRef) -> str:
+    """The column that names an attachment by this kind of reference: its UUID ``id`` or its integer ``seq``."""
+    return "id" if isinstance(ref, uuid.UUID) else "seq"
+
+
 async def get_attachment(
     conn: asyncpg.Connection,
     account_id: str,
-    attachment_id: uuid.UUID,
+    attachment_id: AttachmentRef,
     *,
     include_canceled: bool = False,
     columns: str = COLUMNS,
 ) -> asyncpg.Record | None:
-    sql = f"SELECT {columns} FROM attachments WHERE id = $1 AND account_id = $2"
+    """The attachment with this id or integer id, in this account only."""
+    sql = f"SELECT {columns} FROM attachments WHERE {_ref_column(attachment_id)} = $1 AND account_id = $2"
     if not include_canceled:
         sql += " AND canceled_at IS NULL"
     return await conn.fetchrow(sql, attachment_id, account_id)
+
+
+async def resolve_ref(conn: asyncpg.Connection, account_id: str, ref: AttachmentRef) -> uuid.UUID | None:
+    """The UUID of the account's attachment named by ``ref`` (canceled or not); None when it has none."""
+    ident: uuid.UUID | None = await conn.fetchval(
+        f"SELECT id FROM attachments WHERE {_ref_column(ref)} = $1 AND account_id = $2", ref, account_id
+    )
+    return ident
+
+
+async def resolve_refs(
+    conn: asyncpg.Connection, account_id: str, refs: Sequence[AttachmentRef]
+) -> list[uuid.UUID | None]:
+    """``resolve_ref`` for many at once, in the order of ``refs``."""
+    uuids = [r for r in refs if isinstance(r, uuid.UUID)]
+    seqs = [r for r in refs if not isinstance(r, uuid.UUID)]
+    rows = await conn.fetch(
+        "SELECT id, seq FROM attachments WHERE account_id = $1 AND (id = ANY($2::uuid[]) OR seq = ANY($3::bigint[]))",
+        account_id,
+        uuids,
+        seqs,
+    )
+    by_ref: dict[AttachmentRef, uuid.UUID] = {}
+    for row in rows:
+        by_ref[row["id"]] = by_ref[row["seq"]] = row["id"]
+    return [by_ref.get(r) for r in refs]
+
+
+async def seqs_of(conn: asyncpg.Connection, account_id: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The integer ids of these attachments of the account (for rendering references as integers)."""
+    rows = await conn.fetch(
+        "SELECT id, seq FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[])", account_id, list(ids)
+    )
+    return {row["id"]: row["seq"] for row in rows}
 
 
 async def get_for_download(conn: asyncpg.Connection, attachment_id: uuid.UUID) -> asyncpg.Record | None:

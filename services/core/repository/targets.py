@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from services.core import hierarchy
+from services.core.contract import AttachmentRef
 from services.core.errors import bad_request
 from services.core.records import COLUMNS, row_to_dict
 from services.core.repository.events import write_event
@@ -106,30 +107,37 @@ async def set_links(
     target_type: str,
     target_id: str,
     field: str,
-    ids: Sequence[uuid.UUID],
+    refs: Sequence[AttachmentRef],
     job_id: str,
 ) -> list[asyncpg.Record]:
-    """Make ``ids`` exactly the attachments linked to the target's ``field``; the others are unlinked."""
+    """Make ``refs`` (ids or integer ids) exactly the attachments linked to the target's ``field``; the
+    others are unlinked."""
     await lock_hierarchy(conn, account_id, shared=True)
     chain = await chain_of(conn, account_id, target_type, target_id)
     rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[]) "
-        "AND canceled_at IS NULL FOR UPDATE",
+        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND (id = ANY($2::uuid[]) "
+        "OR seq = ANY($3::bigint[])) AND canceled_at IS NULL FOR UPDATE",
         account_id,
-        list(ids),
+        [r for r in refs if isinstance(r, uuid.UUID)],
+        [r for r in refs if not isinstance(r, uuid.UUID)],
     )
-    found = {r["id"]: r for r in rows}
-    for index, ident in enumerate(ids):
-        row = found.get(ident)
+    found: dict[AttachmentRef, asyncpg.Record] = {}
+    for r in rows:
+        found[r["id"]] = found[r["seq"]] = r
+    ids: list[uuid.UUID] = []
+    for index, ref in enumerate(refs):
+        row = found.get(ref)
         linked_here = row is not None and (row["target_type"], row["target_id"], row["field"]) == (
             target_type,
             target_id,
             field,
         )
         free = row is not None and row["target_id"] is None and row["parent_type"] in (None, target_type)
-        if not (linked_here or free):
+        if row is None or not (linked_here or free):
             why = "does not exist" if row is None else "is linked to another record"
-            raise bad_request("invalid_link", f"attachment {ident} {why}", f"ids[{index}]")
+            raise bad_request("invalid_link", f"attachment {ref} {why}", f"ids[{index}]")
+        ids.append(row["id"])
+    ids = list(dict.fromkeys(ids))  # an attachment named twice (by id and by integer id) is linked once
 
     unlinked = await conn.fetch(
         f"UPDATE attachments SET canceled_at = now(), updated_at = now() WHERE account_id = $1 "
