@@ -125,8 +125,8 @@ async def test_counts_follow_uploads_cancels_and_changes(service):
 
 async def test_counts_follow_versions_and_nesting(service):
     v1 = await upload(service, "plan-v1.txt")
-    v2 = await upload(service, "plan-v2.txt", parent_attachment_id=v1["id"])
-    v3 = await upload(service, "plan-v3.txt", parent_attachment_id=v2["id"])
+    v2 = await upload(service, "plan-v2.txt", version_of=v1["id"])
+    v3 = await upload(service, "plan-v3.txt", version_of=v2["id"])
     await assert_exact(service, {"": 1, "target_type=Ticket&target_id=1": 1, "versions=all": 3})
     await delete(service, v3)  # v2 becomes the latest again
     await assert_exact(service, {"": 1, "target_type=Ticket&target_id=1": 1, "versions=all": 2})

@@ -1406,7 +1406,7 @@ def _cross_json(kind: Any, a: dict[str, str]) -> Any:
         {
             "ids": {"ids": [a["id"]]},
             "id": {"id": a["id"]},
-            "version": {**T, "filename": "b.jpg", "parent_attachment_id": a["id"], "data": b64(jpeg_bytes(64, 64))},
+            "version": {**T, "filename": "b.jpg", "version_of": a["id"], "data": b64(jpeg_bytes(64, 64))},
             "nested": {"filename": "b.txt", "parent_attachment_id": a["id"], "data": B64},
         }[kind]
         if isinstance(kind, str)

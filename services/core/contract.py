@@ -87,7 +87,8 @@ class NewAttachment(Struct, kw_only=True, forbid_unknown_fields=True):
     status: Status | None = None
     created_from: CreatedFrom = "api"
     publish: Publish = "all"
-    parent_attachment_id: AttachmentRef | None = None
+    parent_attachment_id: AttachmentRef | None = None  # nest under this attachment
+    version_of: AttachmentRef | None = None  # be the next version of this attachment
     session_token: Text255 | None = None
     impersonator_id: Text255 | None = None
     declared_size: Annotated[int, Meta(ge=0)] | None = msgspec.field(default=None, name="size")
@@ -258,6 +259,7 @@ class AttachmentRow(Struct, kw_only=True):
     field: str | None
     parent_type: str | None
     parent_attachment_id: uuid.UUID | None
+    version_of: uuid.UUID | None = None
     version: int
     version_root: uuid.UUID | None
     is_latest: bool
@@ -285,6 +287,7 @@ class AttachmentRow(Struct, kw_only=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     canceled_at: dt.datetime | None
+    unlinked_at: dt.datetime | None = None
 
 
 class SessionRow(Struct, kw_only=True):

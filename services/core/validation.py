@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
 import msgspec
@@ -158,7 +158,9 @@ def parse_new_attachment(
     target_id = _text(body.get("target_id"), "target_id")
     parent_type = _type_name(body.get("parent_type"), "parent_type")
     parent = parse_parent(body.get("parent"))
-    check_placement(target_type, target_id, parent_type, body.get("parent_attachment_id"), parent)
+    parent_attachment_id = parse_attachment_ref(body.get("parent_attachment_id"), "parent_attachment_id")
+    version_of = parse_attachment_ref(body.get("version_of"), "version_of")
+    check_placement(target_type, target_id, parent_type, parent_attachment_id, parent, version_of)
 
     raw_name = _text(body.get("name"), "name")
     filename = body.get("filename")
@@ -171,7 +173,6 @@ def parse_new_attachment(
     ):
         raise bad_request("invalid_type", "size must be a non-negative integer", "size")
     status = body.get("status")
-    parent_attachment_id = parse_attachment_ref(body.get("parent_attachment_id"), "parent_attachment_id")
 
     return NewAttachment(
         target_type=target_type,
@@ -189,6 +190,7 @@ def parse_new_attachment(
         created_from=_picklist("created_from", _given(body, "created_from", "api"), "created_from"),  # type: ignore[arg-type]
         publish=_picklist("publish", _given(body, "publish", "all"), "publish"),  # type: ignore[arg-type]
         parent_attachment_id=parent_attachment_id,
+        version_of=version_of,
         session_token=_text(body.get("session_token"), "session_token"),
         impersonator_id=_text(body.get("impersonator_id"), "impersonator_id"),
         declared_size=declared_size,
@@ -216,13 +218,22 @@ def check_placement(
     parent_type: str | None,
     parent_attachment_id: Any,
     parent: Any,
+    version_of: Any = None,
 ) -> None:
-    """Where the attachment goes: a target (type and id together), a parent type to link it later, or a
-    parent attachment; ``parent`` places a named target in the hierarchy."""
+    """Where the attachment goes: a target (type and id together), a parent type to link it later, a parent
+    attachment to nest under, or the attachment it is the next version of (whose place it takes);
+    ``parent`` places a named target in the hierarchy."""
     if (target_type is None) != (target_id is None):
         missing = "target_id" if target_id is None else "target_type"
         raise bad_request("missing_field", "target_type and target_id go together", missing)
-    if target_type is None and parent_type is None and parent_attachment_id is None:
+    if version_of is not None and parent_attachment_id is not None:
+        raise bad_request(
+            "invalid_value",
+            "a new version takes the place of the attachment it revises: give version_of or "
+            "parent_attachment_id, not both",
+            "parent_attachment_id",
+        )
+    if target_type is None and parent_type is None and parent_attachment_id is None and version_of is None:
         raise bad_request(
             "missing_field",
             "target_type and target_id are required (or parent_type and field, to link the upload later)",
@@ -233,6 +244,17 @@ def check_placement(
             "missing_field",
             "parent places the target in the hierarchy: give target_type and target_id too",
             "target_type",
+        )
+
+
+def check_nesting(target_type: str | None, no_nesting_types: Collection[str]) -> None:
+    """Autotask's rule: attachments of some record types (Account, Project, ...) cannot have nested
+    attachments, so an upload to one of them cannot name a parent attachment, nor nest under one of theirs."""
+    if target_type in no_nesting_types:
+        raise bad_request(
+            "nesting_not_allowed",
+            f"attachments of a {target_type} cannot have nested attachments",
+            "parent_attachment_id",
         )
 
 
@@ -252,7 +274,9 @@ def check_new_attachment(new: NewAttachment, source: Source, actor_type: str) ->
     if isinstance(source, BYTE_SOURCES) and new.url is not None:
         raise bad_request("too_many_sources", "give exactly one source, not the bytes and url", "url")
     check_link_source(new.attachment_type, new.url)
-    check_placement(new.target_type, new.target_id, new.parent_type, new.parent_attachment_id, new.parent)
+    check_placement(
+        new.target_type, new.target_id, new.parent_type, new.parent_attachment_id, new.parent, new.version_of
+    )
     check_creator_may_publish(actor_type, new.publish)
     if new.name is not None:
         new.name = new.name.strip() or None
