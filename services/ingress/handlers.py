@@ -112,6 +112,9 @@ class CreateOptions:
 
     json_body: Any = None
     form_fields: Callable[[dict[str, str]], dict[str, str]] | None = None
+    # The profile's own upload limits in place of the account's: its byte window, charged to the policy's
+    # subject (e.g. an Autotask integration), and its per-file limit; None: the account's limits.
+    budget: budget.Policy | None = None
 
 
 NATIVE = CreateOptions()
@@ -132,7 +135,7 @@ async def accept_create(request: web.Request, who: Principal, options: CreateOpt
     raw = _raw_fields(request) if kind == "raw" else None  # a bad request costs no budget and no Redis
     # One round trip before the body is read: the Idempotency-Key, the account's limits and (multipart and
     # raw) the byte budget's charge. A refused upload leaves nothing behind, the claim included.
-    admitted = await _admitted(request, who, upload_id, claim, kind, raw)
+    admitted = await _admitted(request, who, upload_id, claim, kind, raw, options.budget)
     if isinstance(admitted, str):  # a retry: the first request's job answers it
         return admitted
     limits = admitted.limits
@@ -149,7 +152,11 @@ async def accept_create(request: web.Request, who: Principal, options: CreateOpt
             else:
                 parsed = await _from_json(request, limits.max_file_bytes, options.json_body)
                 await request.app[BUDGET].admit(
-                    request.app[SETTINGS], who.account_id, upload_id, budget.base64_charge(parsed.items)
+                    request.app[SETTINGS],
+                    who.account_id,
+                    upload_id,
+                    budget.base64_charge(parsed.items),
+                    policy=options.budget,
                 )
                 await _stage_large_base64(request, upload_id, parsed.items)
         if not parsed.many:  # one attachment: its id is the upload's, so the status URL names it
@@ -181,11 +188,12 @@ async def _admitted(
     claim: tuple[str, int] | None,
     kind: str,
     raw: RawFields | None,
+    policy: budget.Policy | None,
 ) -> budget.Admission | str:
     """The admission, or, when the Idempotency-Key is taken, the id of the job that answers the retry; once
     more when the key's first job failed on our side and the retry may run."""
     for _ in range(2):
-        admission = await _admit(request, who, upload_id, claim, kind, raw)
+        admission = await _admit(request, who, upload_id, claim, kind, raw, policy)
         if admission.earlier is None:
             return admission
         if (earlier := await writes.replayed_job(request, who.account_id, admission.earlier)) is not None:
@@ -218,16 +226,19 @@ async def _admit(
     claim: tuple[str, int] | None,
     kind: str,
     raw: RawFields | None,
+    policy: budget.Policy | None,
 ) -> budget.Admission:
     """Multipart and raw bodies are charged their Content-Length now; JSON once its base64 is decoded."""
-    gate, settings = request.app[BUDGET], request.app[SETTINGS]
+    gate, settings, account = request.app[BUDGET], request.app[SETTINGS], who.account_id
     if kind == "json":
-        return await gate.limits(settings, who.account_id, upload_id, claim=claim)
+        return await gate.limits(settings, account, upload_id, claim=claim, policy=policy)
     length = request.content_length
     if kind == "multipart":
-        return await gate.admit(settings, who.account_id, upload_id, length, claim=claim, what="a multipart upload")
+        return await gate.admit(
+            settings, account, upload_id, length, claim=claim, what="a multipart upload", policy=policy
+        )
     try:  # raw: the body is the file, so its declared length is held to the file limit too
-        return await gate.admit(settings, who.account_id, upload_id, length, file_bytes=length, claim=claim)
+        return await gate.admit(settings, account, upload_id, length, file_bytes=length, claim=claim, policy=policy)
     except budget.FileTooLarge as exc:
         assert raw is not None
         raise _too_large(raw, exc.limits.max_file_bytes) from None
