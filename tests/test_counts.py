@@ -155,14 +155,14 @@ async def test_counts_follow_links_unlinks_and_the_purge(make_service):
         resp = await svc.client.put(path, json={"ids": [ups[0]["id"], ups[1]["id"]]}, headers=svc.auth())
         assert resp.status == 200, await resp.text()
         await assert_exact(svc, {"": 4, "target_type=Note&target_id=n1": 2})
-        # Setting the list again unlinks (cancels) b and links c.
+        # Setting the list again unlinks b (it waits for a record again) and links c.
         resp = await svc.client.put(path, json={"ids": [ups[0]["id"], ups[2]["id"]]}, headers=svc.auth())
         assert resp.status == 200, await resp.text()
-        await assert_exact(svc, {"": 3, "target_type=Note&target_id=n1": 2})
-        # d was never linked: the purge deletes its row.
+        await assert_exact(svc, {"": 4, "target_type=Note&target_id=n1": 2})
+        # b (unlinked) and d (never linked) are past the TTL: the purge deletes their rows.
         wctx = await WorkerContext.open(svc.settings)
         try:
-            assert await purge_unlinked({"attachd": wctx}) == 1
+            assert await purge_unlinked({"attachd": wctx}) == 2
         finally:
             await wctx.close()
         await assert_exact(svc, {"": 2, "target_type=Note&target_id=n1": 2})

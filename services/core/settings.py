@@ -174,7 +174,9 @@ class Settings:
     )
     events_maxlen: int = setting(1_000_000, "The `attachd:events` stream is trimmed to about this many entries.")
     unlinked_ttl_s: int = setting(
-        24 * 3600, "How long, in seconds, an upload may wait to be linked to a target before it is purged."
+        24 * 3600,
+        "How long, in seconds, an upload may wait to be linked to a target, from when it was made or unlinked,"
+        " before it is purged.",
     )
     no_nesting_types: frozenset[str] = setting(
         _AUTOTASK_NO_NESTING,

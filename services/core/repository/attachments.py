@@ -324,11 +324,12 @@ async def _page(
 
 
 async def unlinked_uploads(conn: asyncpg.Connection, older_than_s: float, limit: int = 500) -> list[asyncpg.Record]:
-    """Live uploads still without a target after ``older_than_s`` seconds, with what their bytes are stored
-    under: (id, account_id, storage_key, variants)."""
+    """Live uploads without a target ``older_than_s`` seconds after they were made or taken off their last
+    one, with what their bytes are stored under: (id, account_id, storage_key, variants)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT id, account_id, storage_key, variants FROM attachments WHERE target_id IS NULL "
-        "AND canceled_at IS NULL AND created_at < now() - make_interval(secs => $1) LIMIT $2",
+        "AND canceled_at IS NULL AND coalesce(unlinked_at, created_at) < now() - make_interval(secs => $1) "
+        "LIMIT $2",
         older_than_s,
         limit,
     )
