@@ -11,14 +11,9 @@ from services.core.repository.attachments import ListFilter, QueryFilter, Where,
 
 
 async def count_live_on_target(conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str) -> int:
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM attachments WHERE account_id = $1 AND target_type = $2 AND target_id = $3 "
-        "AND canceled_at IS NULL",
-        account_id,
-        target_type,
-        target_id,
-    )
-    return count
+    """How many attachments a list of the target shows (latest versions, not canceled): what
+    ``GET /v1/attachments/count?target_type=&target_id=`` answers, from the same counter."""
+    return await count_attachments(conn, ListFilter(account_id, target_type, target_id))
 
 
 def counter_sql(f: ListFilter) -> tuple[str, list[Any]] | None:
