@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from services.core.errors import ApiError
+from services.core.validation import check_link_source
 from workers.context import WorkerContext
 from workers.targets import purge_unlinked
 
@@ -242,3 +244,58 @@ async def test_what_a_contact_creates_is_published_to_all(service):
     assert made.status == 201 and (await made.json())["publish"] == "all"
     by_a_user = await service.upload_json({**upload, "publish": "internal"})
     assert by_a_user.status == 201 and (await by_a_user.json())["publish"] == "internal"
+
+
+# --- file-system links (Autotask's FILE_LINK and FOLDER_LINK) -------------------------------------------
+
+UNC = "\\\\fileserver\\projects\\2024\\plan.docx"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://intranet/x", "file:///C:/Shared/plan.docx", "file://fileserver/projects/plan.docx", UNC]
+)
+@pytest.mark.parametrize("kind", ["FILE_LINK", "FOLDER_LINK"])
+def test_a_file_or_folder_link_may_point_into_a_file_system(kind, url):
+    check_link_source(kind, url)
+
+
+@pytest.mark.parametrize(
+    "kind, url",
+    [
+        ("URL", "file:///etc/passwd"),
+        ("URL", UNC),
+        ("FILE_ATTACHMENT", "file:///etc/passwd"),
+        ("FILE_ATTACHMENT", UNC),
+        ("FILE_LINK", "\\\\server"),
+        ("FILE_LINK", "\\\\server\\"),
+        ("FILE_LINK", "\\server\\share"),
+        ("FOLDER_LINK", "file://"),
+        ("FOLDER_LINK", "ftp://server/x"),
+        ("FOLDER_LINK", "C:\\Shared"),
+    ],
+)
+def test_other_urls_are_refused(kind, url):
+    with pytest.raises(ApiError) as caught:
+        check_link_source(kind, url)
+    assert (caught.value.code, caught.value.field) == ("invalid_url", "url")
+
+
+@pytest.mark.parametrize("url", ["file:///C:/Shared/plan.docx", UNC])
+async def test_file_system_links_are_stored_never_fetched(service, url):
+    for kind in ("FILE_LINK", "FOLDER_LINK"):
+        resp = await service.upload_json(
+            {"target_type": "Ticket", "target_id": "1", "attachment_type": kind, "url": url}
+        )
+        assert resp.status == 201, await resp.text()
+        record = await resp.json()
+        assert (record["attachment_type"], record["url"], record["name"], record["size"]) == (kind, url, url, None)
+        assert record["file"] == {"original": None, "thumbnail": None, "small": None}
+    assert await service.stored_keys() == []
+    # as a source to fetch, or a URL link, it is refused: attachd fetches http and https only
+    for kind in ("URL", "FILE_ATTACHMENT"):
+        resp = await service.upload_json(
+            {"target_type": "Ticket", "target_id": "1", "attachment_type": kind, "url": url}
+        )
+        assert resp.status == 400
+        assert (await resp.json())["error"]["field"] == "url"
+    assert len(await service.rows()) == 2

@@ -81,7 +81,8 @@ class NewAttachment(Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name | None = None  # None: the worker names it after the file
     filename: str | None = None  # sanitized by the worker
     content_type: ContentType | None = None  # as declared; the worker sniffs the real one
-    url: Annotated[str, Meta(pattern=r"(?i)^https?://[^\x00-\x1f]*$")] | None = None
+    # http(s) (fetched, or a URL link); a FILE_LINK or FOLDER_LINK may also be a file:// URL or a UNC path
+    url: Annotated[str, Meta(pattern=r"(?i)^(?:https?://|file://|\\\\)[^\x00-\x1f]*$")] | None = None
     display_order: Int32 = 0
     available: bool = True
     status: Status | None = None

@@ -204,12 +204,29 @@ def _given(body: Mapping[str, Any], key: str, default: str) -> Any:
     return default if value is None else value
 
 
+_WEB_URL = re.compile(r"^https?://", re.IGNORECASE)
+_FILE_URL = re.compile(r"^file://[^\x00-\x1f]+$", re.IGNORECASE)  # file:///C:/x, file://server/share/x
+_UNC_PATH = re.compile(r"^\\\\[^\\/\x00-\x1f]+\\[^\\/\x00-\x1f]+(?:\\[^\x00-\x1f]*)?$")  # \\server\share[\...]
+FILE_LINK_TYPES = frozenset({"FILE_LINK", "FOLDER_LINK"})
+
+
 def check_link_source(attachment_type: str, url: str | None) -> None:
-    """A link attachment is its url; any other kind may name one only to fetch it."""
+    """A link attachment is its url; any other kind may name one only to fetch it (http or https). A
+    FILE_LINK or FOLDER_LINK may also point into a file system, as Autotask's do: a ``file://`` URL or a
+    UNC path (``\\\\server\\share\\dir\\file.txt``), stored as given and never fetched."""
     if attachment_type in LINK_TYPES and url is None:
         raise bad_request("missing_field", f"a {attachment_type} attachment needs url", "url")
-    if url is not None and not re.match(r"^https?://", url, re.IGNORECASE):
-        raise bad_request("invalid_url", "url must be an http:// or https:// URL", "url")
+    if url is None or _WEB_URL.match(url):
+        return
+    if attachment_type in FILE_LINK_TYPES:
+        if _FILE_URL.match(url) or _UNC_PATH.match(url):
+            return
+        raise bad_request(
+            "invalid_url",
+            f"a {attachment_type}'s url is an http://, https:// or file:// URL, or a UNC path (\\\\server\\share\\...)",
+            "url",
+        )
+    raise bad_request("invalid_url", "url must be an http:// or https:// URL", "url")
 
 
 def check_placement(
