@@ -19,13 +19,19 @@ from workers.targets import purge_unlinked
 # (query string, the filter it means) for a target and the account; None: the caller's target.
 FILTERS = [
     ("", {}),
-    ("available=true", {"available_only": True}),
+    ("available=true", {"available": True}),
+    ("available=false", {"available": False}),
     ("target_type=Ticket", {"target_type": "Ticket"}),
     ("target_type=Ticket&target_id=1", {"target_type": "Ticket", "target_id": "1"}),
     (
         "target_type=Ticket&target_id=1&available=true",
-        {"target_type": "Ticket", "target_id": "1", "available_only": True},
+        {"target_type": "Ticket", "target_id": "1", "available": True},
     ),
+    (
+        "target_type=Ticket&target_id=1&available=false",
+        {"target_type": "Ticket", "target_id": "1", "available": False},
+    ),
+    ("target_type=Ticket&available=false", {"target_type": "Ticket", "available": False}),
     ("target_type=Ticket&target_id=2", {"target_type": "Ticket", "target_id": "2"}),
     ("target_type=Note&target_id=n1", {"target_type": "Note", "target_id": "n1"}),
     # The counters cannot answer these: count(*) does.
@@ -105,9 +111,11 @@ async def test_counts_follow_uploads_cancels_and_changes(service):
         {
             "": 3,
             "available=true": 2,
+            "available=false": 1,
             "target_type=Ticket": 3,
             "target_type=Ticket&target_id=1": 2,
             "target_type=Ticket&target_id=1&available=true": 1,
+            "target_type=Ticket&target_id=1&available=false": 1,
         },
     )
     await delete(service, a)
@@ -117,7 +125,10 @@ async def test_counts_follow_uploads_cancels_and_changes(service):
         f"/v1/attachments/{b['id']}", json={"available": True, "name": "B"}, headers=service.auth()
     )
     assert resp.status == 200, await resp.text()
-    await assert_exact(service, {"available=true": 2, "target_type=Ticket&target_id=1&available=true": 1})
+    await assert_exact(
+        service,
+        {"available=true": 2, "available=false": 0, "target_type=Ticket&target_id=1&available=true": 1},
+    )
     # Deleting twice counts once.
     assert (await service.client.delete(f"/v1/attachments/{a['id']}", headers=service.auth())).status == 404
     await assert_exact(service, {"": 2})

@@ -73,7 +73,7 @@ def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str])
         target_id=target_id,
         ancestor=ancestor,
         include_canceled=listing.parse_bool(q.get("include_canceled"), "include_canceled"),
-        available_only=listing.parse_bool(q.get("available"), "available"),
+        available=listing.parse_optional_bool(q.get("available"), "available"),
         all_versions=versions == "all",
     )
 

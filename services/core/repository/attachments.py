@@ -235,7 +235,7 @@ class ListFilter:
     target_id: str | None = None
     ancestor: str | None = None  # 'Ticket:42': everything on it or anywhere below it
     include_canceled: bool = False
-    available_only: bool = False
+    available: bool | None = None  # True: only available ones, False: only hidden ones, None: both
     all_versions: bool = False
 
 
@@ -253,8 +253,8 @@ def list_where(f: ListFilter) -> Where:
         where.add("canceled_at IS NULL")
     if not f.all_versions:
         where.add("is_latest")
-    if f.available_only:
-        where.add("available")
+    if f.available is not None:
+        where.add("available" if f.available else "NOT available")
     return where
 
 

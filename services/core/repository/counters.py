@@ -19,10 +19,11 @@ async def count_live_on_target(conn: asyncpg.Connection, account_id: str, target
 def counter_sql(f: ListFilter) -> tuple[str, list[Any]] | None:
     """The statement that reads ``f``'s count from the live counters (schema.sql ``attachment_counts``),
     or None when they cannot answer it: they hold latest, non-canceled rows per target and per account,
-    all and available only; canceled rows, older versions and descendants need ``count(*)``."""
+    all and available only (the hidden ones are the difference); canceled rows, older versions and
+    descendants need ``count(*)``."""
     if f.include_canceled or f.all_versions or f.ancestor is not None:
         return None
-    column = "live_available" if f.available_only else "live"
+    column = {None: "live", True: "live_available", False: "(live - live_available)"}[f.available]
     if f.target_type is None and f.target_id is None:
         return (
             f"SELECT coalesce((SELECT {column} FROM account_attachment_counts WHERE account_id = $1), 0)",
