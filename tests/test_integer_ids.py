@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from services.core import repository
 from services.core.contract import CancelJob, SetLinksJob, UnknownJob, decode_job
 from services.core.errors import ApiError
 from services.core.validation import parse_attachment_ref, path_ref
@@ -69,6 +70,10 @@ async def test_an_attachment_is_read_changed_and_deleted_by_its_integer_id(servi
     assert (await by_seq.json())["id"] == made["id"]
     file = await service.client.get(f"/v1/attachments/{seq}/file", headers=service.auth())
     assert file.status == 200 and await file.read() == b"notes.txt"
+    async with service.pool.acquire() as conn:  # what a profile with integer ids renders references with
+        made_id = uuid.UUID(made["id"])
+        assert await repository.seqs_of(conn, service.account, [made_id]) == {made_id: seq}
+        assert await repository.seqs_of(conn, service.other_account(), [made_id]) == {}
 
     patched = await service.client.patch(f"/v1/attachments/{seq}", json={"name": "Minutes"}, headers=service.auth())
     assert patched.status == 200, await patched.text()

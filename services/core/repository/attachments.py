@@ -129,24 +129,6 @@ async def resolve_ref(conn: asyncpg.Connection, account_id: str, ref: Attachment
     return ident
 
 
-async def resolve_refs(
-    conn: asyncpg.Connection, account_id: str, refs: Sequence[AttachmentRef]
-) -> list[uuid.UUID | None]:
-    """``resolve_ref`` for many at once, in the order of ``refs``."""
-    uuids = [r for r in refs if isinstance(r, uuid.UUID)]
-    seqs = [r for r in refs if not isinstance(r, uuid.UUID)]
-    rows = await conn.fetch(
-        "SELECT id, seq FROM attachments WHERE account_id = $1 AND (id = ANY($2::uuid[]) OR seq = ANY($3::bigint[]))",
-        account_id,
-        uuids,
-        seqs,
-    )
-    by_ref: dict[AttachmentRef, uuid.UUID] = {}
-    for row in rows:
-        by_ref[row["id"]] = by_ref[row["seq"]] = row["id"]
-    return [by_ref.get(r) for r in refs]
-
-
 async def seqs_of(conn: asyncpg.Connection, account_id: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     """The integer ids of these attachments of the account (for rendering references as integers)."""
     rows = await conn.fetch(
