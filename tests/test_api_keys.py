@@ -360,6 +360,13 @@ async def test_unknown_and_malformed_keys_are_refused(service):
     assert await refused(await svc.upload_json(TEXT, headers=bearer("atk_" + "x" * 43 + "'--"))) == (
         "the API key is malformed"
     )
+    assert await refused(await svc.client.get("/v1/attachments/count")) == (
+        "an Authorization: Bearer token (a JWT or an API key) is required"
+    )
+    basic = {"Authorization": "Basic " + base64.b64encode(b"user:" + apikeys.new_key().encode()).decode()}
+    assert await refused(await svc.client.get("/v1/attachments/count", headers=basic)) == (
+        "the Authorization header must be 'Bearer <token>'"
+    )
     assert await svc.rows() == []
 
 

@@ -38,7 +38,7 @@ class Principal:
         if scope not in self.scopes:
             raise ApiError(
                 "insufficient_scope",
-                f"this token lacks the {scope} scope",
+                f"the credential lacks the {scope} scope",
                 status=403,
                 headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
             )

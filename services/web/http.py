@@ -225,9 +225,15 @@ def _internal_error(request: web.Request) -> web.Response:
 
 async def principal(request: web.Request, scope: str) -> Principal:
     """The caller of a native ``/v1`` route: ``Authorization: Bearer`` with a JWT or an API key."""
-    authorization = request.headers.get("Authorization")
+    if not request.headers.get("Authorization"):
+        raise ApiError(
+            "unauthorized",
+            "an Authorization: Bearer token (a JWT or an API key) is required",
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     credential = bearer(request.headers)
-    if authorization and credential is None:
+    if credential is None:
         raise unauthorized("the Authorization header must be 'Bearer <token>'")
     return await authenticate(request, credential, scope)
 
