@@ -424,7 +424,7 @@ def _with_key_store(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any
 
 
 def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value is not None else "-"
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else "-"
 
 
 def _key_summary(row: Any) -> dict[str, Any]:
