@@ -48,14 +48,13 @@ async def insert_key(
     return row
 
 
-async def key_by_hash(db: Db, key_hash: bytes, *, timeout: float | None = None) -> tuple[StoredKey, dt.datetime] | None:
+async def key_by_hash(db: Db, key_hash: bytes) -> tuple[StoredKey, dt.datetime] | None:
     """The key with this hash (None: no such key) and the database's clock to judge its expiry by: the
     same clock for every replica."""
     row = await db.fetchrow(
         "SELECT now() AS checked_at, id, account_id, actor_type, actor_id, scopes, profile, bindings, expires_at,"
         " revoked_at FROM api_keys WHERE key_hash = $1",
         key_hash,
-        timeout=timeout,
     )
     if row is None:
         return None
