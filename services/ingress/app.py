@@ -1,4 +1,5 @@
-"""The ingress app: thin writes. It talks to Redis and storage, never to Postgres."""
+"""The ingress app: thin writes. It talks to Redis and storage; to Postgres only to check API keys and to
+answer for uploads Redis has forgotten (engines.lazy_pool_ctx), so JWT uploads go on while Postgres is away."""
 
 from __future__ import annotations
 

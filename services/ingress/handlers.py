@@ -121,7 +121,7 @@ NATIVE = CreateOptions()
 
 
 async def create(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     return await writes.respond(request, await accept_create(request, who))
 
 
@@ -415,14 +415,14 @@ def _multipart_payload(form: Form) -> Parsed:
 
 
 async def update(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     attachment_id = _attachment_id(request)
     changes = parse_changes(await read_json(request, max_bytes=64 * 1024))
     return await _mutate(request, UpdateJob(**job_base(request, who), attachment_id=attachment_id, changes=changes))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     return await _mutate(request, CancelJob(**job_base(request, who), attachment_id=_attachment_id(request)))
 
 
@@ -459,7 +459,7 @@ def _target(request: web.Request) -> tuple[str, str]:
 
 
 async def put_target(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     target_type, target_id = _target(request)
     body = await read_json(request, max_bytes=16 * 1024)
     if not isinstance(body, dict) or set(body) - {"parent"}:
@@ -476,7 +476,7 @@ async def put_target(request: web.Request) -> web.Response:
 
 async def set_links(request: web.Request) -> web.Response:
     """EspoCRM's second step: the field's list of attachments becomes exactly these."""
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     target_type, target_id = _target(request)
     field = _text_field(request.match_info["field"])
     body = await read_json(request, max_bytes=64 * 1024)
@@ -508,7 +508,7 @@ def _text_field(value: str) -> str:
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     try:
         job_id = str(uuid.UUID(request.match_info["id"]))
     except ValueError:
@@ -518,7 +518,7 @@ async def upload_status(request: web.Request) -> web.Response:
 
 async def close_session(request: web.Request) -> web.Response:
     """Close an upload session: one event announces all its uploads."""
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     token = request.match_info["token"]
     if len(token) > 255:  # longer than any session_token an upload can carry
         raise ApiError("not_found", "session not found", status=404)

@@ -79,7 +79,7 @@ def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str])
 
 
 async def list_attachments(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     f = _list_filter(request, who.account_id, LIST_PARAMS)
     order = listing.parse_order_by(request.query.get("order_by"))
     limit = listing.parse_limit(request.query.get("limit"))
@@ -91,7 +91,7 @@ async def list_attachments(request: web.Request) -> web.Response:
 
 
 async def count_attachments(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     f = _list_filter(request, who.account_id, LIST_PARAMS - {"order_by", "limit", "cursor"})
     async with request.app[POOL].acquire() as conn:
         count = await repository.count_attachments(conn, f)
@@ -99,7 +99,7 @@ async def count_attachments(request: web.Request) -> web.Response:
 
 
 async def get_attachment(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     include_canceled = listing.parse_bool(request.query.get("include_canceled"), "include_canceled")
     async with request.app[POOL].acquire() as conn:
         row = await repository.get_attachment(
@@ -111,7 +111,7 @@ async def get_attachment(request: web.Request) -> web.Response:
 
 
 async def fields(request: web.Request) -> web.Response:
-    principal(request, READ)
+    await principal(request, READ)
     return json_response({"fields": describe_fields()})
 
 
@@ -139,7 +139,7 @@ def _query_filter(
 
 
 async def query_attachments(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
     query, f = _query_filter(body, who.account_id)
     async with request.app[POOL].acquire() as conn:
@@ -154,7 +154,7 @@ async def query_attachments(request: web.Request) -> web.Response:
 
 
 async def query_count(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
     _, f = _query_filter(body, who.account_id)
     async with request.app[POOL].acquire() as conn:
