@@ -18,6 +18,7 @@ from yarl import URL
 
 from services.compat.bookingsync import shapes
 from services.core.auth import READ, Principal
+from services.core.contract import ItemError
 from services.core.errors import ApiError
 from tests.conftest import Service, jpeg_bytes, png_bytes
 
@@ -280,6 +281,27 @@ async def test_many_attachments_in_one_request_are_all_or_nothing(service):
     assert len(body["attachments"]) == 2 and len(await service.rows(account)) == 2
 
 
+async def test_a_create_asked_to_answer_at_once_is_accepted_and_readable_once_done(service):
+    account = account_number()
+    item = {"target_id": TASK_ID, "target_type": "TaskManagement::Task", "remote_file": ruby_encode64(png_bytes())}
+    resp = await service.client.post(
+        BASE, json={"attachments": [item]}, headers={**auth(service, account), "Prefer": "respond-async"}
+    )
+    assert resp.status == 202, await resp.text()
+    body = await body_of(resp)
+    assert body["attachments"] == [] and body["links"] == DOCUMENTED["links"]
+    assert set(body["meta"]) == {"id", "status_url"}
+    for _ in range(200):  # the native status URL, polled as an async client would
+        status = await (await service.client.get(body["meta"]["status_url"], headers=auth(service, account))).json()
+        if status["status"] == "complete":
+            break
+        await asyncio.sleep(0.05)
+    assert status["status"] == "complete"
+    got = await service.client.get(f"{BASE}/{body['meta']['id']}", headers=auth(service, account))
+    assert got.status == 200
+    assert_documented_shape(await body_of(got), DOCUMENTED)
+
+
 # -- credentials and tenancy -----------------------------------------------------------------------------
 
 
@@ -447,6 +469,24 @@ def test_native_item_refusals_name_every_field(item, fields):
         shapes.native_item(item)
     assert caught.value.status == 422 and set(caught.value.extra["errors"]) == fields
     assert shapes.error_body(caught.value)[0] == 422
+
+
+def test_create_refusals_name_what_the_client_sent():
+    one = {"target_type": "TaskManagement::Task", "target_id": TASK_ID, "url": "https://x.test/a"}
+    refused = shapes.create_refusal(ApiError("forbidden_extension", "no extension", field="filename"), [], one)
+    assert shapes.error_body(refused) == (422, {"errors": {"remote_file_url": ["no extension"]}})
+    many = {"attachments": [{"data": "aGk="}, {"url": "https://x.test/a"}], "mode": "atomic"}
+    item_errors = [
+        ItemError(index=1, code="fetch_failed", message="404 at the URL", status=422, field="url"),
+        ItemError(index=0, code="mismatch", message="not a png", status=415, field="content_type"),
+    ]
+    summary = ApiError("upload_refused", "1 of 2 files were refused", status=400)
+    assert shapes.error_body(shapes.create_refusal(summary, item_errors, many)) == (
+        422,
+        {"errors": {"attachments[1].remote_file_url": ["404 at the URL"], "attachments[0].remote_file": ["not a png"]}},
+    )
+    throttled = ApiError("rate_limited", "slow down", status=429, field="data")
+    assert shapes.create_refusal(throttled, [], one) is throttled
 
 
 def test_error_bodies():

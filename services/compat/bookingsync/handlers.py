@@ -99,13 +99,15 @@ async def create_attachments(request: web.Request) -> web.Response:
         job_id = await accept_create(request, who, CreateOptions(json_body=native))
     except ApiError as exc:
         raise shapes.create_refusal(exc, [], native) from None
-    match await writes.outcome_of(request, job_id):
+    # Prefer: respond-async (RFC 7240) answers at once, as native creates do.
+    outcome = None if writes.wants_async(request) else await writes.outcome_of(request, job_id)
+    match outcome:
         case Ingested(attachments=rows):
             items = [shapes.attachment(writes.record(request, row), account) for row in rows]
             return respond(shapes.envelope(items), status=201)
         case Failed(error=info, errors=item_errors):
             raise shapes.create_refusal(ApiError.from_info(info), item_errors, native)
-        case None:  # still being processed: accepted, to be read with GET once done
+        case None:  # still being processed: accepted, to be read with GET once done (meta says where to look)
             return respond(shapes.envelope([], {"id": job_id, "status_url": writes.status_url(job_id)}), status=202)
     raise TypeError("a create's job answers Ingested or Failed")
 
