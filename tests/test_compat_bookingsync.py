@@ -257,6 +257,18 @@ async def test_bytes_the_worker_refuses_name_the_source_field(service, remote):
     await assert_refused(service, account, await create(service, account, item), {"remote_file": ...})
 
 
+async def test_a_file_over_the_limit_names_its_source(make_service, remote):
+    async with make_service(max_file_bytes=1000) as service:
+        account = account_number()
+        big = jpeg_bytes(400, 300)
+        assert len(big) > 1000
+        item = {"target_id": TASK_ID, "target_type": "TaskManagement::Task", "remote_file": ruby_encode64(big)}
+        await assert_refused(service, account, await create(service, account, item), {"remote_file": ...})
+        url = remote.add("/big.jpg", big, "image/jpeg")
+        item = {"target_id": TASK_ID, "target_type": "TaskManagement::Task", "remote_file_url": url}
+        await assert_refused(service, account, await create(service, account, item), {"remote_file_url": ...})
+
+
 async def test_invalid_json_is_a_400_and_a_foreign_media_type_a_415(service):
     account = account_number()
     headers = {**auth(service, account), "Content-Type": "application/json"}
