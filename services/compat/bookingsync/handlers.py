@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from services.compat.bookingsync import shapes
 from services.compat.common import profile_errors
@@ -23,7 +24,7 @@ from services.ingress.handlers import CreateOptions, accept_create, job_base, su
 from services.query.handlers import render
 from services.web import credentials
 from services.web.engines import POOL
-from services.web.http import SETTINGS, authenticate, read_json
+from services.web.http import SETTINGS, authenticate, base_url, read_json
 
 PROFILE = "bookingsync"
 # More than any account has deleted between two syncs in practice; the list stays one statement.
@@ -67,7 +68,8 @@ async def list_attachments(request: web.Request) -> web.Response:
             deleted, _ = await repository.query_attachments(conn, gone, MAX_DELETED_IDS, None, columns="id")
             meta["deleted_ids"] = [str(r["id"]) for r in deleted]
     items = [shapes.attachment(r, account, params.fields) for r in render(request, rows)]
-    headers = shapes.pagination_headers(request.url, params.page, params.per_page, total)
+    here = URL(base_url(request) + request.rel_url.path_qs)  # as the client reached it, behind any proxy
+    headers = shapes.pagination_headers(here, params.page, params.per_page, total)
     headers["X-Updated-Since-Request-Synced-At"] = shapes.synced_at(now)
     return respond(shapes.envelope(items, meta), headers=headers)
 
@@ -79,13 +81,13 @@ async def get_attachments(request: web.Request) -> web.Response:
     ids = shapes.parse_ids(request.match_info["id"])
     if ids is None:
         raise not_found()
-    params = shapes.parse_list_params(request.query)
+    fields = shapes.parse_fields(request.query)
     found = _filter(who.account_id, shapes.list_filter(shapes.ListParams(), ids))
     async with request.app[POOL].acquire() as conn:
         rows, _ = await repository.query_attachments(conn, found, len(ids), None, columns=API_COLUMNS)
     if not rows:
         raise not_found()
-    items = [shapes.attachment(r, account, params.fields) for r in render(request, rows)]
+    items = [shapes.attachment(r, account, fields) for r in render(request, rows)]
     return respond(shapes.envelope(items))
 
 

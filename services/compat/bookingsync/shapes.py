@@ -281,12 +281,17 @@ def parse_list_params(query: Mapping[str, str]) -> ListParams:
         since = parse_time(query["updated_since"])
         if since is None:
             errors["updated_since"] = ["is not a valid time (ISO 8601, e.g. 2024-01-15T11:00:00Z)"]
-    fields = None
-    if _present(query.get("fields")):
-        fields = frozenset(f.strip() for f in query["fields"].split(",") if f.strip())
     if errors:
         raise invalid(errors)
-    return ListParams(page, per_page, since, fields)
+    return ListParams(page, per_page, since, parse_fields(query))
+
+
+def parse_fields(query: Mapping[str, str]) -> frozenset[str] | None:
+    """``fields=id,file``: the attributes to answer with; None: all of them."""
+    text = query.get("fields")
+    if text is None or not _present(text):
+        return None
+    return frozenset(f.strip() for f in text.split(",") if f.strip())
 
 
 def _positive(text: str | None, field: str, default: int, errors: dict[str, list[str]]) -> int:
