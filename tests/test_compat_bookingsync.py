@@ -9,6 +9,7 @@ import asyncio
 import base64
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ import pytest
 import pyvips
 from yarl import URL
 
+from services.cli import main
 from services.compat.bookingsync import shapes
 from services.core.auth import READ, Principal
 from services.core.contract import ItemError
@@ -335,6 +337,54 @@ async def test_credentials_scopes_and_accounts(service):
     resp = await service.client.post(BASE, json={"attachments": [item]}, headers=service.auth())
     assert resp.status == 403 and "numeric" in (await body_of(resp))["error"]
     assert await service.rows() == []
+
+
+@pytest.fixture
+def attachd_keys(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
+    """``await attachd_keys("create", ...)``: `attachd keys ...` against the test database, in a thread (it runs
+    its own event loop); its stdout lines."""
+    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
+
+    def run(argv: tuple[str, ...]) -> list[str]:
+        capsys.readouterr()
+        main(["keys", *argv])
+        return capsys.readouterr().out.splitlines()
+
+    async def in_thread(*argv: str) -> list[str]:
+        return await asyncio.to_thread(run, argv)
+
+    return in_thread
+
+
+async def test_an_api_key_made_for_the_profile_with_its_account_bound(service, attachd_keys):
+    """`attachd keys create --profile bookingsync --bind account=<n>`: a tenant whose id is not a number shows
+    as account n; the key works here only, and a revoked key is refused at once."""
+    scopes = "task_management_read task_management_write"
+    options = ("--scope", scopes, "--profile", "bookingsync", "--bind", "account=4321", "--actor-type", "User")
+    lines = await attachd_keys("create", "--account", service.account, *options, "--actor-id", "5")
+    key = {"Authorization": f"Bearer {lines[-1]}"}
+    item = {"target_id": TASK_ID, "target_type": "TaskManagement::Task", "remote_file": ruby_encode64(png_bytes())}
+    resp = await service.client.post(BASE, json={"attachments": [item]}, headers=key)
+    assert resp.status == 201, await resp.text()
+    [record] = (await body_of(resp))["attachments"]
+    assert record["links"]["account"] == 4321
+    assert record["links"]["created_by"] == {"id": 5, "type": "User"}
+    [row] = await service.rows()  # stored under the key's tenant
+    assert (str(row["id"]), row["created_by_type"], row["created_by_id"]) == (record["id"], "User", "5")
+    listed = await body_of(await service.client.get(BASE, headers=key))
+    assert [a["id"] for a in listed["attachments"]] == [record["id"]]
+    assert (await service.client.get(f"/v1/attachments/{record['id']}", headers=key)).status == 401
+
+    reader_key = await attachd_keys("create", "--account", account_number(), "--scope", "task_management_read")
+    reader = {"Authorization": f"Bearer {reader_key[-1]}"}
+    assert (await service.client.get(BASE, headers=reader)).status == 200
+    resp = await service.client.post(BASE, json={"attachments": [item]}, headers=reader)
+    assert resp.status == 403 and set(await body_of(resp)) == {"error"}
+
+    [listed_key] = orjson.loads("\n".join(await attachd_keys("list", "--account", service.account, "--json")))
+    await attachd_keys("revoke", str(listed_key["id"]))
+    resp = await service.client.get(BASE, headers=key)
+    assert resp.status == 401 and "revoked" in (await body_of(resp))["error"]
 
 
 async def test_another_tenants_attachment_is_a_404(service):
