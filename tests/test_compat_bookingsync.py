@@ -18,7 +18,7 @@ import pyvips
 from yarl import URL
 
 from services.cli import main
-from services.compat.bookingsync import shapes
+from services.compat.bookingsync import answers, errors, inputs
 from services.core.auth import READ, Principal
 from services.core.contract import ItemError
 from services.core.errors import ApiError
@@ -185,7 +185,7 @@ async def test_documented_requests_in_order(service, remote):
 # -- create ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target_type", shapes.TARGET_TYPES)
+@pytest.mark.parametrize("target_type", answers.TARGET_TYPES)
 async def test_ruby_line_wrapped_base64_round_trips_on_each_target_type(service, target_type):
     picture = png_bytes(640, 480)
     target = str(uuid.uuid4())
@@ -486,20 +486,20 @@ async def test_updated_since_lists_changes_and_deleted_ids(service):
 
 def test_unwrap_base64_takes_ruby_and_mime_line_breaks():
     data = bytes(range(256)) * 3
-    assert base64.b64decode(shapes.unwrap_base64(ruby_encode64(data)), validate=True) == data
-    assert base64.b64decode(shapes.unwrap_base64(base64.encodebytes(data).decode()), validate=True) == data
-    assert shapes.unwrap_base64("aGVs\r\nbG8=\n") == "aGVsbG8="
+    assert base64.b64decode(inputs.unwrap_base64(ruby_encode64(data)), validate=True) == data
+    assert base64.b64decode(inputs.unwrap_base64(base64.encodebytes(data).decode()), validate=True) == data
+    assert inputs.unwrap_base64("aGVs\r\nbG8=\n") == "aGVsbG8="
 
 
 def test_native_create_translates_one_and_many():
     one = {"target_id": TASK_ID.upper(), "target_type": "TaskManagement::Template", "remote_file": "aGVs\nbG8=\n"}
-    assert shapes.native_create({"attachments": [dict(one, id="ignored", account=3)]}) == {
+    assert inputs.native_create({"attachments": [dict(one, id="ignored", account=3)]}) == {
         "target_type": "TaskManagement::Template",
         "target_id": TASK_ID,
         "data": "aGVsbG8=",
     }
     url = {"target_id": TASK_ID, "target_type": "TaskManagement::Task", "remote_file_url": " https://x.test/a.png "}
-    assert shapes.native_create({"attachments": [one, url]}) == {
+    assert inputs.native_create({"attachments": [one, url]}) == {
         "attachments": [
             {"target_type": "TaskManagement::Template", "target_id": TASK_ID, "data": "aGVsbG8="},
             {"target_type": "TaskManagement::Task", "target_id": TASK_ID, "url": "https://x.test/a.png"},
@@ -507,7 +507,7 @@ def test_native_create_translates_one_and_many():
         "mode": "atomic",
     }
     with pytest.raises(ApiError) as caught:
-        shapes.native_create({"attachments": [one, {"target_type": "TaskManagement::Task"}]})
+        inputs.native_create({"attachments": [one, {"target_type": "TaskManagement::Task"}]})
     assert set(caught.value.extra["errors"]) == {"attachments[1].target_id", "attachments[1].remote_file"}
 
 
@@ -528,47 +528,47 @@ def test_native_create_translates_one_and_many():
 )
 def test_native_item_refusals_name_every_field(item, fields):
     with pytest.raises(ApiError) as caught:
-        shapes.native_item(item)
+        inputs.native_item(item)
     assert caught.value.status == 422 and set(caught.value.extra["errors"]) == fields
-    assert shapes.error_body(caught.value)[0] == 422
+    assert errors.error_body(caught.value)[0] == 422
 
 
 def test_create_refusals_name_what_the_client_sent():
     one = {"target_type": "TaskManagement::Task", "target_id": TASK_ID, "url": "https://x.test/a"}
-    refused = shapes.create_refusal(ApiError("forbidden_extension", "no extension", field="filename"), [], one)
-    assert shapes.error_body(refused) == (422, {"errors": {"remote_file_url": ["no extension"]}})
+    refused = errors.create_refusal(ApiError("forbidden_extension", "no extension", field="filename"), [], one)
+    assert errors.error_body(refused) == (422, {"errors": {"remote_file_url": ["no extension"]}})
     many = {"attachments": [{"data": "aGk="}, {"url": "https://x.test/a"}], "mode": "atomic"}
     item_errors = [
         ItemError(index=1, code="fetch_failed", message="404 at the URL", status=422, field="url"),
         ItemError(index=0, code="mismatch", message="not a png", status=415, field="content_type"),
     ]
     summary = ApiError("upload_refused", "1 of 2 files were refused", status=400)
-    assert shapes.error_body(shapes.create_refusal(summary, item_errors, many)) == (
+    assert errors.error_body(errors.create_refusal(summary, item_errors, many)) == (
         422,
         {"errors": {"attachments[1].remote_file_url": ["404 at the URL"], "attachments[0].remote_file": ["not a png"]}},
     )
     throttled = ApiError("rate_limited", "slow down", status=429, field="data")
-    assert shapes.create_refusal(throttled, [], one) is throttled
+    assert errors.create_refusal(throttled, [], one) is throttled
 
 
 def test_error_bodies():
-    assert shapes.error_body(ApiError("invalid_base64", "data is not base64", field="data")) == (
+    assert errors.error_body(ApiError("invalid_base64", "data is not base64", field="data")) == (
         422,
         {"errors": {"remote_file": ["data is not base64"]}},
     )
-    assert shapes.error_body(ApiError("x", "bad url", field="attachments[1].url", status=413)) == (
+    assert errors.error_body(ApiError("x", "bad url", field="attachments[1].url", status=413)) == (
         422,
         {"errors": {"attachments[1].remote_file_url": ["bad url"]}},
     )
-    assert shapes.error_body(ApiError("unauthorized", "the token has expired", status=401)) == (
+    assert errors.error_body(ApiError("unauthorized", "the token has expired", status=401)) == (
         401,
         {"error": "the token has expired"},
     )
-    assert shapes.error_body(ApiError("not_found", "attachment not found", status=404)) == (
+    assert errors.error_body(ApiError("not_found", "attachment not found", status=404)) == (
         404,
         {"error": "attachment not found"},
     )
-    assert shapes.error_body(shapes.invalid({"target_id": ["can't be blank"]})) == (
+    assert errors.error_body(errors.invalid({"target_id": ["can't be blank"]})) == (
         422,
         {"errors": {"target_id": ["can't be blank"]}},
     )
@@ -586,7 +586,7 @@ def test_attachment_from_a_native_record():
         "canceled_at": None,
         "name": "not part of the shape",
     }
-    shaped = shapes.attachment(record, 1)
+    shaped = answers.attachment(record, 1)
     assert shaped == {
         "links": {
             "account": 1,
@@ -600,55 +600,55 @@ def test_attachment_from_a_native_record():
         "canceled_at": None,
     }
     assert list(shaped["file"]) == ["thumbnail", "small", "original"]
-    named = shapes.attachment(dict(record, created_by={"type": "Application", "id": "app-x"}), 1)
+    named = answers.attachment(dict(record, created_by={"type": "Application", "id": "app-x"}), 1)
     assert named["links"]["created_by"] == {"id": "app-x", "type": "Application"}
-    assert set(shapes.attachment(record, 1, frozenset({"created_at"}))) == {"links", "id", "created_at"}
+    assert set(answers.attachment(record, 1, frozenset({"created_at"}))) == {"links", "id", "created_at"}
 
 
 def test_account_number():
     def who(account_id: str, **bindings: str) -> Principal:
         return Principal(account_id, "User", "5", frozenset({READ}), bindings=bindings)
 
-    assert shapes.account_number(who("1234")) == 1234
-    assert shapes.account_number(who("acme", account="77")) == 77
+    assert answers.account_number(who("1234")) == 1234
+    assert answers.account_number(who("acme", account="77")) == 77
     for refused in (who("acme"), who("12a"), who("1234", account="x"), who("1" * 19)):
         with pytest.raises(ApiError) as caught:
-            shapes.account_number(refused)
+            answers.account_number(refused)
         assert caught.value.status == 403
 
 
 def test_list_params_and_times():
-    assert shapes.parse_list_params({}) == shapes.ListParams(1, 100, None, None)
-    params = shapes.parse_list_params({"page": "3", "per_page": "500", "fields": "id, file", "other": "x"})
+    assert inputs.parse_list_params({}) == inputs.ListParams(1, 100, None, None)
+    params = inputs.parse_list_params({"page": "3", "per_page": "500", "fields": "id, file", "other": "x"})
     assert (params.page, params.per_page, params.offset, params.fields) == (3, 100, 200, frozenset({"id", "file"}))
     utc = dt.datetime(2014, 1, 1, 15, 43, 6, tzinfo=dt.UTC)
     for text in ("2014-01-01 15:43:06 UTC", "2014-01-01T15:43:06Z", "2014-01-01T16:43:06+01:00", "2014-01-01T15:43:06"):
-        assert shapes.parse_time(text) == utc
-    assert shapes.parse_time("2014-13-01") is None and shapes.parse_time("soon") is None
-    assert shapes.synced_at(utc) == "2014-01-01 15:43:06 UTC"
+        assert inputs.parse_time(text) == utc
+    assert inputs.parse_time("2014-13-01") is None and inputs.parse_time("soon") is None
+    assert answers.synced_at(utc) == "2014-01-01 15:43:06 UTC"
     with pytest.raises(ApiError) as caught:
-        shapes.parse_list_params({"page": "0", "per_page": "-1", "updated_since": "x"})
+        inputs.parse_list_params({"page": "0", "per_page": "-1", "updated_since": "x"})
     assert set(caught.value.extra["errors"]) == {"page", "per_page", "updated_since"}
 
 
 def test_ids_and_pagination_headers():
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
-    assert shapes.parse_ids(f"{a},{b.upper()},{a}") == [a, b]
-    assert shapes.parse_ids("12") is None and shapes.parse_ids(f"{a},x") is None and shapes.parse_ids(",") is None
+    assert inputs.parse_ids(f"{a},{b.upper()},{a}") == [a, b]
+    assert inputs.parse_ids("12") is None and inputs.parse_ids(f"{a},x") is None and inputs.parse_ids(",") is None
     with pytest.raises(ApiError):
-        shapes.parse_ids(",".join(str(uuid.uuid4()) for _ in range(101)))
+        inputs.parse_ids(",".join(str(uuid.uuid4()) for _ in range(101)))
     url = URL("http://h/compat/bookingsync/api/v3/task_management/attachments?fields=id&page=1")
-    headers = shapes.pagination_headers(url, 1, 2, 5)
+    headers = answers.pagination_headers(url, 1, 2, 5)
     assert headers["Link"] == (
         '<http://h/compat/bookingsync/api/v3/task_management/attachments?fields=id&page=1&per_page=2>; rel="first", '
         '<http://h/compat/bookingsync/api/v3/task_management/attachments?fields=id&page=2&per_page=2>; rel="next", '
         '<http://h/compat/bookingsync/api/v3/task_management/attachments?fields=id&page=3&per_page=2>; rel="last"'
     )
     assert (headers["X-Total-Pages"], headers["X-Total-Count"], headers["X-Per-Page"]) == ("3", "5", "2")
-    empty = shapes.pagination_headers(url, 1, 100, 0)
+    empty = answers.pagination_headers(url, 1, 100, 0)
     assert empty["X-Total-Pages"] == "0" and 'rel="next"' not in empty["Link"]
 
 
 def test_envelope_is_the_documented_one():
-    body = shapes.envelope([], {"deleted_ids": []})
+    body = answers.envelope([], {"deleted_ids": []})
     assert list(body) == ["links", "attachments", "meta"] and body["links"] == DOCUMENTED["links"]
