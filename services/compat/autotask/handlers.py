@@ -138,7 +138,7 @@ async def _query_body(request: web.Request) -> tuple[Any, dict[str, str]]:
 
 
 async def _native_query(
-    conn: asyncpg.Connection, account: str, body: Any, scope: Parent | None, max_records: int | None = None
+    conn: asyncpg.Connection, account: str, body: Any, scope: Parent | None
 ) -> tuple[translate.Query, querylang.QueryRequest]:
     query = translate.parse_query(body)
     refs = {r["seq"]: r["id"] for r in await _by_seqs(conn, account, translate.attachment_refs(query.filter))}
@@ -146,8 +146,15 @@ async def _native_query(
     return query, querylang.parse_query_request(native)
 
 
-async def _query(request: web.Request, scope: Parent | None, name: str) -> web.Response:
+def _scope(request: web.Request) -> Parent | None:
+    """The parent an ``<Entity>Attachments`` route is limited to; None for AttachmentInfo."""
+    return _entity(request) if "entity" in request.match_info else None
+
+
+async def _query(request: web.Request) -> web.Response:
     who, _ = await caller(request, READ)
+    scope = _scope(request)
+    name = "AttachmentInfo" if scope is None else scope.entity
     body, params = await _query_body(request)
     current = paging.decode(request.query.get("paging"))
     async with request.app[POOL].acquire() as conn:
@@ -162,8 +169,9 @@ async def _query(request: web.Request, scope: Parent | None, name: str) -> web.R
     return json_response({"items": items, "pageDetails": details})
 
 
-async def _count(request: web.Request, scope: Parent | None) -> web.Response:
+async def _count(request: web.Request) -> web.Response:
     who, _ = await caller(request, READ)
+    scope = _scope(request)
     body, _ = await _query_body(request)
     async with request.app[POOL].acquire() as conn:
         _, native = await _native_query(conn, who.account_id, body, scope)
@@ -172,13 +180,14 @@ async def _count(request: web.Request, scope: Parent | None) -> web.Response:
 
 
 @autotask_errors
-async def info_query(request: web.Request) -> web.Response:
-    return await _query(request, None, "AttachmentInfo")
+async def run_query(request: web.Request) -> web.Response:
+    """``AttachmentInfo/query`` and ``<Entity>Attachments/query`` (GET with ``search``, POST, ``/next``)."""
+    return await _query(request)
 
 
 @autotask_errors
-async def info_count(request: web.Request) -> web.Response:
-    return await _count(request, None)
+async def run_count(request: web.Request) -> web.Response:
+    return await _count(request)
 
 
 @autotask_errors
@@ -192,21 +201,10 @@ async def info_get(request: web.Request) -> web.Response:
 
 
 @autotask_errors
-async def entity_query(request: web.Request) -> web.Response:
-    parent = _entity(request)
-    return await _query(request, parent, parent.entity)
-
-
-@autotask_errors
-async def entity_count(request: web.Request) -> web.Response:
-    return await _count(request, _entity(request))
-
-
-@autotask_errors
 async def entity_get(request: web.Request) -> web.Response:
     """``TicketAttachments/{id}``: the attachment with its bytes, if it is one of that entity's."""
-    parent = _entity(request)
     who, _ = await caller(request, READ)
+    parent = _entity(request)
     seq = translate.parse_id(request.match_info["id"], "attachment")
     return await _with_data(request, who, seq, lambda row: row["target_type"] == parent.native_type)
 
@@ -239,8 +237,8 @@ async def info_entity_information(request: web.Request) -> web.Response:
 
 @autotask_errors
 async def entity_information(request: web.Request) -> web.Response:
-    parent = _entity(request)
     await caller(request, READ)
+    parent = _entity(request)
     return json_response(entities.entity_information(parent.entity))
 
 
@@ -256,8 +254,8 @@ def _parent_node(request: web.Request) -> tuple[Parent, int, str]:
 @autotask_errors
 async def child_list(request: web.Request) -> web.Response:
     """``GET /Tickets/{id}/Attachments``: the ticket's own attachments, 500 a page, in id order."""
-    parent, parent_id, _ = _parent_node(request)
     who, _ = await caller(request, READ)
+    parent, parent_id, _ = _parent_node(request)
     current = paging.decode(request.query.get("paging"))
     f = repository.ListFilter(who.account_id, target_type=parent.native_type, target_id=str(parent_id))
     async with request.app[POOL].acquire() as conn:
@@ -272,8 +270,8 @@ async def child_list(request: web.Request) -> web.Response:
 
 @autotask_errors
 async def child_get(request: web.Request) -> web.Response:
-    _, _, node = _parent_node(request)
     who, _ = await caller(request, READ)
+    _, _, node = _parent_node(request)
     seq = translate.parse_id(request.match_info["id"], "attachment")
     return await _with_data(request, who, seq, lambda row: node in (row["ancestors"] or ()))
 
@@ -281,8 +279,8 @@ async def child_get(request: web.Request) -> web.Response:
 @autotask_errors
 async def child_create(request: web.Request) -> web.Response:
     """``POST /Tickets/{id}/Attachments``: ``{"itemId": <id>}`` once the attachment is committed."""
-    parent, parent_id, node = _parent_node(request)
     who, integration = await caller(request, WRITE)
+    parent, parent_id, node = _parent_node(request)
     new = translate.parse_create(
         parent, parent_id, await read_json(request, max_bytes=request.app[SETTINGS].max_json_bytes)
     )
@@ -305,8 +303,8 @@ async def child_create(request: web.Request) -> web.Response:
 @autotask_errors
 async def child_delete(request: web.Request) -> web.Response:
     """``DELETE /Tickets/{id}/Attachments/{attachmentId}``: ``{"itemId": <id>}``."""
-    _, _, node = _parent_node(request)
     who, _ = await caller(request, WRITE)
+    _, _, node = _parent_node(request)
     seq = translate.parse_id(request.match_info["id"], "attachment")
     async with request.app[POOL].acquire() as conn:
         row = await _by_seq(conn, who.account_id, seq)
@@ -355,11 +353,11 @@ def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
     base = prefix + ROOT
     add = router.add_route
     info = f"{base}/AttachmentInfo"
-    add("GET", f"{info}/query", info_query)
-    add("GET", f"{info}/query/next", info_query)
-    add("POST", f"{info}/query", info_query)
-    add("GET", f"{info}/query/count", info_count)
-    add("POST", f"{info}/query/count", info_count)
+    add("GET", f"{info}/query", run_query)
+    add("GET", f"{info}/query/next", run_query)
+    add("POST", f"{info}/query", run_query)
+    add("GET", f"{info}/query/count", run_count)
+    add("POST", f"{info}/query/count", run_count)
     add("GET", f"{info}/entityInformation", info_entity_information)
     add("GET", f"{info}/entityInformation/fields", fields)
     add("GET", info + "/{id}", info_get)
@@ -379,11 +377,11 @@ def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
         add("PUT", path, no_update)
 
     entity = base + "/{entity}"
-    add("GET", entity + "/query", entity_query)
-    add("GET", entity + "/query/next", entity_query)
-    add("POST", entity + "/query", entity_query)
-    add("GET", entity + "/query/count", entity_count)
-    add("POST", entity + "/query/count", entity_count)
+    add("GET", entity + "/query", run_query)
+    add("GET", entity + "/query/next", run_query)
+    add("POST", entity + "/query", run_query)
+    add("GET", entity + "/query/count", run_count)
+    add("POST", entity + "/query/count", run_count)
     add("GET", entity + "/entityInformation", entity_information)
     add("GET", entity + "/entityInformation/fields", fields)
     add("GET", entity + "/{id}", entity_get)
