@@ -443,6 +443,8 @@ async def test_bad_input_is_a_clear_error_and_stores_nothing(service):
     await refused(resp, 404)
     resp = await service.client.post(f"{ROOT}/Widgets/1/Attachments", json=file_body(), headers=headers(service))
     await refused(resp, 404)
+    resp = await service.client.get(f"{ROOT}/Tickets/1/Attachment", headers=headers(service))
+    assert "No resource at" in await refused(resp, 404)
     assert await service.rows() == []
     assert await service.stored_keys() == []
 
