@@ -17,7 +17,7 @@ from aiohttp import web
 from services.compat.autotask import entities, paging, translate
 from services.compat.autotask.entities import Parent
 from services.compat.common import profile_errors
-from services.core import hierarchy, listing, querylang, repository
+from services.core import budget, hierarchy, listing, querylang, repository
 from services.core.auth import READ, WRITE, Principal
 from services.core.contract import Canceled, CancelJob, Failed, Ingested
 from services.core.errors import ApiError
@@ -61,10 +61,16 @@ async def caller(request: web.Request, scope: str) -> tuple[Principal, str]:
 
 
 def create_options(body: dict[str, Any], integration: str) -> CreateOptions:
-    """The native create of a translated body. The integration's byte window (``entities.WINDOW_BYTES``) waits
-    on the per-profile budget policy of the native gaps; until then the account's own window applies."""
-    del integration
-    return CreateOptions(json_body=body)
+    """The native create of a translated body, held to Autotask's limits: 7 MB per file and a window of
+    10,000,000 bytes per 5 minutes, then 5 minutes of refusals, for each integration code of the account."""
+    policy = budget.Policy(
+        subject=f"integration:{integration}",
+        byte_budget=entities.WINDOW_BYTES,
+        window_s=entities.WINDOW_S,
+        lockout_s=entities.LOCKOUT_S,
+        max_file_bytes=entities.MAX_FILE_BYTES,
+    )
+    return CreateOptions(json_body=body, budget=policy)
 
 
 # -- the parent in the path ------------------------------------------------------------------------------
@@ -104,18 +110,16 @@ async def _by_seqs(conn: asyncpg.Connection, account: str, seqs: Iterable[int]) 
 
 
 async def _by_seq(conn: asyncpg.Connection, account: str, seq: int) -> asyncpg.Record:
-    rows = await _by_seqs(conn, account, [seq])
-    if not rows:
+    row = await repository.get_attachment(conn, account, seq)
+    if row is None:
         raise translate.error(f"No attachment with id {seq} was found", status=404)
-    return rows[0]
+    return row
 
 
 async def _items(conn: asyncpg.Connection, account: str, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
     """The AttachmentInfo items of rows, with the integer ids of the attachments they hang under."""
     parents = translate.nested_parents(rows)
-    seqs = (
-        {r["id"]: r["seq"] for r in await repository.get_attachments(conn, account, list(parents))} if parents else {}
-    )
+    seqs = await repository.seqs_of(conn, account, list(parents)) if parents else {}
     return [translate.item(r, seqs) for r in rows]
 
 
@@ -280,21 +284,11 @@ async def child_get(request: web.Request) -> web.Response:
 async def child_create(request: web.Request) -> web.Response:
     """``POST /Tickets/{id}/Attachments``: ``{"itemId": <id>}`` once the attachment is committed."""
     who, integration = await caller(request, WRITE)
-    parent, parent_id, node = _parent_node(request)
+    parent, parent_id, _ = _parent_node(request)
     new = translate.parse_create(
         parent, parent_id, await read_json(request, max_bytes=request.app[SETTINGS].max_json_bytes)
     )
-    nested_under = None
-    if new.parent_attachment is not None:
-        async with request.app[POOL].acquire() as conn:
-            rows = await _by_seqs(conn, who.account_id, [new.parent_attachment])
-        if not rows or node not in (rows[0]["ancestors"] or ()):
-            raise translate.error(
-                f"parentAttachmentID {new.parent_attachment} is not an attachment of {parent.label} {parent_id}",
-                field="parentAttachmentID",
-            )
-        nested_under = rows[0]["id"]
-    job_id = await accept_create(request, who, create_options(translate.native_create(new, nested_under), integration))
+    job_id = await accept_create(request, who, create_options(translate.native_create(new), integration))
     outcome = await _outcome(request, job_id)
     assert isinstance(outcome, Ingested)
     return json_response({"itemId": outcome.attachments[0].seq})

@@ -21,13 +21,11 @@ from services.compat.autotask.entities import (
     BY_PARENT_TYPE,
     CREATOR_TYPES,
     FIELD_NAMES,
-    MAX_FILE_BYTES,
     NESTED,
     PUBLISH,
     PUBLISH_CODES,
     Parent,
 )
-from services.core import encoding
 from services.core.errors import ApiError
 
 MAX_RECORDS = 500
@@ -102,8 +100,7 @@ _IGNORED = frozenset(
 
 @dataclass(frozen=True)
 class NewAttachment:
-    """A child collection's create, checked: everything the native create needs but the parent attachment's
-    UUID, which the handler looks up by ``parent_attachment`` (its integer id)."""
+    """A child collection's create, checked."""
 
     parent: Parent
     parent_id: int
@@ -189,12 +186,6 @@ def parse_create(parent: Parent, parent_id: int, body: Any) -> NewAttachment:
             raise error("data is required for a FILE_ATTACHMENT: the file's bytes in base64", field="data")
         if not isinstance(data, str):
             raise error("data must be the file's bytes in base64 (a string)", field="data")
-        if encoding.decoded_size(data) > MAX_FILE_BYTES:
-            raise error(
-                f"The attachment is larger than the API's limit of {MAX_FILE_BYTES} bytes per file",
-                status=413,
-                field="data",
-            )
         if full_path is not None and len(full_path) > 255:
             raise error("fullPath is longer than 255 characters", field="fullPath")
     else:
@@ -249,10 +240,14 @@ def _placement(parent: Parent, parent_id: int, fields: Mapping[str, Any]) -> tup
     return placed
 
 
-def native_create(new: NewAttachment, parent_attachment: uuid.UUID | None) -> dict[str, Any]:
+def native_create(new: NewAttachment) -> dict[str, Any]:
     """The native create body (``POST /v1/attachments``) of a checked Autotask create. A nested attachment
-    goes under its parent attachment (which is on this parent: the handler checked), not on a target."""
+    names its parent attachment by integer id and the URL's parent as its target: the native rules hold the
+    parent attachment to that record (or one below it) and the record's type to the nesting rule."""
     body: dict[str, Any] = {
+        "target_type": new.parent.native_type,
+        "target_id": str(new.parent_id),
+        "parent_attachment_id": new.parent_attachment,
         "attachment_type": new.attachment_type,
         "name": new.title,
         "publish": new.publish,
@@ -263,12 +258,8 @@ def native_create(new: NewAttachment, parent_attachment: uuid.UUID | None) -> di
         body["filename"] = new.full_path or new.title
     else:
         body["url"] = new.full_path
-    if parent_attachment is not None:
-        body["parent_attachment_id"] = str(parent_attachment)
-    else:
-        body["target_type"], body["target_id"] = new.parent.native_type, str(new.parent_id)
-        if new.placed_under is not None:
-            body["parent"] = {"type": new.placed_under[0], "id": new.placed_under[1]}
+    if new.placed_under is not None:
+        body["parent"] = {"type": new.placed_under[0], "id": new.placed_under[1]}
     return {k: v for k, v in body.items() if v is not None}
 
 
