@@ -212,6 +212,16 @@ async def test_the_seeds_fields_call_answers_the_documented_picklist(service):
     assert types == ["FILE_LINK", "FOLDER_LINK", "URL", "FILE_ATTACHMENT"]
     info = await (await service.client.get(f"{ROOT}/AttachmentInfo/entityInformation", headers=headers(service))).json()
     assert info["info"]["canQuery"] is True and info["info"]["canCreate"] is False
+    info = await (
+        await service.client.get(f"{ROOT}/TicketAttachments/entityInformation", headers=headers(service))
+    ).json()
+    assert (info["info"]["name"], info["info"]["canCreate"], info["info"]["canUpdate"]) == (
+        "TicketAttachments",
+        True,
+        False,
+    )
+    resp = await service.client.get(f"{ROOT}/Tickets/entityInformation", headers=headers(service))
+    await refused(resp, 404)
 
 
 async def test_a_ticket_attachment_round_trips_its_bytes(service):

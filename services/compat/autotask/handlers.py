@@ -7,6 +7,7 @@ both answer from the job's outcome; reads call the repository with the caller's 
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -99,14 +100,15 @@ def _page_url(request: web.Request, tail: str) -> str:
 # -- reads -----------------------------------------------------------------------------------------------
 
 
-async def _by_seqs(conn: asyncpg.Connection, account: str, seqs: Iterable[int]) -> list[asyncpg.Record]:
-    """Live attachments of the account by integer id."""
-    wanted = sorted(set(seqs))
-    if not wanted:
-        return []
-    condition = querylang.compile_filter([{"field": "seq", "op": "in", "value": wanted}])
-    rows, _ = await repository.query_attachments(conn, repository.QueryFilter(account, condition), len(wanted), None)
-    return rows
+async def _uuids_of(conn: asyncpg.Connection, account: str, seqs: Iterable[int]) -> dict[int, uuid.UUID]:
+    """The UUIDs of the account's live attachments with these integer ids (a filter's parentAttachmentID)."""
+    wanted, found = sorted(set(seqs)), {}
+    for start in range(0, len(wanted), querylang.MAX_LIST):
+        chunk = wanted[start : start + querylang.MAX_LIST]
+        condition = querylang.compile_filter([{"field": "seq", "op": "in", "value": chunk}])
+        rows, _ = await repository.query_attachments(conn, repository.QueryFilter(account, condition), len(chunk), None)
+        found.update({r["seq"]: r["id"] for r in rows})
+    return found
 
 
 async def _by_seq(conn: asyncpg.Connection, account: str, seq: int) -> asyncpg.Record:
@@ -145,7 +147,7 @@ async def _native_query(
     conn: asyncpg.Connection, account: str, body: Any, scope: Parent | None
 ) -> tuple[translate.Query, querylang.QueryRequest]:
     query = translate.parse_query(body)
-    refs = {r["seq"]: r["id"] for r in await _by_seqs(conn, account, translate.attachment_refs(query.filter))}
+    refs = await _uuids_of(conn, account, translate.attachment_refs(query.filter))
     native = {"filter": translate.native_filter(query.filter, refs, scope), "max_records": query.max_records}
     return query, querylang.parse_query_request(native)
 
@@ -155,7 +157,9 @@ def _scope(request: web.Request) -> Parent | None:
     return _entity(request) if "entity" in request.match_info else None
 
 
-async def _query(request: web.Request) -> web.Response:
+@autotask_errors
+async def run_query(request: web.Request) -> web.Response:
+    """``AttachmentInfo/query`` and ``<Entity>Attachments/query`` (GET with ``search``, POST, ``/next``)."""
     who, _ = await caller(request, READ)
     scope = _scope(request)
     name = "AttachmentInfo" if scope is None else scope.entity
@@ -173,7 +177,9 @@ async def _query(request: web.Request) -> web.Response:
     return json_response({"items": items, "pageDetails": details})
 
 
-async def _count(request: web.Request) -> web.Response:
+@autotask_errors
+async def run_count(request: web.Request) -> web.Response:
+    """``.../query/count`` (GET with ``search``, POST): ``{"queryCount": n}``."""
     who, _ = await caller(request, READ)
     scope = _scope(request)
     body, _ = await _query_body(request)
@@ -181,17 +187,6 @@ async def _count(request: web.Request) -> web.Response:
         _, native = await _native_query(conn, who.account_id, body, scope)
         count = await repository.count_query(conn, repository.QueryFilter(who.account_id, native.filter))
     return json_response({"queryCount": count})
-
-
-@autotask_errors
-async def run_query(request: web.Request) -> web.Response:
-    """``AttachmentInfo/query`` and ``<Entity>Attachments/query`` (GET with ``search``, POST, ``/next``)."""
-    return await _query(request)
-
-
-@autotask_errors
-async def run_count(request: web.Request) -> web.Response:
-    return await _count(request)
 
 
 @autotask_errors
@@ -234,16 +229,10 @@ async def fields(request: web.Request) -> web.Response:
 
 
 @autotask_errors
-async def info_entity_information(request: web.Request) -> web.Response:
-    await caller(request, READ)
-    return json_response(entities.entity_information("AttachmentInfo"))
-
-
-@autotask_errors
 async def entity_information(request: web.Request) -> web.Response:
     await caller(request, READ)
-    parent = _entity(request)
-    return json_response(entities.entity_information(parent.entity))
+    scope = _scope(request)
+    return json_response(entities.entity_information("AttachmentInfo" if scope is None else scope.entity))
 
 
 # -- a parent's child collection -------------------------------------------------------------------------
@@ -335,6 +324,7 @@ async def no_update(request: web.Request) -> web.Response:
 
 @autotask_errors
 async def query_only(request: web.Request) -> web.Response:
+    _scope(request)  # an unknown entity is not found
     raise translate.error(translate.QUERY_ONLY, status=405)
 
 
@@ -352,7 +342,7 @@ def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
     add("POST", f"{info}/query", run_query)
     add("GET", f"{info}/query/count", run_count)
     add("POST", f"{info}/query/count", run_count)
-    add("GET", f"{info}/entityInformation", info_entity_information)
+    add("GET", f"{info}/entityInformation", entity_information)
     add("GET", f"{info}/entityInformation/fields", fields)
     add("GET", info + "/{id}", info_get)
     add("POST", info, query_only)
