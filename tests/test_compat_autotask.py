@@ -574,3 +574,35 @@ async def test_an_autotask_key_works_here_with_its_bindings_only(service, make_k
         f"{ROOT}/AttachmentInfo/{item_id}", headers={**good, "ApiIntegrationCode": "X", "Secret": other}
     )
     await refused(resp, 404)
+
+
+async def test_every_operator_runs_on_the_database(service):
+    report = await create(service, "Tickets", 1, file_body("report-2024.txt"))
+    image = await create(service, "Tickets", 1, file_body("photo.png", png_bytes(100, 80), publish=2))
+    link = await create(
+        service, "Tasks", 2, {"title": "Wiki", "attachmentType": "URL", "fullPath": "https://wiki.example/x"}
+    )
+    cases: list[tuple[dict[str, Any], list[int]]] = [
+        ({"op": "beginsWith", "field": "title", "value": "REPORT"}, [report]),
+        ({"op": "contains", "field": "contentType", "value": "png"}, [image]),
+        ({"op": "endsWith", "field": "fullPath", "value": "/x"}, [link]),
+        ({"op": "gt", "field": "attachDate", "value": "2000-01-01T00:00:00"}, [report, image, link]),
+        ({"op": "lt", "field": "attachDate", "value": "2000-01-01"}, []),
+        ({"op": "eq", "field": "publish", "value": 2}, [image]),
+        ({"op": "eq", "field": "creatorType", "value": 1}, [report, image, link]),
+        ({"op": "eq", "field": "creatorType", "value": 2}, []),
+        ({"op": "notExist", "field": "attachedByContactID"}, [report, image, link]),
+        ({"op": "in", "field": "attachmentType", "value": ["URL", "FILE_LINK"]}, [link]),
+        ({"op": "notIn", "field": "id", "value": [report]}, [image, link]),
+        ({"op": "noteq", "field": "parentType", "value": 4}, [link]),
+        ({"op": "notExist", "field": "parentAttachmentID"}, [report, image, link]),
+        (
+            {
+                "op": "or",
+                "items": [{"op": "eq", "field": "taskID", "value": 2}, {"op": "eq", "field": "id", "value": report}],
+            },
+            [report, link],
+        ),
+    ]
+    for condition, expected in cases:
+        assert await ids_of(service, condition) == sorted(expected), condition
