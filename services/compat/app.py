@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from services.compat import autotask
 from services.core.settings import Settings
 from services.web.engines import pool_ctx, redis_ctx, storage_ctx
 from services.web.http import base_app
@@ -17,8 +18,6 @@ ProfileRoutes = Callable[[web.UrlDispatcher, str], None]
 
 
 def profiles() -> dict[str, ProfileRoutes]:
-    from services.compat import autotask
-
     return {"autotask": autotask.add_routes}
 
 
