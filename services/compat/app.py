@@ -17,7 +17,9 @@ ProfileRoutes = Callable[[web.UrlDispatcher, str], None]
 
 
 def profiles() -> dict[str, ProfileRoutes]:
-    return {}
+    from services.compat import espocrm
+
+    return {"espocrm": espocrm.add_routes}
 
 
 def add_routes(app: web.Application) -> None:

@@ -163,3 +163,15 @@ async def set_links(
         list(ids),
     )
     return now_linked
+
+
+async def target_known(conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str) -> bool:
+    """Whether the account has this target: placed in the hierarchy, or holding attachments (or having held)."""
+    known: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM targets WHERE account_id = $1 AND target_type = $2 AND target_id = $3) "
+        "OR EXISTS (SELECT 1 FROM attachments WHERE account_id = $1 AND target_type = $2 AND target_id = $3)",
+        account_id,
+        target_type,
+        target_id,
+    )
+    return known
