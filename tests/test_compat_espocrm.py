@@ -584,3 +584,17 @@ async def test_a_file_over_the_limit_is_espocrm_s_forbidden(make_service):
         assert "10" in response.headers["X-Status-Reason"]
         assert json.loads(await response.text())["messageTranslation"]["data"]["field"] == "file"
         assert await svc.rows() == []
+
+
+async def test_a_record_known_by_its_native_attachments_stays_known_with_none(service):
+    svc = service
+    native = {"target_type": "Note", "target_id": "n7", "field": "attachments", "filename": "x.txt", "data": "eA=="}
+    response = await svc.upload_json(native)
+    assert response.status == 201
+    ident = (await response.json())["id"]
+    response = await svc.client.put(f"{API}/Note/n7", json={"post": "p"}, headers=key_auth(svc))
+    assert (await response.json())["attachmentsIds"] == [ident]
+    for _ in range(2):
+        response = await svc.client.put(f"{API}/Note/n7", json={"attachmentsIds": []}, headers=key_auth(svc))
+        assert response.status == 200
+        assert (await response.json())["attachmentsIds"] == []

@@ -119,8 +119,7 @@ async def create_record(request: web.Request) -> web.Response:
     await _check_free(request, who, entity_type, write, wanted)
     request = _without_idempotency_key(request)
     record_id = translate.new_record_id()
-    job = PutTargetJob(**job_base(request, who), target_type=entity_type, target_id=record_id)
-    await _finished(request, await submit_mutation(request, job))
+    await _place(request, who, entity_type, record_id)
     return await _link_and_answer(request, who, entity_type, record_id, write, wanted)
 
 
@@ -132,9 +131,19 @@ async def update_record(request: web.Request) -> web.Response:
     write = translate.record_write(entity_type, await read_json(request, max_bytes=RECORD_BODY_MAX))
     wanted = {f: translate.attachment_uuids(ids, write.keys[f]) for f, ids in write.links.items()}
     async with request.app[POOL].acquire() as conn:
-        if not await targets.target_known(conn, who.account_id, entity_type, record_id):
-            raise not_found(entity_type)
-    return await _link_and_answer(_without_idempotency_key(request), who, entity_type, record_id, write, wanted)
+        standing = await targets.target_standing(conn, who.account_id, entity_type, record_id)
+    if standing is None:
+        raise not_found(entity_type)
+    request = _without_idempotency_key(request)
+    if standing == "holding" and wanted:  # known by its attachments only: unlinking them all must not forget it
+        await _place(request, who, entity_type, record_id)
+    return await _link_and_answer(request, who, entity_type, record_id, write, wanted)
+
+
+async def _place(request: web.Request, who: Principal, entity_type: str, record_id: str) -> None:
+    """Register the record as a target of the account, so that it stays known with no attachment on it."""
+    job = PutTargetJob(**job_base(request, who), target_type=entity_type, target_id=record_id)
+    await _finished(request, await submit_mutation(request, job))
 
 
 async def _link_and_answer(
