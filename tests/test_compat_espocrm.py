@@ -598,3 +598,16 @@ async def test_a_record_known_by_its_native_attachments_stays_known_with_none(se
         response = await svc.client.put(f"{API}/Note/n7", json={"attachmentsIds": []}, headers=key_auth(svc))
         assert response.status == 200
         assert (await response.json())["attachmentsIds"] == []
+
+
+async def test_an_idempotency_key_on_an_upload_replays_it_and_a_record_write_ignores_it(service):
+    svc = service
+    body = {"name": "a.txt", "parentType": "Note", "field": "attachments", "file": data_uri(b"once")}
+    headers = {**key_auth(svc), "Idempotency-Key": "k-1"}
+    first = await (await svc.client.post(f"{API}/Attachment", json=body, headers=headers)).json()
+    again = await (await svc.client.post(f"{API}/Attachment", json=body, headers=headers)).json()
+    assert again["id"] == first["id"] and len(await svc.rows()) == 1
+
+    response = await svc.client.post(f"{API}/Note", json={"attachmentsIds": [first["id"]]}, headers=headers)
+    assert response.status == 200
+    assert (await response.json())["attachmentsIds"] == [first["id"]]

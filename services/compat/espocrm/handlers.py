@@ -101,7 +101,8 @@ def _record_id(request: web.Request) -> str:
 
 
 def _without_idempotency_key(request: web.Request) -> web.Request:
-    """A record write runs more than one job and EspoCRM has no Idempotency-Key: each job is its own."""
+    """A record write runs more than one job and EspoCRM has no Idempotency-Key: each job is its own. (A
+    request is cloned before its body is read.)"""
     if "Idempotency-Key" not in request.headers:
         return request
     headers = request.headers.copy()
@@ -112,12 +113,12 @@ def _without_idempotency_key(request: web.Request) -> web.Request:
 @espo_errors
 async def create_record(request: web.Request) -> web.Response:
     """``POST Note`` / ``POST Document``: a new record of that type, with its attachment fields linked."""
+    request = _without_idempotency_key(request)
     who = await _caller(request, WRITE)
     entity_type = _entity_type(request)
     write = translate.record_write(entity_type, await read_json(request, max_bytes=RECORD_BODY_MAX))
     wanted = {f: translate.attachment_uuids(ids, write.keys[f]) for f, ids in write.links.items()}
     await _check_free(request, who, entity_type, write, wanted)
-    request = _without_idempotency_key(request)
     record_id = translate.new_record_id()
     await _place(request, who, entity_type, record_id)
     return await _link_and_answer(request, who, entity_type, record_id, write, wanted)
@@ -126,6 +127,7 @@ async def create_record(request: web.Request) -> web.Response:
 @espo_errors
 async def update_record(request: web.Request) -> web.Response:
     """``PUT Note/{id}`` / ``PUT Document/{id}``: a given attachment field becomes exactly what it lists."""
+    request = _without_idempotency_key(request)
     who = await _caller(request, WRITE)
     entity_type, record_id = _entity_type(request), _record_id(request)
     write = translate.record_write(entity_type, await read_json(request, max_bytes=RECORD_BODY_MAX))
@@ -134,7 +136,6 @@ async def update_record(request: web.Request) -> web.Response:
         standing = await targets.target_standing(conn, who.account_id, entity_type, record_id)
     if standing is None:
         raise not_found(entity_type)
-    request = _without_idempotency_key(request)
     if standing == "holding" and wanted:  # known by its attachments only: unlinking them all must not forget it
         await _place(request, who, entity_type, record_id)
     return await _link_and_answer(request, who, entity_type, record_id, write, wanted)
