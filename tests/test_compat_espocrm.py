@@ -3,15 +3,18 @@ the pure translation both ways."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import pyvips
 
+from services.cli import main
 from services.compat.espocrm import translate
 from services.compat.espocrm.credentials import credential
 from services.core.errors import ApiError
@@ -130,7 +133,8 @@ async def test_file_field_example_upload_then_document_create_and_update(service
     assert await response.json() == {"id": document["id"], "fileId": second["id"], "fileName": "v2.txt"}
     rows = {str(r["id"]): r for r in await svc.rows()}
     assert (rows[second["id"]]["target_id"], rows[second["id"]]["field"]) == (document["id"], "file")
-    assert rows[first["id"]]["target_id"] is None or rows[first["id"]]["canceled_at"] is not None
+    unlinked = rows[first["id"]]  # off the record, not deleted
+    assert (unlinked["target_id"], unlinked["canceled_at"], unlinked["unlinked_at"] is not None) == (None, None, True)
 
     response = await svc.client.get(f"{API}/Attachment/file/{second['id']}", headers=key_auth(svc))
     assert response.status == 200
@@ -189,7 +193,8 @@ async def test_attachment_multiple_example_upload_then_note_create_and_update(se
     assert updated["attmnetsIds"] == []  # not an attribute attachd knows: answered as given
     rows = {str(r["id"]): r for r in await svc.rows()}
     assert rows[second["id"]]["target_id"] == note["id"]
-    assert rows[first["id"]]["target_id"] is None or rows[first["id"]]["canceled_at"] is not None
+    unlinked = rows[first["id"]]  # off the record, not deleted
+    assert (unlinked["target_id"], unlinked["canceled_at"], unlinked["unlinked_at"] is not None) == (None, None, True)
 
     # Downloading: GET Attachment/file/{id}
     response = await svc.client.get(f"{API}/Attachment/file/{second['id']}", headers=key_auth(svc))
@@ -426,7 +431,6 @@ async def test_parent_id_in_an_upload_is_ignored(service):
     assert (row["target_type"], row["target_id"], row["parent_type"]) == (None, None, "Note")
 
 
-@pytest.mark.xfail(strict=True, reason="native set_links still cancels what it unlinks (unlink-not-delete pending)")
 async def test_a_list_replaces_and_the_unlisted_can_be_linked_again(service):
     svc = service
     a, b = await uploaded(svc, b"a", "a.txt"), await uploaded(svc, b"b", "b.txt")
@@ -611,3 +615,65 @@ async def test_an_idempotency_key_on_an_upload_replays_it_and_a_record_write_ign
     response = await svc.client.post(f"{API}/Note", json={"attachmentsIds": [first["id"]]}, headers=headers)
     assert response.status == 200
     assert (await response.json())["attachmentsIds"] == [first["id"]]
+
+
+# -- real API keys, made as a user makes them ----------------------------------------------------------
+
+
+@pytest.fixture
+def attachd_keys(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
+    """``await attachd_keys("create", ...)``: the `attachd keys` command against the test database, in a
+    thread (it runs its own event loop); its output lines."""
+    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
+
+    def run(argv: tuple[str, ...]) -> list[str]:
+        capsys.readouterr()
+        main(["keys", *argv])
+        return capsys.readouterr().out.splitlines()
+
+    async def run_in_thread(*argv: str) -> list[str]:
+        return await asyncio.to_thread(run, argv)
+
+    return run_in_thread
+
+
+async def test_an_espocrm_api_key_runs_the_two_step_flow_until_it_is_revoked(service, attachd_keys):
+    svc = service
+    lines = await attachd_keys("create", "--account", svc.account, "--profile", "espocrm", "--name", "crm-sync")
+    headers = {"X-Api-Key": lines[-1]}
+    body = {"name": "k.txt", "type": "text/plain", "parentType": "Note", "field": "attachments"}
+    response = await svc.client.post(f"{API}/Attachment", json={**body, "file": data_uri(b"by key")}, headers=headers)
+    assert response.status == 200
+    attachment = await response.json()
+    assert attachment["createdById"] == "crm-sync"
+    response = await svc.client.post(f"{API}/Note", json={"attachmentsIds": [attachment["id"]]}, headers=headers)
+    assert (await response.json())["attachmentsIds"] == [attachment["id"]]
+    response = await svc.client.get(f"{API}/Attachment/file/{attachment['id']}", headers=headers)
+    assert await response.read() == b"by key"
+
+    # limited to this profile: the native API refuses it
+    native = {"Authorization": f"Bearer {lines[-1]}"}
+    response = await svc.client.get(f"/v1/attachments/{attachment['id']}", headers=native)
+    assert response.status == 401
+
+    (listed,) = json.loads("\n".join(await attachd_keys("list", "--account", svc.account, "--json")))
+    await attachd_keys("revoke", str(listed["id"]))
+    response = await svc.client.get(f"{API}/Attachment/file/{attachment['id']}", headers=headers)
+    assert (response.status, await response.read()) == (401, b"")
+    assert response.headers["X-Status-Reason"] == "the API key has been revoked"
+
+
+async def test_a_key_of_another_profile_or_read_only_is_refused(service, attachd_keys):
+    svc = service
+    toggl = (await attachd_keys("create", "--account", svc.account, "--profile", "toggl", "--bind", "org=1"))[-1]
+    reader = (await attachd_keys("create", "--account", svc.account, "--scope", "attachments:read"))[-1]
+    body = {"name": "a.txt", "parentType": "Note", "field": "attachments", "file": data_uri(b"x")}
+    response = await svc.client.post(f"{API}/Attachment", json=body, headers={"X-Api-Key": toggl})
+    assert response.status == 401
+    assert response.headers["X-Status-Reason"] == "this API key is limited to the toggl compatibility profile"
+    response = await svc.client.post(f"{API}/Attachment", json=body, headers={"X-Api-Key": reader})
+    assert (response.status, await response.read()) == (403, b"")
+    espo = base64.b64encode(f"admin:{reader}".encode()).decode()
+    response = await svc.client.get(f"{API}/Attachment/file/{uuid.uuid4()}", headers={"Espo-Authorization": espo})
+    assert response.status == 404  # let in (a read), and nothing there
+    assert await svc.rows() == []

@@ -15,7 +15,7 @@ from services.compat.espocrm.credentials import credential
 from services.compat.espocrm.fields import ATTACHMENT_FIELDS
 from services.core import listing, repository
 from services.core.auth import READ, WRITE, Principal
-from services.core.contract import AnyOutcome, Failed, Ingested, LinksSet, PutTargetJob, SetLinksJob
+from services.core.contract import AnyOutcome, AttachmentRef, Failed, Ingested, LinksSet, PutTargetJob, SetLinksJob
 from services.core.errors import ApiError, bad_request, not_found
 from services.core.repository import targets
 from services.core.validation import parse_parent
@@ -196,8 +196,9 @@ async def _set_links(
     ids: list[uuid.UUID],
     key: str,
 ) -> list[dict[str, Any]]:
+    refs: list[AttachmentRef] = list(ids)
     job = SetLinksJob(
-        **job_base(request, who), target_type=entity_type, target_id=record_id, field=target_field, ids=ids
+        **job_base(request, who), target_type=entity_type, target_id=record_id, field=target_field, ids=refs
     )
     try:
         outcome = await _finished(request, await submit_mutation(request, job))
