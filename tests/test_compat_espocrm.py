@@ -473,9 +473,20 @@ async def test_another_tenants_ids_are_404_and_its_uploads_cannot_be_linked(serv
     other = svc.other_account()
     theirs = key_auth(svc, account=other)
 
-    response = await svc.client.get(f"{API}/Attachment/file/{mine['id']}", headers=theirs)
-    assert (response.status, await response.read()) == (404, b"")
-    assert response.headers["X-Status-Reason"] == "attachment not found"
+    for path in (f"Attachment/file/{mine['id']}", f"Attachment/{mine['id']}"):
+        response = await svc.client.get(f"{API}/{path}", headers=theirs)
+        assert (response.status, await response.read()) == (404, b"")
+        assert response.headers["X-Status-Reason"] == "attachment not found"
+    response = await svc.client.get(f"{API}/Attachment/{mine['id']}", headers=key_auth(svc))
+    assert response.status == 200
+    read = await response.json()
+    assert_attachment(read)
+    assert (read["id"], read["parentType"], read["parentId"], read["field"]) == (
+        mine["id"],
+        "Note",
+        note["id"],
+        "attachments",
+    )
     response = await svc.client.put(f"{API}/Note/{note['id']}", json={"attachmentsIds": []}, headers=theirs)
     assert response.status == 404
     response = await svc.client.post(f"{API}/Note", json={"attachmentsIds": [mine["id"]]}, headers=theirs)
@@ -677,3 +688,15 @@ async def test_a_key_of_another_profile_or_read_only_is_refused(service, attachd
     response = await svc.client.get(f"{API}/Attachment/file/{uuid.uuid4()}", headers={"Espo-Authorization": espo})
     assert response.status == 404  # let in (a read), and nothing there
     assert await svc.rows() == []
+
+
+async def test_a_name_that_lies_about_the_bytes_is_refused_by_the_native_checks(service):
+    svc = service
+    pdf = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n"
+    body = {"name": "test.txt", "type": "text/plain", "parentType": "Note", "field": "attachments"}
+    response = await upload(svc, {**body, "file": data_uri(pdf)})
+    assert response.status == 400
+    assert response.headers["X-Status-Reason"] == "file content is application/pdf but the name ends in .txt"
+    assert (await response.json())["messageTranslation"]["data"] == {"field": "file", "type": "valid"}
+    assert await svc.rows() == []
+    assert await svc.stored_keys() == []

@@ -71,9 +71,8 @@ async def upload(request: web.Request) -> web.Response:
     return json_response(translate.attachment_attributes(msgspec.structs.asdict(outcome.attachments[0])))
 
 
-@espo_errors
-async def download(request: web.Request) -> web.StreamResponse:
-    """``GET Attachment/file/{id}``: the bytes as stored, with their type, to be saved."""
+async def _readable_attachment(request: web.Request) -> Mapping[str, Any]:
+    """The caller's attachment named in the path; anything else is a 404."""
     who = await _caller(request, READ)
     try:
         ident = uuid.UUID(request.match_info["id"])
@@ -83,7 +82,19 @@ async def download(request: web.Request) -> web.StreamResponse:
         row = await repository.get_attachment(conn, who.account_id, ident)
     if row is None:
         raise not_found()
-    return await serve(request, row, "original", download=True)
+    return row
+
+
+@espo_errors
+async def download(request: web.Request) -> web.StreamResponse:
+    """``GET Attachment/file/{id}``: the bytes as stored, with their type, to be saved."""
+    return await serve(request, await _readable_attachment(request), "original", download=True)
+
+
+@espo_errors
+async def read_attachment(request: web.Request) -> web.Response:
+    """``GET Attachment/{id}``: EspoCRM's read of the record, to see where an upload is linked."""
+    return json_response(translate.attachment_attributes(await _readable_attachment(request)))
 
 
 def _entity_type(request: web.Request) -> str:
@@ -228,6 +239,7 @@ def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
     api = f"{prefix}/api/v1"
     records = "|".join(ATTACHMENT_FIELDS)
     router.add_post(f"{api}/Attachment", upload)
+    router.add_get(f"{api}/Attachment/{{id}}", read_attachment)
     router.add_get(f"{api}/Attachment/file/{{id}}", download)
     router.add_post(f"{api}/{{entity_type:(?:{records})}}", create_record)
     router.add_put(f"{api}/{{entity_type:(?:{records})}}/{{id}}", update_record)
