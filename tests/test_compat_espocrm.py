@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import pyvips
+from aiohttp.test_utils import TestClient, TestServer
 
 from services.cli import main
+from services.compat.app import create_app as compat_app
 from services.compat.espocrm import translate
 from services.compat.espocrm.credentials import credential
 from services.core.errors import ApiError
@@ -700,3 +702,21 @@ async def test_a_name_that_lies_about_the_bytes_is_refused_by_the_native_checks(
     assert (await response.json())["messageTranslation"]["data"] == {"field": "file", "type": "valid"}
     assert await svc.rows() == []
     assert await svc.stored_keys() == []
+
+
+async def test_the_standalone_compat_app_serves_the_profile(service):
+    """`attachd compat` runs the profiles on their own: the same flow through that app."""
+    svc = service
+    client = TestClient(TestServer(compat_app(svc.settings)))
+    await client.start_server()
+    try:
+        body = {"name": "c.txt", "parentType": "Note", "field": "attachments", "file": data_uri(b"compat app")}
+        response = await client.post(f"{API}/Attachment", json=body, headers=key_auth(svc))
+        assert response.status == 200
+        ident = (await response.json())["id"]
+        response = await client.post(f"{API}/Note", json={"attachmentsIds": [ident]}, headers=key_auth(svc))
+        assert (await response.json())["attachmentsIds"] == [ident]
+        response = await client.get(f"{API}/Attachment/file/{ident}", headers=key_auth(svc))
+        assert await response.read() == b"compat app"
+    finally:
+        await client.close()
