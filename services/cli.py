@@ -15,7 +15,7 @@ import signal
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,10 @@ def combined_app(settings: Settings) -> web.Application:
     query.add_routes(app)
     ingress.add_routes(app)
     compat.add_routes(app)
+    if settings.console:
+        from services.console import app as console
+
+        console.add_routes(app)
     return app
 
 
@@ -100,6 +104,8 @@ async def _serve_dev(settings: Settings, account: str) -> None:
             shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
             print(f"attachd is running on http://{shown_host}:{settings.port}", flush=True)
             print(f"export ATTACHD_TOKEN={token}", flush=True)
+            if settings.console:
+                print(f"the upload console: http://{shown_host}:{settings.port}/console", flush=True)
             print("Ctrl-C stops everything.", flush=True)
         await signalled
     finally:
@@ -161,6 +167,11 @@ def _dev_extra_missing() -> str | None:
     )
 
 
+def _dev_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings ``attachd dev`` turns on unless the environment says otherwise: the upload console."""
+    return {} if "ATTACHD_CONSOLE" in environ else {"console": True}
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     if problem := _dev_extra_missing():
         sys.exit(problem)
@@ -184,6 +195,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
             jwt_secret=_dev_secret(data_dir),
             host=args.host,
             port=args.port,
+            **_dev_defaults(os.environ),
         )
         asyncio.run(db.migrate(settings.database_url))
         asyncio.run(_serve_dev(settings, args.account))

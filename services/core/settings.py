@@ -205,6 +205,11 @@ class Settings:
     )
     host: str = setting("0.0.0.0", "Address the ingress and query services listen on.")
     port: int = setting(8080, "Port the ingress and query services listen on (their `--port` wins).")
+    console: bool = setting(
+        False,
+        "Serve the upload console at `/console` (from the ingress, and from `attachd dev`, where it is on unless"
+        " this says `false`).",
+    )
 
     @property
     def link_secret(self) -> bytes:

@@ -33,4 +33,8 @@ def create_app(settings: Settings) -> web.Application:
     app = base_app("ingress", settings)
     add_engines(app)
     add_routes(app)
+    if settings.console:  # the upload console: a page whose uploads come here
+        from services.console import app as console
+
+        console.add_routes(app)
     return app
