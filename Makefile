@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml requirements/dev.txt
 	$(BIN)/python -m pip check
 	touch $@
 
-.PHONY: dev test check install docs lock deploy-check
+.PHONY: dev test check install docs lock deploy-check console
 install: $(BIN)/.installed
 
 dev: $(BIN)/.installed
@@ -37,6 +37,11 @@ check: $(BIN)/.installed
 docs: $(BIN)/.installed
 	$(BIN)/python -m services.core.settings --markdown > docs/settings.md
 	$(BIN)/python -m services.core.contract > workers/contract.schema.json
+
+# The upload console's bundle, services/console/static/, from console/ (npm ci from the lockfile, then esbuild);
+# commit what it writes: the package ships it, so nobody else needs npm (tests/test_console.py fails when stale).
+console:
+	cd console && npm ci --no-audit --no-fund && npm run build
 
 # requirements/*.txt from pyproject.toml and requirements/*.in (a test fails when a lock misses a dependency).
 lock: $(BIN)/.installed

@@ -103,9 +103,9 @@ async def _serve_dev(settings: Settings, account: str) -> None:
             token = mint_token(settings.jwt_secret, account=account, sub="dev-user", scope=f"{READ} {WRITE}")
             shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
             print(f"attachd is running on http://{shown_host}:{settings.port}", flush=True)
-            print(f"export ATTACHD_TOKEN={token}", flush=True)
             if settings.console:
                 print(f"the upload console: http://{shown_host}:{settings.port}/console", flush=True)
+            print(f"export ATTACHD_TOKEN={token}", flush=True)
             print("Ctrl-C stops everything.", flush=True)
         await signalled
     finally:

@@ -8,6 +8,7 @@ Playwright's own browser download cannot work here: the test uses the system's c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -249,12 +250,12 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
         by_name = {r["name"]: r for r in rows}
         for (meta, body), width in zip(photos, (1000, 1100, 1200), strict=True):
             row = by_name[meta["name"]]
-            assert (row["sha256"], row["width"], row["content_type"]) == (
+            assert (row["sha256"].hex(), row["width"], row["content_type"]) == (
                 hashlib.sha256(body).hexdigest(),
                 width,
                 "image/jpeg",
             )
-        assert by_name["notes.txt"]["sha256"] == hashlib.sha256(notes).hexdigest()
+        assert by_name["notes.txt"]["sha256"].hex() == hashlib.sha256(notes).hexdigest()
         # The grid shows the API's list, newest first, each photo's thumbnail loaded from its signed link.
         live = await _live(svc, target_id)
         assert await page.locator("#grid .card .name").all_inner_texts() == [
@@ -273,12 +274,17 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
         await _drop(page, [{"name": "tool.exe", "type": "application/octet-stream", "base64": "TVqQAA=="}])
         await expect(page.locator("#errors li", has_text="tool.exe")).to_contain_text(refused_upload)
         assert len(await svc.rows()) == 4
+        # It leaves the uploader: nothing sends it again with the next files.
+        await expect(page.locator(".uppy-Dashboard-Item")).to_have_count(4)
+        await page.locator("#errors li", has_text="tool.exe").locator("button.dismiss").click()
+        await expect(page.locator("#errors li")).to_have_count(0)
 
         # A large file, cut off by going offline as its third chunk starts, resumed when the page is back online.
         lines = (14 * MiB) // len(b"00000000 site survey reading\n")
         survey = _survey_log(lines)
         assert 2 * CHUNK < len(survey) < 3 * CHUNK
         patches: list[str] = []
+        cut = asyncio.Event()
 
         async def cut_third_chunk(route: Any) -> None:
             if route.request.method == "PATCH":
@@ -286,15 +292,16 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
                 if len(patches) == 3:
                     await context.set_offline(True)
                     await route.abort("internetdisconnected")
+                    cut.set()
                     return
             await route.continue_()
 
         await page.route("**/v1/uploads/tus/*", cut_third_chunk)
         await _drop(page, [{"name": "site-survey.log", "type": "text/plain", "lines": lines}])
-        await expect.poll(lambda: len(patches), timeout=20_000).to_be_greater_than_or_equal(3)
-        upload_url = patches[2]
+        await asyncio.wait_for(cut.wait(), 20)
+        upload_path = URL(patches[2]).path
         # The server kept the two chunks it received and knows nothing more; nothing is committed.
-        head = await svc.client.head(upload_url, headers={**svc.auth(), **TUS})
+        head = await svc.client.head(upload_path, headers={**svc.auth(), **TUS})
         assert head.status == 200
         assert (int(head.headers["Upload-Offset"]), int(head.headers["Upload-Length"])) == (2 * CHUNK, len(survey))
         assert len(await svc.rows()) == 4
@@ -303,10 +310,9 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
         await expect(page.locator("#grid .card")).to_have_count(5, timeout=30_000)
         assert len(patches) == 4 and len(set(patches)) == 1  # the rest, in one more chunk, to the same upload
         resumed = {r["name"]: r for r in await svc.rows()}["site-survey.log"]
-        assert (resumed["size"], resumed["sha256"]) == (len(survey), hashlib.sha256(survey).hexdigest())
-        assert str(resumed["id"]) == upload_url.rsplit("/", 1)[1]
+        assert (resumed["size"], resumed["sha256"].hex()) == (len(survey), hashlib.sha256(survey).hexdigest())
+        assert str(resumed["id"]) == upload_path.rsplit("/", 1)[1]
         await page.unroute("**/v1/uploads/tus/*")
-        await page.screenshot(path=shots / "console.png", full_page=True)
 
         # Rename a photo from the grid.
         card = page.locator("#grid .card", has_text="photo-2.jpg")
@@ -314,7 +320,7 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
         await card.locator("input.rename-input").fill("Front door")
         await card.locator("input.rename-input").press("Enter")
         await expect(page.locator("#grid .card .name", has_text="Front door")).to_have_count(1)
-        renamed = {r["sha256"]: r for r in await svc.rows()}[hashlib.sha256(photos[1][1]).hexdigest()]
+        renamed = {r["sha256"].hex(): r for r in await svc.rows()}[hashlib.sha256(photos[1][1]).hexdigest()]
         assert renamed["name"] == "Front door"
 
         # Delete another (after the browser's confirm): gone from the grid, soft-deleted on the server.
@@ -335,4 +341,20 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
         downloaded = await svc.client.get(URL(str(link)).raw_path_qs)
         assert downloaded.status == 200 and await downloaded.read() == notes
         assert blocked == []
+        await expect(page.get_by_text("Connected to the Internet").filter(visible=True)).to_have_count(
+            0, timeout=10_000
+        )
+        await page.screenshot(path=shots / "console.png", full_page=True)
+
+        # A target the API refuses: the tus creation's 400, before any byte, shown in the API's words.
+        form = FormData({"target_type": "9Task", "target_id": "1"})
+        form.add_field("file", notes, filename="later.txt", content_type="text/plain")
+        refused_target = await _api_message(svc, "POST", "/v1/attachments", data=form, headers=svc.auth())
+        await page.fill("#target-type", "9Task")
+        await page.fill("#target-id", "1")
+        await page.click("#target-form button[type=submit]")
+        await _drop(page, [{"name": "later.txt", "type": "text/plain", "base64": base64.b64encode(notes).decode()}])
+        await expect(page.locator("#errors li", has_text="later.txt")).to_contain_text(refused_target)
+        await expect(page.locator(".uppy-Dashboard-Item.is-error")).to_have_count(1)
+        assert len(await svc.rows()) == 5
         await context.close()

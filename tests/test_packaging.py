@@ -103,6 +103,8 @@ async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_datab
     (wheel,) = dist.glob("attachd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "services/core/migrations/0001_initial.sql" in names
+    console = {f"services/console/static/{n}" for n in ("index.html", "console.js", "console.css")}
+    assert console <= set(names), "the upload console's bundle ships in the wheel"
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
 
     run(sys.executable, "-m", "venv", venv, cwd=work)
@@ -147,6 +149,11 @@ async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_datab
         lines = await asyncio.to_thread(read_until, proc, "export ATTACHD_TOKEN=")
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as resp:
             assert resp.status == 200, "\n".join(lines)
+        assert f"the upload console: http://127.0.0.1:{port}/console" in lines
+        async with aiohttp.ClientSession() as http:  # attachd dev serves the console, from the wheel alone
+            async with http.get(f"http://127.0.0.1:{port}/console/static/console.js") as resp:
+                assert resp.status == 200
+                assert await resp.read() == (ROOT / "services/console/static/console.js").read_bytes()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.to_thread(proc.communicate, timeout=60)

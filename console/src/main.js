@@ -45,8 +45,10 @@ async function followUpload(uploadId, file) {
   try {
     const state = await api.finished(uploadId)
     if (state.status === 'failed') {
+      // Refused for what the bytes are (type, size, content): sending them again cannot help, so the file
+      // leaves the uploader (Uppy would retry a file marked failed with the next upload) and the notice stays.
       notices.error(`${file.name}: ${state.error.message}`)
-      uploader.uppy.setFileState(file.id, { error: state.error.message })
+      uploader.uppy.removeFile(file.id)
       return
     }
     const record = state.attachment ?? state
