@@ -17,7 +17,11 @@ ProfileRoutes = Callable[[web.UrlDispatcher, str], None]
 
 
 def profiles() -> dict[str, ProfileRoutes]:
-    return {}
+    from services.compat import projectcor
+
+    return {
+        "projectcor": projectcor.add_routes,
+    }
 
 
 def add_routes(app: web.Application) -> None:
