@@ -347,6 +347,19 @@ async def test_too_many_files_is_refused(service: Service) -> None:
     await nothing_stored(service)
 
 
+async def test_a_retry_with_the_same_idempotency_key_uploads_nothing_again(service: Service) -> None:
+    task, headers = task_id(), {**service.auth(), "Idempotency-Key": "upload-1"}
+    answers = []
+    for _ in range(2):
+        resp = await service.client.post(
+            f"{BASE}/tasks/{task}/attachments", data=form(("a.txt", b"once")), headers=headers
+        )
+        assert resp.status == 200
+        answers.append(await resp.json())
+    assert answers[0]["files"][0]["id"] == answers[1]["files"][0]["id"]
+    assert len(await service.rows()) == 1
+
+
 # --- tenancy ---------------------------------------------------------------------------------------------------
 
 
