@@ -70,19 +70,23 @@ async def list_files(request: web.Request) -> web.Response:
     upload answer's shape."""
     who = await _caller(request, READ)
     task_id = _task_id(request)
-    for name in request.query:
+    if request.query:
+        name = next(iter(request.query))
         raise ApiError("unknown_parameter", f"{name} is not a parameter of this route", field=name)
-    found = _task_filter(who, task_id)
-    rows: list[AttachmentRow] = []
-    cursor: str | None = None
-    async with request.app[POOL].acquire() as conn:
-        while True:
-            page, cursor = await repository.list_attachments(conn, found, BY_SEQ, PAGE, cursor)
-            rows += [attachment_row(r) for r in page]
-            if cursor is None:
-                break
+    rows = await _rows_on_task(request, who, task_id)
     files, files_q = await _files_and_count(request, who, task_id, rows)
     return json_response({"files": files, "files_q": files_q})
+
+
+async def _rows_on_task(request: web.Request, who: Principal, task_id: int) -> list[AttachmentRow]:
+    """Every live, latest attachment on the task, oldest first (page after page)."""
+    on_task, rows, cursor = _task_filter(who, task_id), [], None
+    async with request.app[POOL].acquire() as conn:
+        while True:
+            page, cursor = await repository.list_attachments(conn, on_task, BY_SEQ, PAGE, cursor)
+            rows += [attachment_row(r) for r in page]
+            if cursor is None:
+                return rows
 
 
 def _task_filter(who: Principal, task_id: int) -> repository.ListFilter:
