@@ -9,7 +9,9 @@ import asyncio
 import base64
 import hashlib
 import os
+import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,19 @@ import aiohttp
 import boto3
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from tusclient import client as tus_client
-from tusclient.exceptions import TusCommunicationError
+from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 from tusclient.uploader import Uploader
 
 from services.core import tus
+from services.core.auth import READ, WRITE, mint_token
 from services.core.jobs import connect
-from tests.conftest import Service, jpeg_bytes
+from services.core.storage import open_storage
+from services.embedded import free_port
+from tests.conftest import JWT_SECRET, Service, jpeg_bytes
+from tests.test_cli import part_env, wait_ready
+from tests.test_operations import spawn_logged, stop_all
 from tests.test_runner import sweep
 
 TUS = "/v1/uploads/tus"
@@ -346,3 +354,113 @@ async def test_creation_with_upload_takes_the_first_bytes_in_the_post(service):
     # The upload's status is the native one, under the same id.
     async with svc.client.get(f"/v1/uploads/{upload_id}", headers=svc.auth()) as r:
         assert (await r.json())["status"] == "complete"
+
+
+# The key test: a connection cut in the middle of a 64 MiB upload, which another ingress process resumes.
+
+
+async def throttled_proxy(target_port: int, bytes_per_s: float) -> asyncio.Server:
+    """A TCP proxy to 127.0.0.1:``target_port`` that passes the client's bytes on at ``bytes_per_s`` (so an
+    upload is still under way when the test cuts it); when either side closes, so does the other."""
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, throttled: bool) -> None:
+        try:
+            while data := await src.read(256 * 1024):
+                dst.write(data)
+                await dst.drain()
+                if throttled:
+                    await asyncio.sleep(len(data) / bytes_per_s)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, upstream_writer, True), pipe(upstream_reader, writer, False))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+async def test_an_upload_cut_mid_patch_resumes_from_another_ingress_process(
+    backend, pg_url, redis_url, s3_endpoint, tmp_path, db
+):
+    flush = aioredis.from_url(redis_url)
+    await flush.flushdb()  # no job left over from another test for this worker
+    await flush.aclose()
+    extra = {"ATTACHD_MAX_FILE_BYTES": str(128 * MiB), "ATTACHD_BYTE_BUDGET": "0", "ATTACHD_LOG_FORMAT": "text"}
+    if backend == "s3":
+        bucket = f"tus-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        extra |= {"ATTACHD_STORAGE_URL": f"s3://{bucket}/attachd", "ATTACHD_S3_ENDPOINT_URL": s3_endpoint}
+    env = part_env(pg_url, redis_url, tmp_path, **extra)
+    parts = [("ingress", free_port()), ("ingress", free_port()), ("worker", free_port())]
+    procs = [spawn_logged(part, port, env, tmp_path)[0] for part, port in parts]
+    first, (_, first_port), (_, second_port) = procs[0], parts[0], parts[1]
+    second_url = f"http://127.0.0.1:{second_port}"
+    account = f"tus-{uuid.uuid4().hex[:8]}"
+    token = mint_token(JWT_SECRET, account=account, sub="u1", sub_type="User", scope=f"{READ} {WRITE}")
+    auth = {"Authorization": f"Bearer {token}"}
+    data = base64.b64encode(os.urandom(48 * MiB))  # 64 MiB
+    path = tmp_path / "big.txt"
+    path.write_bytes(data)
+    proxy = await throttled_proxy(first_port, 24 * MiB)
+    try:
+        await asyncio.gather(*(wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=60) for _, port in parts))
+        proxy_port = proxy.sockets[0].getsockname()[1]
+        client = tus_client.TusClient(f"http://127.0.0.1:{proxy_port}{TUS}", headers=auth)
+        first_try = client.uploader(file_path=str(path), metadata=task_metadata("big.txt", "resume"))
+        first_try.set_url(await asyncio.to_thread(first_try.create_url))
+        upload_path = aiohttp.client.URL(first_try.url).path
+        sending = asyncio.create_task(asyncio.to_thread(first_try.upload))  # one 64 MiB PATCH
+
+        # Once the other process reports part of it stored, the first ingress dies mid-PATCH.
+        async with aiohttp.ClientSession() as http:
+            stored = 0
+            while stored < 16 * MiB:
+                assert not sending.done(), "the upload finished before it could be cut"
+                async with http.head(second_url + upload_path, headers={**auth, "Tus-Resumable": "1.0.0"}) as r:
+                    stored = int(r.headers["Upload-Offset"])
+                await asyncio.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        with pytest.raises(TusUploadFailed):
+            await sending
+
+        # Another process, another client: it asks for the offset and sends the rest.
+        resumed = tus_client.TusClient(second_url + TUS, headers=auth).uploader(
+            file_path=str(path), url=second_url + upload_path, retries=20, retry_delay=1
+        )
+        assert 16 * MiB <= resumed.offset < len(data)
+        await asyncio.to_thread(resumed.upload)
+        async with aiohttp.ClientSession() as http:
+            upload_id = upload_path.rsplit("/", 1)[1]
+            deadline = time.monotonic() + 60
+            while True:
+                async with http.get(f"{second_url}/v1/uploads/{upload_id}", headers=auth) as r:
+                    status = await r.json()
+                if status["status"] in ("complete", "failed") or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        assert status["status"] == "complete", status
+        assert status["attachment"]["sha256"] == hashlib.sha256(data).hexdigest()
+        row = await db.fetchrow("SELECT * FROM attachments WHERE account_id = $1", account)
+        assert (str(row["id"]), row["size"]) == (upload_id, len(data))
+        assert bytes(row["sha256"]) == hashlib.sha256(data).digest()
+        store = await open_storage(env["ATTACHD_STORAGE_URL"], s3_endpoint_url=env.get("ATTACHD_S3_ENDPOINT_URL"))
+        try:
+            digest = hashlib.sha256()
+            async for chunk in store.read(row["storage_key"]):
+                digest.update(chunk)
+            assert digest.digest() == hashlib.sha256(data).digest()
+        finally:
+            await store.close()
+    finally:
+        proxy.close()
+        codes = stop_all(procs)
+    assert codes[1:] == [0, 0]
