@@ -26,6 +26,7 @@ from tusclient.uploader import Uploader
 
 from services.core import tus
 from services.core.auth import READ, WRITE, mint_token
+from services.core.errors import ApiError
 from services.core.jobs import connect
 from services.core.storage import open_storage
 from services.embedded import free_port
@@ -78,6 +79,85 @@ async def stored_bytes(svc: Service, key: str) -> bytes:
 
 def tus_headers(svc: Service, **more: str) -> dict[str, str]:
     return {**svc.auth(), "Tus-Resumable": "1.0.0", **more}
+
+
+# The protocol's rules (services/core/tus.py), called directly.
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_metadata_is_key_base64_pairs_and_a_key_alone_is_the_empty_value():
+    header = f"filename {b64('Résumé 2024.pdf')}, target_id {b64('42')},is_confidential"
+    assert tus.parse_metadata(header) == {"filename": "Résumé 2024.pdf", "target_id": "42", "is_confidential": ""}
+    assert tus.parse_metadata(None) == tus.parse_metadata(" ") == {}
+    assert tus.parse_metadata(tus.encode_metadata({"a": "1", "b": ""})) == {"a": "1", "b": ""}
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        (f"name {b64('a')},name {b64('b')}", "Upload-Metadata"),  # a key twice
+        ("name not*base64", "name"),
+        (f"name {base64.b64encode(bytes([0xFF, 0xFE])).decode()}", "name"),  # not UTF-8
+        (f"name {b64('a')} extra", "Upload-Metadata"),
+        (",", "Upload-Metadata"),
+    ],
+)
+def test_malformed_metadata_is_a_400_naming_what_is_wrong(header, field):
+    with pytest.raises(ApiError) as refused:
+        tus.parse_metadata(header)
+    assert (refused.value.status, refused.value.field) == (400, field)
+    assert refused.value.headers["Tus-Resumable"] == "1.0.0"
+
+
+def test_metadata_carries_the_native_create_fields_and_other_clients_names_for_them():
+    new = tus.new_attachment(
+        {"target_type": "Task", "target_id": "7", "filename": "a.png", "filetype": "image/png", "relativePath": "x/a"}
+    )
+    assert (new.target_type, new.target_id, new.filename, new.content_type) == ("Task", "7", "a.png", "image/png")
+    assert tus.create_fields({"content_type": "text/plain", "type": "image/png"}) == {"content_type": "text/plain"}
+    assert tus.new_attachment({"target_type": "Task", "target_id": "7", "display_order": "5"}).display_order == 5
+    with pytest.raises(ApiError) as refused:
+        tus.new_attachment({"target_type": "Task", "target_id": "7", "available": "perhaps"})
+    assert (refused.value.code, refused.value.field) == ("invalid_type", "available")
+
+
+def test_lengths_offsets_and_checksums():
+    assert tus.parse_length("0") == 0 and tus.parse_offset("1048576") == 1 << 20
+    for bad in ("-1", "1.5", "", "0x10", "99999999999999999999"):
+        with pytest.raises(ApiError):
+            tus.parse_length(bad)
+    with pytest.raises(ApiError) as missing:
+        tus.parse_length(None)
+    assert missing.value.field == "Upload-Length"
+    digest = hashlib.sha256(b"abc").digest()
+    checksum = tus.parse_checksum("sha256 " + base64.b64encode(digest).decode())
+    assert checksum is not None and checksum.algorithm == "sha256" and checksum.digest == digest
+    assert tus.parse_checksum(None) is None
+    for bad in ("crc32 AAAA", "sha256 AAAA", "sha256", "md5 not*base64"):
+        with pytest.raises(ApiError) as refused:
+            tus.parse_checksum(bad)
+        assert (refused.value.status, refused.value.field) == (400, "Upload-Checksum")
+
+
+def test_only_tus_1_0_0_is_spoken():
+    tus.check_resumable("1.0.0")
+    for other in (None, "0.2.2", "1.0"):
+        with pytest.raises(ApiError) as refused:
+            tus.check_resumable(other)
+        assert refused.value.status == 412 and refused.value.headers["Tus-Version"] == "1.0.0"
+
+
+def test_s3_parts_are_5_mib_until_a_file_needs_more_than_10000_of_them():
+    assert tus.part_size(1, 5 * MiB) == tus.part_size(50_000 * MiB, 5 * MiB) == 5 * MiB
+    assert tus.part_size(100_000 * MiB, 5 * MiB) == 10 * MiB
+    assert tus.part_size(100_000 * MiB + 1, 5 * MiB) * 10_000 >= 100_000 * MiB + 1
+    assert tus.http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+# Through the HTTP API, with tuspy.
 
 
 async def test_a_small_upload_becomes_an_attachment_with_its_thumbnails(any_backend_service, tmp_path):
