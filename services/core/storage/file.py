@@ -118,7 +118,7 @@ class _GrowingFile:
 
     def sync(self, data: list[bytes]) -> None:
         self.write(data)
-        os.fsync(self._fd)
+        os.fdatasync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -183,14 +183,16 @@ class FileStorage:
     async def append(
         self, write: Resumable, chunks: AsyncIterator[bytes], checkpoint: Checkpoint | None = None
     ) -> Resumable:
-        """Write at the write's offset in its file, batched as ``write_stream`` does; every ``part_size``
-        bytes (with ``checkpoint``) and at the end, fsync: only then are the bytes counted as stored."""
+        """Write at the write's offset in its file, batched as ``write_stream`` does (one thread hop in flight
+        while the next batch arrives); every ``part_size`` bytes (with ``checkpoint``) and at the end, the hop
+        also syncs the file to disk: only then are its bytes counted as stored."""
         loop = asyncio.get_running_loop()
         growing = _GrowingFile(self._file(write.key), write.offset)
         batch: list[bytes] = []
         batched = 0
         written = synced = write.offset
         writing: asyncio.Future[None] | None = None  # the hop in flight, at most one
+        syncing_to: int | None = None  # the offset the hop in flight makes durable, if it syncs
         try:
             async for chunk in chunks:
                 batch.append(chunk)
@@ -199,14 +201,13 @@ class FileStorage:
                     continue
                 if writing is not None:
                     await writing
+                if syncing_to is not None and checkpoint is not None:
+                    await checkpoint(msgspec.structs.replace(write, offset=syncing_to))
                 written += batched
-                if checkpoint is not None and written - synced >= write.part_size:
-                    writing = None
-                    await loop.run_in_executor(None, growing.sync, batch)
-                    synced = written
-                    await checkpoint(msgspec.structs.replace(write, offset=synced))
-                else:
-                    writing = loop.run_in_executor(None, growing.write, batch)
+                syncing_to = written if checkpoint is not None and written - synced >= write.part_size else None
+                if syncing_to is not None:
+                    synced = syncing_to
+                writing = loop.run_in_executor(None, growing.sync if syncing_to else growing.write, batch)
                 batch, batched = [], 0
             if writing is not None:
                 await writing
