@@ -29,6 +29,7 @@ from services.core.auth import READ, WRITE, mint_token
 from services.core.errors import ApiError
 from services.core.jobs import connect
 from services.core.storage import open_storage
+from services.core.tus_uploads import TusUploads
 from services.embedded import free_port
 from tests.conftest import JWT_SECRET, Service, jpeg_bytes
 from tests.test_cli import part_env, wait_ready
@@ -544,3 +545,62 @@ async def test_an_upload_cut_mid_patch_resumes_from_another_ingress_process(
         proxy.close()
         codes = stop_all(procs)
     assert codes[1:] == [0, 0]
+
+
+async def test_a_retried_creation_with_an_idempotency_key_answers_with_the_same_upload(service):
+    svc = service
+    key = {"Idempotency-Key": "create-once"}
+    first = await create_upload(svc, length=5, metadata=task_metadata("once.txt"), **key)
+    async with svc.client.patch(first, data=b"ab", headers=patch_headers(svc, 0)) as r:
+        assert r.status == 204
+    again = await create_upload(svc, length=5, metadata=task_metadata("once.txt"), **key)
+    assert again == first
+    assert await offset_of(svc, again) == 2
+    other = await create_upload(svc, length=5, metadata=task_metadata("once.txt"), **{"Idempotency-Key": "another"})
+    assert other != first
+
+
+async def test_one_request_writes_an_upload_at_a_time_and_a_finished_upload_is_the_attachments(service):
+    svc = service
+    url = await create_upload(svc, length=4, metadata=task_metadata("busy.txt"))
+    upload_id = url.rsplit("/", 1)[1]
+    redis = await connect(svc.settings.redis_url)
+    try:
+        async with TusUploads(redis).locked(upload_id):  # as a PATCH in flight on another process holds it
+            async with svc.client.patch(url, data=b"abcd", headers=patch_headers(svc, 0)) as r:
+                assert r.status == 423 and r.headers["Retry-After"] == "1"
+                assert (await r.json())["error"]["code"] == "upload_locked"
+    finally:
+        await redis.aclose()
+    async with svc.client.patch(url, data=b"abcd", headers=patch_headers(svc, 0)) as r:
+        assert r.status == 204 and r.headers["Upload-Offset"] == "4" and "Upload-Expires" not in r.headers
+    record = await committed(svc, upload_id)
+    async with svc.client.head(url, headers=tus_headers(svc)) as r:  # still answers, finished
+        assert (r.status, r.headers["Upload-Offset"], r.headers["Upload-Length"]) == (200, "4", "4")
+    async with svc.client.delete(url, headers=tus_headers(svc)) as r:
+        assert r.status == 409 and (await r.json())["error"]["code"] == "upload_complete"
+    assert [str(row["id"]) for row in await svc.rows()] == [record["id"]]
+
+
+async def test_an_upload_whose_last_patch_died_before_its_job_was_queued_is_finished_by_the_next_head(service):
+    svc = service
+    url = await create_upload(svc, length=6, metadata=task_metadata("late.txt"))
+    upload_id = url.rsplit("/", 1)[1]
+    redis = await connect(svc.settings.redis_url)
+    try:  # what a process killed between storing the last byte and queueing the job leaves
+        uploads = TusUploads(redis)
+        async with uploads.locked(upload_id) as token:
+            upload = await uploads.get(upload_id)
+            assert upload is not None
+
+            async def last_bytes():
+                yield b"hello\n"
+
+            upload.write = await svc.storage.append(upload.write, last_bytes())
+            await uploads.save(upload, token)
+    finally:
+        await redis.aclose()
+    assert (await svc.client.get(f"/v1/uploads/{upload_id}", headers=svc.auth())).status == 404  # no job yet
+    assert await offset_of(svc, url) == 6
+    record = await committed(svc, upload_id)
+    assert (record["filename"], record["size"]) == ("late.txt", 6)
