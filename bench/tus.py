@@ -170,6 +170,7 @@ async def main(mib: int, rounds: int, rss_gib: float, s3: bool) -> None:
             endpoint = moto.start()
             boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
             env |= {"ATTACHD_STORAGE_URL": "s3://bench/attachd", "ATTACHD_S3_ENDPOINT_URL": endpoint}
+            env |= {k: v for k, v in os.environ.items() if k.startswith("AWS_")}  # moto's, set by start()
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "ingress", "--port", str(port)], env=env)
         url = f"http://127.0.0.1:{port}"

@@ -25,7 +25,7 @@ from services.core.auth import WRITE, Principal
 from services.core.contract import Actor, IngestItem, IngestJob, StagedSource
 from services.core.errors import ApiError
 from services.core.jobs import UPLOAD_TTL_S
-from services.core.tus_uploads import Locked, TusUpload, TusUploads
+from services.core.tus_uploads import Locked, LockLost, TusUpload, TusUploads
 from services.ingress import writes
 from services.ingress.handlers import new_id
 from services.web.engines import BUDGET, REDIS, STORAGE
@@ -62,10 +62,10 @@ def _tus(handler: Handler) -> Handler:
         except ApiError as exc:
             exc.headers = {**tus.headers(), **exc.headers}
             raise
-        except Locked:
+        except (Locked, LockLost):  # another request writes it, or took it over from this stalled one
             raise tus.tus_error(
                 "upload_locked",
-                "another request is writing this upload; retry once it is done",
+                "another request is writing this upload; HEAD it and resume once that one is done",
                 423,
                 **{"Retry-After": "1"},
             ) from None
@@ -280,17 +280,26 @@ async def _receive(request: web.Request, upload: TusUpload, token: str, checksum
         await uploads.save(progress, token)
 
     body = _Body(request, remaining, checksum)
+    store = request.app[STORAGE]
     # With a checksum, nothing counts until the whole chunk is checked: no checkpoint on the way.
-    write = await request.app[STORAGE].append(upload.write, body.chunks(), None if checksum else checkpoint)
+    write = await store.append(upload.write, body.chunks(), None if checksum else checkpoint)
     if checksum is not None and (body.cut or body.hasher is None or body.hasher.digest() != checksum.digest):
-        if body.cut:
-            raise _cut(body.cut)
-        raise tus.checksum_mismatch()  # dropped: the saved offset is unchanged, the next PATCH overwrites it
+        # Dropped: the saved offset is unchanged, and the next PATCH overwrites what this one stored.
+        await _drop_tail(store, write, keep=upload.write)
+        raise _cut(body.cut) if body.cut else tus.checksum_mismatch()
     progress = msgspec.structs.replace(progress, write=write, expires=time.time() + settings.tus_expiry_s)
     await uploads.save(progress, token)
+    await _drop_tail(store, upload.write, keep=write)
     if body.cut == "timeout":
         raise _cut(body.cut, progress.offset)
     return progress
+
+
+async def _drop_tail(store: storage.Storage, write: storage.Resumable, *, keep: storage.Resumable) -> None:
+    """Delete a tail object (S3) no saved state names any more; best effort: the upload's end takes it anyway."""
+    if write.tail_key is not None and write.tail_key != keep.tail_key:
+        with contextlib.suppress(Exception):
+            await store.delete(write.tail_key)
 
 
 def _cut(how: str, offset: int | None = None) -> ApiError:

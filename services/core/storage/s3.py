@@ -121,8 +121,8 @@ class S3Storage:
                     created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=full_key)
                     multipart_id = created["UploadId"]
                 number = len(progress.parts) + 1
-                part = await self._client.upload_part(
-                    Bucket=self.bucket, Key=full_key, UploadId=multipart_id, PartNumber=number, Body=bytes(buf)
+                part = await self._client.upload_part(  # the buffer itself: no second copy of a part
+                    Bucket=self.bucket, Key=full_key, UploadId=multipart_id, PartNumber=number, Body=buf
                 )
                 buf = bytearray()
                 progress = msgspec.structs.replace(
@@ -138,7 +138,7 @@ class S3Storage:
             return progress
         end = len(progress.parts) * write.part_size + len(buf)  # the tail holds the bytes from the last part on
         tail_key = f"{write.key}.tail-{end}"
-        await self._client.put_object(Bucket=self.bucket, Key=self._key(tail_key), Body=bytes(buf))
+        await self._client.put_object(Bucket=self.bucket, Key=self._key(tail_key), Body=buf)
         return msgspec.structs.replace(progress, offset=end, tail_key=tail_key)
 
     async def finish(self, write: Resumable) -> None:
