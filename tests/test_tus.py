@@ -606,3 +606,16 @@ async def test_an_upload_whose_last_patch_died_before_its_job_was_queued_is_fini
     assert await offset_of(svc, url) == 6
     record = await committed(svc, upload_id)
     assert (record["filename"], record["size"]) == ("late.txt", 6)
+
+
+async def test_the_accounts_byte_budget_is_charged_the_whole_length_at_creation(make_service):
+    async with make_service(byte_budget=1000, byte_budget_lockout_s=0) as svc:
+        metadata = task_metadata("b.txt")
+        await create_upload(svc, length=600, metadata=metadata)
+        encoded = ",".join(f"{k} {b64(v)}" for k, v in metadata.items())
+        for length, status in (("2000", 413), ("600", 429)):  # more than the whole budget; past what is left
+            headers = tus_headers(svc, **{"Upload-Length": length, "Upload-Metadata": encoded})
+            async with svc.client.post(TUS, headers=headers) as r:
+                assert r.status == status and r.headers["Tus-Resumable"] == "1.0.0"
+                assert (await r.json())["error"]["code"] == "byte_budget_exceeded"
+        assert await svc.stored_keys() == []

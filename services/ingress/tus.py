@@ -86,7 +86,7 @@ def _upload_url(request: web.Request, upload_id: str) -> str:
 async def create(request: web.Request) -> web.Response:
     """``creation``, and ``creation-with-upload`` when the request carries the first bytes."""
     tus.check_resumable(request.headers.get("Tus-Resumable"))
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     metadata = tus.parse_metadata(request.headers.get("Upload-Metadata"))
     fields = tus.new_attachment(metadata)  # a bad field: refused before any byte is sent
     length = tus.parse_length(request.headers.get("Upload-Length"))
@@ -161,7 +161,7 @@ async def _owned(request: web.Request, who: Principal, upload_id: str, *, allow_
 @_tus
 async def head(request: web.Request) -> web.Response:
     tus.check_resumable(request.headers.get("Tus-Resumable"))
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     upload = await _owned(request, who, _upload_id(request))
     if not upload.done and upload.offset == upload.length:  # its last request died finishing it
         with contextlib.suppress(Locked):
@@ -183,7 +183,7 @@ async def head(request: web.Request) -> web.Response:
 @_tus
 async def patch(request: web.Request) -> web.Response:
     tus.check_resumable(request.headers.get("Tus-Resumable"))
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     upload_id = _upload_id(request)
     await _owned(request, who, upload_id)
     if request.content_type != tus.OFFSET_CONTENT_TYPE:
@@ -206,7 +206,7 @@ async def patch(request: web.Request) -> web.Response:
 async def terminate(request: web.Request) -> web.Response:
     """``termination``: the upload and every byte it stored go (its S3 multipart upload is aborted)."""
     tus.check_resumable(request.headers.get("Tus-Resumable"))
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     upload_id = _upload_id(request)
     await _owned(request, who, upload_id, allow_expired=True)
     async with request.app[UPLOADS].locked(upload_id):
