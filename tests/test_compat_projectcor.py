@@ -9,16 +9,20 @@ thumbnails round trip.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import pyvips
 
+from services.cli import main
 from services.compat.projectcor import shapes
 from services.core.contract import AttachmentRow, ErrorInfo, ItemError
 from services.core.errors import ApiError
@@ -93,11 +97,6 @@ async def upload(service: Service, task: int | str, body: aiohttp.FormData, **au
 
 def path_of(url: str) -> str:
     return "/" + url.split("://", 1)[1].split("/", 1)[1]
-
-
-def native_id(record: dict[str, Any]) -> str:
-    """The attachment's native id: the name its bytes are stored under, without the extension."""
-    return str(uuid.UUID(record["filename"].split(".")[0]))
 
 
 def dimensions(data: bytes) -> tuple[int, int]:
@@ -217,7 +216,7 @@ async def test_files_q_counts_what_is_live_on_the_task_only(service: Service) ->
     await upload(service, other_task, form(("x.txt", b"elsewhere")))
     first = await (await upload(service, task, form(("a.txt", b"one"), ("b.txt", b"two")))).json()
     assert first["files_q"] == 2
-    deleted = await service.client.delete(f"/v1/attachments/{native_id(first['files'][0])}", headers=service.auth())
+    deleted = await service.client.delete(f"/v1/attachments/{first['files'][0]['id']}", headers=service.auth())
     assert deleted.status == 204
     second = await (await upload(service, task, form(("c.txt", b"three")))).json()
     assert second["files_q"] == 2 == await native_count(service, task)
@@ -281,6 +280,19 @@ async def test_attachment_parent_id_makes_the_next_version_by_integer_id(service
         await (await upload(service, task, form(("plan.txt", b"v3"), attachment_parent_id=str(second["id"])))).json()
     )["files"][0]
     assert (third["version"], third["attachment_parent_id"], third["parent_id"]) == (3, second["id"], first["id"])
+
+
+async def test_attachment_parent_id_on_another_task_or_deleted_is_refused(service: Service) -> None:
+    task = task_id()
+    first = (await (await upload(service, task, form(("plan.txt", b"v1")))).json())["files"][0]
+    elsewhere = await upload(service, task_id(), form(("plan.txt", b"v2"), attachment_parent_id=str(first["id"])))
+    assert elsewhere.status == 400
+    assert (await elsewhere.json())["field"] == "attachment_parent_id"
+    assert (await service.client.delete(f"/v1/attachments/{first['id']}", headers=service.auth())).status == 204
+    deleted = await upload(service, task, form(("plan.txt", b"v2"), attachment_parent_id=str(first["id"])))
+    assert deleted.status == 404
+    assert (await deleted.json())["field"] == "attachment_parent_id"
+    assert len(await service.rows()) == 1
 
 
 # --- bad input: a clear error in the profile's shape, nothing stored ---------------------------------------------
@@ -360,6 +372,57 @@ async def test_a_retry_with_the_same_idempotency_key_uploads_nothing_again(servi
     assert len(await service.rows()) == 1
 
 
+# --- API keys -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def attachd_keys(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
+    """``await attachd_keys("create", ...)``: `attachd keys ...` against the test database, in a thread (it runs
+    its own event loop); its stdout lines."""
+    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
+
+    def run(argv: tuple[str, ...]) -> list[str]:
+        capsys.readouterr()
+        main(["keys", *argv])
+        return capsys.readouterr().out.splitlines()
+
+    async def in_thread(*argv: str) -> list[str]:
+        return await asyncio.to_thread(run, argv)
+
+    return in_thread
+
+
+async def test_an_api_key_made_for_the_profile(service: Service, attachd_keys) -> None:
+    """`attachd keys create --profile projectcor`: the bearer token COR clients send; acting as user 42 of
+    company 777; refused elsewhere, without the scope, and at once when revoked."""
+    options = ("--profile", "projectcor", "--actor-type", "User", "--actor-id", "42", "--bind", "company=777")
+    key = {"Authorization": f"Bearer {(await attachd_keys('create', '--account', service.account, *options))[-1]}"}
+    task = task_id()
+    url = f"{BASE}/tasks/{task}/attachments"
+    resp = await service.client.post(url, data=form(("example-file", png_bytes()), **EXAMPLE_FIELDS), headers=key)
+    assert resp.status == 200, await resp.text()
+    [record] = (await resp.json())["files"]
+    assert (record["user_id"], record["company_id"], record["item_id"]) == (42, 777, task)
+    [row] = await service.rows()  # stored under the key's account, as its user
+    assert (row["seq"], row["created_by_type"], row["created_by_id"]) == (record["id"], "User", "42")
+    listed = await service.client.get(url, headers=key)
+    assert [f["id"] for f in (await listed.json())["files"]] == [record["id"]]
+
+    reader = (await attachd_keys("create", "--account", service.account, "--scope", "attachments:read"))[-1]
+    refused = await service.client.post(url, data=form(("a.txt", b"x")), headers={"Authorization": f"Bearer {reader}"})
+    assert refused.status == 403 and list(await refused.json()) == ["message", "code"]
+    elsewhere = (await attachd_keys("create", "--account", service.account, "--profile", "toggl"))[-1]
+    refused = await service.client.get(url, headers={"Authorization": f"Bearer {elsewhere}"})
+    assert refused.status == 401 and "toggl" in (await refused.json())["message"]
+
+    listed_keys = orjson.loads("\n".join(await attachd_keys("list", "--account", service.account, "--json")))
+    [ours] = [k for k in listed_keys if k["profile"] == "projectcor"]
+    await attachd_keys("revoke", str(ours["id"]))
+    resp = await service.client.get(url, headers=key)
+    assert resp.status == 401 and list(await resp.json()) == ["message", "code"]
+    assert len(await service.rows()) == 1
+
+
 # --- tenancy ---------------------------------------------------------------------------------------------------
 
 
@@ -384,7 +447,7 @@ async def test_the_bytes_round_trip_and_images_get_both_thumbnails(service: Serv
     for record, data in zip(answer["files"], (photo, notes), strict=True):
         got = await service.client.get(path_of(record["url"]))  # a signed link: no credential needed
         assert got.status == 200 and await got.read() == data
-    image_id = native_id(answer["files"][0])
+    image_id = answer["files"][0]["id"]  # native routes take the integer id
     for variant, size in (("thumbnail", (72, 48)), ("small", (161, 107))):
         got = await service.client.get(f"/v1/attachments/{image_id}/file/{variant}", headers=service.auth())
         assert got.status == 200 and dimensions(await got.read()) == size
@@ -410,8 +473,8 @@ async def test_get_lists_the_tasks_files_in_the_upload_answers_shape(service: Se
 # --- the pure translations -------------------------------------------------------------------------------------
 
 
-def test_native_form_puts_the_task_first_and_always_asks_for_partial() -> None:
-    translate = shapes.native_form(77)
+def test_the_upload_form_puts_the_task_first_and_always_asks_for_partial() -> None:
+    translate = shapes.UploadForm(77)
     assert translate({}) == {"target_type": "Task", "target_id": "77", "mode": "partial", "created_from": "task_panel"}
     assert translate(EXAMPLE_FIELDS) == {
         "target_type": "Task",
@@ -429,9 +492,9 @@ def test_native_form_puts_the_task_first_and_always_asks_for_partial() -> None:
     ("fields", "field"),
     [({"created_from": "api"}, "created_from"), ({"attachment_parent_id": "1e3"}, "attachment_parent_id")],
 )
-def test_native_form_refuses_what_the_document_does_not_allow(fields: dict[str, str], field: str) -> None:
+def test_the_upload_form_refuses_what_the_document_does_not_allow(fields: dict[str, str], field: str) -> None:
     with pytest.raises(ApiError) as refused:
-        shapes.native_form(1)(fields)
+        shapes.UploadForm(1)(fields)
     assert (refused.value.status, refused.value.field) == (400, field)
 
 
@@ -480,9 +543,10 @@ def _row(**changes: Any) -> AttachmentRow:
 def test_file_record_maps_every_documented_key() -> None:
     first, previous = uuid.UUID(int=2), uuid.UUID(int=3)
     record = shapes.file_record(
-        _row(version=3, parent_attachment_id=previous, version_root=first),
+        _row(version=3, version_of=previous, version_root=first),
         url="https://h/f",
         seqs={first: 4, previous: 8},
+        company=None,
     )
     assert list(record) == list(FILE)
     assert record["id"] == 10 and record["url"] == "https://h/f"
@@ -494,7 +558,13 @@ def test_file_record_maps_every_documented_key() -> None:
     )
     assert (record["attachment_parent_id"], record["parent_id"], record["version"]) == (8, 4, 3)
     assert (record["item_id"], record["task_log_id"]) == (77, 77)
-    assert (record["user_id"], record["company_id"]) == (None, None)  # an application; a non-numeric account
+    assert (record["user_id"], record["company_id"]) == (None, None)  # an application; no numeric company
+
+
+def test_the_company_is_a_keys_binding_or_a_numeric_account() -> None:
+    assert shapes.company_id("acct-x", {"company": "12"}) == 12
+    assert shapes.company_id("345", {}) == 345
+    assert shapes.company_id("acct-x", {}) is None
 
 
 def test_file_record_of_a_link_has_its_own_url_and_no_size() -> None:
@@ -502,6 +572,7 @@ def test_file_record_of_a_link_has_its_own_url_and_no_size() -> None:
         _row(attachment_type="URL", storage_key=None, url="https://example.com/a", size=None, filename=None),
         url=None,
         seqs={},
+        company=3,
     )
     assert (record["url"], record["source"], record["size"], record["file_type"]) == (
         "https://example.com/a",

@@ -48,12 +48,16 @@ async def upload(request: web.Request) -> web.Response:
         raise ApiError(
             "unsupported_media_type", "send multipart/form-data with one or more file parts", field="file", status=415
         )
-    job_id = await accept_create(request, who, CreateOptions(form_fields=shapes.native_form(task_id)))
+    form = shapes.UploadForm(task_id)
+    job_id = await accept_create(request, who, CreateOptions(form_fields=form))
     outcome = await outcome_of(request, job_id)
     if outcome is None:  # not done within ATTACHD_SYNC_WAIT_S: the native status URL will say how it ended
         pending = {"message": "the upload is still being processed", "status_url": status_url(job_id)}
         return json_response(pending, status=202, headers={"Location": status_url(job_id)})
     if isinstance(outcome, Failed):
+        parent = form.attachment_parent_id
+        if parent is not None and not await _is_attachment(request, who, parent):
+            raise shapes.unknown_parent(parent)  # another company's, a deleted one or none: 404 as for any id
         status, failed = shapes.failure(outcome.error, outcome.errors)
         return json_response(failed, status=status)
     assert isinstance(outcome, Ingested)  # the outcome of an ingest job
@@ -89,6 +93,11 @@ async def _rows_on_task(request: web.Request, who: Principal, task_id: int) -> l
                 return rows
 
 
+async def _is_attachment(request: web.Request, who: Principal, seq: int) -> bool:
+    async with request.app[POOL].acquire() as conn:
+        return await repository.get_attachment(conn, who.account_id, seq) is not None
+
+
 def _task_filter(who: Principal, task_id: int) -> repository.ListFilter:
     return repository.ListFilter(account_id=who.account_id, target_type=shapes.TARGET_TYPE, target_id=str(task_id))
 
@@ -100,10 +109,10 @@ async def _files_and_count(
     seqs = {row.id: row.seq for row in rows}
     async with request.app[POOL].acquire() as conn:
         if missing := sorted(shapes.referenced_ids(rows) - set(seqs)):
-            seqs |= {r["id"]: r["seq"] for r in await repository.get_attachments(conn, who.account_id, missing)}
+            seqs |= await repository.seqs_of(conn, who.account_id, missing)
         files_q = await repository.count_attachments(conn, _task_filter(who, task_id))
-    original = _original_links(request)
-    files = [shapes.file_record(row, url=original(row), seqs=seqs) for row in rows]
+    original, company = _original_links(request), shapes.company_id(who.account_id, who.bindings)
+    files = [shapes.file_record(row, url=original(row), seqs=seqs, company=company) for row in rows]
     return files, files_q
 
 

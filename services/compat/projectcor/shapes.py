@@ -1,6 +1,6 @@
 """ProjectCor's shapes, translated to and from the native ones. Pure: no I/O.
 
-- ``native_form``: the multipart form fields of ``POST /v1/tasks/{task_id}/attachments`` as the native
+- ``UploadForm``: the multipart form fields of ``POST /v1/tasks/{task_id}/attachments`` as the native
   create's (the task from the path, ``attachment_parent_id`` as ``version_of``, always partial);
 - ``file_record``: an attachment row as one of the answer's ``files[]``;
 - ``file_error``, ``error_body``, ``failure``: refusals, per file and whole, in ProjectCor's words.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from services.core.contract import AttachmentRow, ErrorInfo, ItemError
@@ -63,26 +63,40 @@ def parse_id(value: str, field: str) -> int:
     return int(value)
 
 
-def native_form(task_id: int) -> Callable[[dict[str, str]], dict[str, str]]:
-    """The translation of an upload form's text fields to the native create's, for ``CreateOptions``."""
+class UploadForm:
+    """The translation of one upload's form fields to the native create's (``CreateOptions.form_fields``):
+    the task from the path, ``attachment_parent_id`` as ``version_of``, always partial. It keeps the
+    ``attachment_parent_id`` it was given, so that a refusal can say whether it names anything."""
 
-    def translate(fields: dict[str, str]) -> dict[str, str]:
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        self.attachment_parent_id: int | None = None
+
+    def __call__(self, fields: dict[str, str]) -> dict[str, str]:
         for name in fields:
             if name not in FORM_FIELDS:
                 raise _refused(
                     "unknown_field", f"{name} is not a field of this request; fields: {', '.join(FORM_FIELDS)}", name
                 )
-        native = {"target_type": TARGET_TYPE, "target_id": str(task_id), "mode": "partial"}
+        native = {"target_type": TARGET_TYPE, "target_id": str(self.task_id), "mode": "partial"}
         for name in ("available", "session_token", "status"):  # same names, same values ("null": none)
             if name in fields:
                 native[name] = fields[name]
         native["created_from"] = _created_from(fields.get("created_from"))
         parent = fields.get("attachment_parent_id")
         if parent is not None and parent not in _NO_VALUE:
-            native[VERSION_FIELD] = str(parse_id(parent, "attachment_parent_id"))
+            self.attachment_parent_id = parse_id(parent, "attachment_parent_id")
+            native[VERSION_FIELD] = str(self.attachment_parent_id)
         return native
 
-    return translate
+
+def unknown_parent(attachment_parent_id: int) -> RequestError:
+    return RequestError(
+        "not_found",
+        f"attachment_parent_id {attachment_parent_id} is not an attachment of this company",
+        field="attachment_parent_id",
+        status=404,
+    )
 
 
 def _created_from(value: str | None) -> str:
@@ -104,13 +118,21 @@ def _integer(value: str | None) -> int | None:
 
 
 def referenced_ids(rows: Iterable[AttachmentRow]) -> set[uuid.UUID]:
-    """The attachments the rows' records name by integer id (the previous version, the first one)."""
-    return {ref for row in rows for ref in (row.parent_attachment_id, row.version_root) if ref is not None}
+    """The attachments the rows' records name by integer id (the version revised, the first one)."""
+    return {ref for row in rows for ref in (row.version_of, row.version_root) if ref is not None}
 
 
-def file_record(row: AttachmentRow, *, url: str | None, seqs: Mapping[uuid.UUID, int]) -> dict[str, Any]:
+def company_id(account_id: str, bindings: Mapping[str, str]) -> int | None:
+    """The caller's company as an integer: an API key's ``company`` binding, else a numeric account id."""
+    return _integer(bindings.get("company", account_id))
+
+
+def file_record(
+    row: AttachmentRow, *, url: str | None, seqs: Mapping[uuid.UUID, int], company: int | None
+) -> dict[str, Any]:
     """One of ``files[]``. ``url`` is the signed link to the bytes (None for a link attachment, whose url is
-    its own); ``seqs`` holds the integer ids of the attachments the row refers to (``referenced_ids``)."""
+    its own); ``seqs`` holds the integer ids of the attachments the row refers to (``referenced_ids``);
+    ``company`` is the caller's (``company_id``)."""
     task = _integer(row.target_id) if row.target_type == TARGET_TYPE else None
     extension = extension_of(row.filename or "") or None
     return {
@@ -126,7 +148,7 @@ def file_record(row: AttachmentRow, *, url: str | None, seqs: Mapping[uuid.UUID,
         "available": row.available,
         "item_id": task,
         "originalname": row.filename or row.name,
-        "attachment_parent_id": None if row.parent_attachment_id is None else seqs.get(row.parent_attachment_id),
+        "attachment_parent_id": None if row.version_of is None else seqs.get(row.version_of),
         "file_type": extension,
         "discussions_id": None,
         "user_id": _integer(row.created_by_id) if row.created_by_type == "User" else None,
@@ -135,7 +157,7 @@ def file_record(row: AttachmentRow, *, url: str | None, seqs: Mapping[uuid.UUID,
         "version": row.version,
         "status": row.status,
         "token": row.session_token,
-        "company_id": _integer(row.account_id),
+        "company_id": company,
         "task_log_reworks_id": None,
         "task_log_id": task,
         "media_type": row.content_type,
@@ -178,7 +200,7 @@ def api_error_body(exc: ApiError) -> dict[str, Any]:
 
 def failure(error: ErrorInfo, errors: list[ItemError]) -> tuple[int, dict[str, Any]]:
     """The status and body of an upload none of whose files was stored. When every file was refused for
-    the same field of the request (an ``attachment_parent_id`` that names nothing), that is the request's
+    the same field of the request (an ``attachment_parent_id`` on another task), that is the request's
     error; otherwise the files' errors are listed as in a partial success."""
     if errors:
         first = errors[0]
