@@ -21,8 +21,10 @@ import aiohttp
 import orjson
 import pytest
 import pyvips
+from aiohttp.test_utils import TestClient, TestServer
 
 from services.cli import main
+from services.compat.app import create_app as compat_app
 from services.compat.projectcor import shapes
 from services.core.contract import AttachmentRow, ErrorInfo, ItemError
 from services.core.errors import ApiError
@@ -370,6 +372,30 @@ async def test_a_retry_with_the_same_idempotency_key_uploads_nothing_again(servi
         answers.append(await resp.json())
     assert answers[0]["files"][0]["id"] == answers[1]["files"][0]["id"]
     assert len(await service.rows()) == 1
+
+
+async def test_the_accounts_byte_window_holds_for_profile_uploads_too(make_service) -> None:
+    async with make_service(byte_budget=20_000) as service:
+        task = task_id()
+        assert (await upload(service, task, form(("a.txt", b"x" * 5_000)))).status == 200
+        resp = await upload(service, task, form(("b.txt", b"y" * 16_000)))
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+        assert list(await resp.json()) == ["message", "code"]
+        assert len(await service.rows()) == 1
+
+
+async def test_the_standalone_compat_app_serves_the_profile(service: Service) -> None:
+    """`attachd compat` runs the profiles on their own: an upload and a read through that app."""
+    client = TestClient(TestServer(compat_app(service.settings)))
+    await client.start_server()
+    try:
+        url, task = f"{BASE}/tasks/{{}}/attachments", task_id()
+        resp = await client.post(url.format(task), data=form(("a.txt", b"compat")), headers=service.auth())
+        assert resp.status == 200, await resp.text()
+        listed = await (await client.get(url.format(task), headers=service.auth())).json()
+        assert listed["files_q"] == 1 and listed["files"][0]["size"] == len(b"compat")
+    finally:
+        await client.close()
 
 
 # --- API keys -------------------------------------------------------------------------------------------------
