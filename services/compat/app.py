@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from services.compat import toggl
 from services.core.settings import Settings
 from services.web.engines import pool_ctx, redis_ctx, storage_ctx
 from services.web.http import base_app
@@ -17,7 +18,9 @@ ProfileRoutes = Callable[[web.UrlDispatcher, str], None]
 
 
 def profiles() -> dict[str, ProfileRoutes]:
-    return {}
+    return {
+        "toggl": toggl.add_routes,
+    }
 
 
 def add_routes(app: web.Application) -> None:

@@ -114,6 +114,16 @@ async def get_attachment(
     return await conn.fetchrow(sql, attachment_id, account_id)
 
 
+async def get_attachment_by_seq(
+    conn: asyncpg.Connection, account_id: str, seq: int, *, include_canceled: bool = False, columns: str = COLUMNS
+) -> asyncpg.Record | None:
+    """The attachment whose integer id is ``seq``, within the account only."""
+    sql = f"SELECT {columns} FROM attachments WHERE seq = $1 AND account_id = $2"
+    if not include_canceled:
+        sql += " AND canceled_at IS NULL"
+    return await conn.fetchrow(sql, seq, account_id)
+
+
 async def get_for_download(conn: asyncpg.Connection, attachment_id: uuid.UUID) -> asyncpg.Record | None:
     """By id alone: only for signed links, whose signature already proves the caller was given it."""
     return await conn.fetchrow(
