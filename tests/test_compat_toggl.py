@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pyvips
 
 from services.compat.toggl import translate
 from services.compat.toggl.translate import TaskPath
@@ -516,3 +517,36 @@ async def test_writing_needs_the_write_scope(service):
     assert_error(await response.json(), "forbidden", "attachments:write")
     await nothing_stored(svc)
     assert (await svc.client.get(BASE, headers=read_only)).status == 200
+
+
+async def test_bytes_and_thumbnails_of_a_toggl_upload_are_served_natively(service):
+    """The Toggl routes expose no download: the same attachment's bytes and variants are the native API's."""
+    svc = service
+    photo = jpeg_bytes(1200, 800)
+    data = form(("file", "site.jpg", photo, "image/jpeg"), display_order="1")
+    item = await (await svc.client.post(BASE, data=data, headers=toggl_auth(svc))).json()
+    (row,) = await svc.rows()
+    assert row["seq"] == item["id"]
+    native = f"/v1/attachments/{row['id']}/file"
+    assert await (await svc.client.get(native, headers=svc.auth())).read() == photo
+    for variant, size in (("thumbnail", (72, 48)), ("small", (161, 107))):
+        image = pyvips.Image.new_from_buffer(
+            await (await svc.client.get(f"{native}/{variant}", headers=svc.auth())).read(), ""
+        )
+        assert (image.width, image.height) == size
+
+
+async def test_only_order_by_may_repeat(service):
+    svc = service
+    response = await svc.client.get(f"{BASE}?order_by=name&order_by=size", headers=toggl_auth(svc))
+    assert response.status == 200
+    response = await svc.client.get(f"{BASE}?order_by=name&page=1&page=2", headers=toggl_auth(svc))
+    assert response.status == 400  # refused before the route, in attachd's own error body
+    assert (await response.json())["error"]["code"] == "duplicate_parameter"
+    response = await svc.client.get("/v1/attachments?order_by=name&order_by=size", headers=svc.auth())
+    assert response.status == 400  # the native list still takes one order_by
+    assert (await response.json())["error"] == {
+        "code": "duplicate_parameter",
+        "message": "order_by is given more than once",
+        "field": "order_by",
+    }
