@@ -550,3 +550,17 @@ async def test_only_order_by_may_repeat(service):
         "message": "order_by is given more than once",
         "field": "order_by",
     }
+
+
+async def test_the_native_limits_hold(make_service):
+    async with make_service(max_file_bytes=2000) as svc:
+        big = form(("file", "big.png", png_bytes(400, 400), "image/png"), display_order="1")
+        response = await svc.client.post(BASE, data=big, headers=toggl_auth(svc))
+        assert response.status == 413
+        assert_error(await response.json(), "size_exceeded", "big.png", "2000")
+        files = [("small.txt", b"hello", "text/plain"), ("big.png", png_bytes(400, 400), "image/png")]
+        fields = {"display_orders[0]": "1", "display_orders[1]": "2"}
+        response = await svc.client.post(f"{BASE}/bulk", data=bulk_form(files, fields), headers=toggl_auth(svc))
+        assert response.status == 413
+        assert_error(await response.json(), "upload_refused", "nothing was stored", "files[1] (big.png)", "2000")
+        await nothing_stored(svc)
