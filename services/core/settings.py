@@ -103,9 +103,10 @@ class Settings:
     )
     max_files_per_request: int = setting(10, "Most attachments one create request may carry (parts or items).")
     byte_budget: int = setting(
-        10_000_000,
+        0,
         "Bytes an account may upload per window, counted in Redis across every ingress; past it uploads get 429"
-        " with `Retry-After`. 0: no budget (`attachd limits` sets an account's own).",
+        " with `Retry-After`. 0 (the default): no window; `attachd limits --byte-budget` turns one on for an"
+        " account (Autotask's 10,000,000 bytes per 300 s is the Autotask profile's own, per integration).",
     )
     byte_budget_window_s: int = setting(
         300, "The byte budget's sliding window, in seconds (`attachd limits` sets an account's own)."
@@ -173,7 +174,9 @@ class Settings:
     )
     events_maxlen: int = setting(1_000_000, "The `attachd:events` stream is trimmed to about this many entries.")
     unlinked_ttl_s: int = setting(
-        24 * 3600, "How long, in seconds, an upload may wait to be linked to a target before it is purged."
+        24 * 3600,
+        "How long, in seconds, an upload may wait to be linked to a target, from when it was made or unlinked,"
+        " before it is purged.",
     )
     no_nesting_types: frozenset[str] = setting(
         _AUTOTASK_NO_NESTING,

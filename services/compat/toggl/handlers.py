@@ -45,7 +45,7 @@ async def _attachment_on_task(request: web.Request, who: Principal, path: TaskPa
     """The live attachment of the path's id on the path's task, in the caller's account; else 404."""
     seq = translate.path_integer(request.match_info["attachment_id"], "attachment_id")
     async with request.app[POOL].acquire() as conn:
-        row = await repository.get_attachment_by_seq(conn, who.account_id, seq)
+        row = await repository.get_attachment(conn, who.account_id, seq)
     if row is None or not translate.is_on_task(row, path):
         raise translate.not_found()
     return row
