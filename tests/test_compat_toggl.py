@@ -4,15 +4,20 @@ the pure translation first."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import datetime as dt
+import io
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 import pyvips
 
+from services.cli import main
 from services.compat.toggl import translate
 from services.compat.toggl.translate import TaskPath
 from services.core.errors import ApiError
@@ -527,7 +532,7 @@ async def test_bytes_and_thumbnails_of_a_toggl_upload_are_served_natively(servic
     item = await (await svc.client.post(BASE, data=data, headers=toggl_auth(svc))).json()
     (row,) = await svc.rows()
     assert row["seq"] == item["id"]
-    native = f"/v1/attachments/{row['id']}/file"
+    native = f"/v1/attachments/{item['id']}/file"  # the integer id is the native API's too
     assert await (await svc.client.get(native, headers=svc.auth())).read() == photo
     for variant, size in (("thumbnail", (72, 48)), ("small", (161, 107))):
         image = pyvips.Image.new_from_buffer(
@@ -564,3 +569,67 @@ async def test_the_native_limits_hold(make_service):
         assert response.status == 413
         assert_error(await response.json(), "upload_refused", "nothing was stored", "files[1] (big.png)", "2000")
         await nothing_stored(svc)
+
+
+# -- API keys ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_key(monkeypatch, pg_url) -> Callable[..., Awaitable[str]]:
+    """``await make_key(account, "--bind", "org=1,workspace=2")``: a toggl key made by `attachd keys create`
+    against the test database; the key is its last line."""
+    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
+
+    def run(argv: list[str]) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            main(argv)
+        return out.getvalue().splitlines()[-1]
+
+    async def make(account: str, *options: str) -> str:
+        scope = ("--scope", "attachments:read attachments:write")
+        return await asyncio.to_thread(run, ["keys", "create", "--account", account, *scope, *options])
+
+    return make
+
+
+async def test_a_toggl_key_bound_to_its_organization_and_workspace(service, make_key):
+    svc = service
+    key = await make_key(svc.account, "--profile", "toggl", "--bind", f"org={ORG},workspace={WS}")
+    for auth in (basic(key, "api_token"), {"Authorization": f"Bearer {key}"}):
+        data = form(("file", "a.png", png_bytes(16, 16), "image/png"), display_order="1")
+        response = await svc.client.post(BASE, data=data, headers=auth)
+        assert response.status == 201, await response.text()
+        item = await response.json()
+        assert_item(item)
+        response = await svc.client.get(f"{BASE}/{item['id']}/view", headers=auth)
+        assert (response.status, await response.json()) == (200, item)
+    assert len(await svc.rows()) == 2
+
+    auth = basic(key, "api_token")
+    for other, field in ((base_url(org=ORG + 1), "organization_id"), (base_url(ws=WS + 1), "workspace_id")):
+        response = await svc.client.get(other, headers=auth)
+        assert response.status == 403
+        assert_error(await response.json(), "forbidden", field)
+        data = form(("file", "a.png", png_bytes(16, 16), "image/png"), display_order="1")
+        response = await svc.client.post(other, data=data, headers=auth)
+        assert response.status == 403
+    assert len(await svc.rows()) == 2
+
+    # Limited to the toggl profile: refused by the native API.
+    response = await svc.client.get("/v1/attachments", headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 401
+
+
+async def test_an_unbound_key_serves_any_workspace_of_its_account_only(service, make_key):
+    svc = service
+    key = await make_key(svc.account, "--profile", "toggl")
+    stranger = await make_key(svc.other_account(), "--profile", "toggl")
+    item = await created_item(svc)
+    response = await svc.client.get(base_url(ws=99), headers=basic(key, "api_token"))
+    assert (response.status, await response.json()) == (200, {"items": []})
+    response = await svc.client.get(f"{BASE}/{item['id']}/view", headers=basic(key, "api_token"))
+    assert (response.status, await response.json()) == (200, item)
+    response = await svc.client.get(f"{BASE}/{item['id']}/view", headers=basic(stranger, "api_token"))
+    assert response.status == 404
+    assert_error(await response.json(), "not_found")
