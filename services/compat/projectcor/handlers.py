@@ -58,8 +58,13 @@ async def upload(request: web.Request) -> web.Response:
         parent = form.attachment_parent_id
         if parent is not None and not await _is_attachment(request, who, parent):
             raise shapes.unknown_parent(parent)  # another company's, a deleted one or none: 404 as for any id
-        status, failed = shapes.failure(outcome.error, outcome.errors)
-        return json_response(failed, status=status)
+        if (refused := shapes.request_failure(outcome.error, outcome.errors)) is not None:
+            status, failed = refused
+            return json_response(failed, status=status)
+        _, files_q = await _files_and_count(request, who, task_id, [])
+        return json_response(
+            {"files": [], "files_q": files_q, "errors": [shapes.file_error(e) for e in outcome.errors]}
+        )
     assert isinstance(outcome, Ingested)  # the outcome of an ingest job
     files, files_q = await _files_and_count(request, who, task_id, outcome.attachments)
     body: dict[str, object] = {"files": files, "files_q": files_q}

@@ -198,16 +198,15 @@ def api_error_body(exc: ApiError) -> dict[str, Any]:
     return error_body(exc.code, exc.message, exc.field)
 
 
-def failure(error: ErrorInfo, errors: list[ItemError]) -> tuple[int, dict[str, Any]]:
-    """The status and body of an upload none of whose files was stored. When every file was refused for
-    the same field of the request (an ``attachment_parent_id`` on another task), that is the request's
-    error; otherwise the files' errors are listed as in a partial success."""
+def request_failure(error: ErrorInfo, errors: list[ItemError]) -> tuple[int, dict[str, Any]] | None:
+    """The status and body of an upload refused as a whole: every file refused for the same field of the
+    request (an ``attachment_parent_id`` on another task), or an error that is no file's. None when each
+    file was refused for itself (size, extension): that is answered as any partial upload, with no file
+    stored and each one's error listed (ProjectCor uploads are always partial)."""
     if errors:
         first = errors[0]
         same_cause = all((e.code, e.field) == (first.code, first.field) for e in errors)
         if same_cause and _profile_field(first.field) not in (None, "file"):
             return first.status, error_body(first.code, first.message, first.field)
-        body = error_body(error.code, "no file was uploaded: every file was refused", None)
-        body["errors"] = [file_error(e) for e in errors]
-        return error.status, body
+        return None
     return error.status, error_body(error.code, error.message, error.field)
