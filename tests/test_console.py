@@ -26,6 +26,9 @@ from yarl import URL
 from services.cli import _dev_defaults
 from services.console import app as console_app
 from services.console.policy import content_security_policy, origin_of
+from services.core import apikeys
+from services.core.auth import READ, WRITE
+from services.core.repository import apikeys as key_store
 from services.core.settings import load_settings
 from services.ingress.app import create_app as ingress_app
 from tests.conftest import jpeg_bytes
@@ -199,6 +202,25 @@ async def _api_message(svc: Any, method: str, path: str, **kwargs: Any) -> str:
     return str((await response.json())["error"]["message"])
 
 
+async def _api_key(svc: Any) -> str:
+    """A key of the service's account, stored as `attachd keys create` stores one."""
+    key = apikeys.new_key()
+    await key_store.insert_key(
+        svc.pool,
+        key_hash=apikeys.key_hash(key),
+        shown=apikeys.shown_part(key),
+        account_id=svc.account,
+        name="console",
+        actor_type="Application",
+        actor_id="console",
+        scopes=[READ, WRITE],
+        profile=None,
+        bindings={},
+        expires_at=None,
+    )
+    return key
+
+
 async def _live(svc: Any, target_id: str) -> list[dict[str, Any]]:
     response = await svc.client.get(
         "/v1/attachments", params={"target_type": "Task", "target_id": target_id}, headers=svc.auth()
@@ -214,7 +236,7 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
     target_id = f"site-{uuid.uuid4().hex[:6]}"
     async with make_service(console=True) as svc, _browser() as browser:
         base = str(svc.client.make_url("/console"))
-        context = await browser.new_context(viewport={"width": 1180, "height": 1000}, device_scale_factor=1)
+        context = await browser.new_context(viewport={"width": 1180, "height": 760}, device_scale_factor=1)
         page = await context.new_page()
         blocked: list[str] = []  # anything the Content-Security-Policy refused, and uncaught errors
         page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
@@ -224,15 +246,18 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
         response = await page.goto(base)
         assert response is not None and response.headers["content-security-policy"] == STRICT_CSP
         refused = await _api_message(svc, "GET", "/v1/attachments/count", headers={"Authorization": "Bearer nope"})
+        await expect(page.locator("#signin")).to_be_visible()
+        await expect(page.locator("#signout")).to_be_hidden()
         await page.fill("#credential", "nope")
         await page.click("#signin-form button[type=submit]")
         await expect(page.locator("#errors li")).to_contain_text(refused)
         await expect(page.locator("#workspace")).to_be_hidden()
         await page.screenshot(path=shots / "console-signin.png")
-        await page.fill("#credential", svc.token())
+        key = await _api_key(svc)  # an API key, pasted as a user would: every upload below is made with it
+        await page.fill("#credential", key)
         await page.click("#signin-form button[type=submit]")
         await expect(page.locator("#workspace")).to_be_visible()
-        await expect(page.locator("#who-name")).to_have_text(f"account {svc.account} as user-1")
+        await expect(page.locator("#who-name")).to_have_text(f"API key {key[:12]}…")
         await page.fill("#target-type", "Task")
         await page.fill("#target-id", target_id)
         await page.click("#target-form button[type=submit]")
@@ -247,6 +272,7 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
         rows = await svc.rows()
         assert sorted(r["name"] for r in rows) == ["notes.txt", "photo-1.jpg", "photo-2.jpg", "photo-3.jpg"]
         assert {(r["target_type"], r["target_id"]) for r in rows} == {("Task", target_id)}
+        assert {(r["created_by_type"], r["created_by_id"]) for r in rows} == {("Application", "console")}
         by_name = {r["name"]: r for r in rows}
         for (meta, body), width in zip(photos, (1000, 1100, 1200), strict=True):
             row = by_name[meta["name"]]
