@@ -14,6 +14,7 @@ import yaml
 from aiohttp import web
 
 from services.compat import app as compat_app
+from services.console import app as console_app
 from services.core.settings import Settings
 from services.ingress import app as ingress_app
 from services.query import app as query_app
@@ -84,6 +85,7 @@ ROUTES = (
     [("ingress", m, p) for m, p in app_routes(ingress_app.add_routes)]
     + [("query", m, p) for m, p in app_routes(query_app.add_routes)]
     + [("compat", m, p) for m, p in app_routes(compat_app.add_routes)]
+    + [("ingress", m, p) for m, p in app_routes(console_app.add_routes)]  # when ATTACHD_CONSOLE is on
 )
 
 
