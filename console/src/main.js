@@ -14,8 +14,10 @@ import { createUploader } from './uploader.js'
 
 const $ = (id) => document.getElementById(id)
 
-let api = null
-let currentTarget = null
+let api = null // signed in: the API with the credential
+let currentTarget = null // {target_type, target_id} whose attachments the grid shows
+let shownRecords = [] // what the grid shows, page after page
+let nextCursor = null // where the next page starts, if there is one
 
 const notices = {
   error(message) {
@@ -62,8 +64,6 @@ function sameTarget(record, target) {
   return target && record.target_type === target.target_type && String(record.target_id) === target.target_id
 }
 
-let nextCursor = null
-
 async function loadGrid({ more = false } = {}) {
   if (!currentTarget) return
   const target = currentTarget
@@ -81,8 +81,6 @@ async function loadGrid({ more = false } = {}) {
     handleApiError(error)
   }
 }
-
-let shownRecords = []
 
 async function rename(record, name) {
   try {
