@@ -460,7 +460,7 @@ async def test_a_policy_is_charged_to_its_subject_by_its_own_limits(redis, accou
 
 async def _profile_create(request):
     """A compat profile's create, as the Autotask profile makes it: its policy in the CreateOptions."""
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     policy = dataclasses.replace(AUTOTASK, byte_budget=8_000, max_file_bytes=3_000, lockout_s=60)
     return await writes.respond(request, await accept_create(request, who, CreateOptions(budget=policy)))
 

@@ -52,6 +52,16 @@ _AUTOTASK_NO_NESTING = frozenset(
 )
 
 
+S3_MIN_PART = 5 * 1024 * 1024
+
+
+def _s3_part_bytes(text: str) -> int:
+    value = int(text)
+    if value < S3_MIN_PART:
+        raise ValueError(f"must be at least {S3_MIN_PART} (S3's smallest part)")
+    return value
+
+
 def _extensions(text: str) -> frozenset[str]:
     return frozenset(e.strip().lower().lstrip(".") for e in text.split(",") if e.strip())
 
@@ -163,6 +173,17 @@ class Settings:
         900,
         "Age, in seconds, after which the sweeper re-enqueues a staged upload whose job Redis lost"
         " and deletes the bytes of one that never finished arriving.",
+    )
+    tus_expiry_s: int = setting(
+        24 * 3600,
+        "A resumable (tus) upload that receives no byte for this long, in seconds, expires: the sweeper"
+        " deletes its bytes (and aborts its S3 multipart upload).",
+    )
+    tus_part_bytes: int = setting(
+        5 * 1024 * 1024,
+        "Bytes per S3 part of a resumable (tus) upload (at least S3's 5 MiB; more when a file needs over"
+        " 10,000 parts), and between the durable checkpoints of a long PATCH with file storage.",
+        parse=_s3_part_bytes,
     )
     session_idle_s: int = setting(
         600, "An upload session with no upload for this long, in seconds, is closed (and announced)."

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.core.settings import Settings
-from services.ingress import handlers
+from services.ingress import handlers, tus
 from services.web.engines import lazy_pool_ctx, redis_ctx, storage_ctx
 from services.web.http import base_app
 
@@ -20,6 +20,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch(f"/v1/attachments/{ID}", handlers.update)
     app.router.add_delete(f"/v1/attachments/{ID}", handlers.cancel)
     app.router.add_get(f"/v1/uploads/{UUID_ID}", handlers.upload_status)
+    tus.add_routes(app, UUID_ID)  # resumable uploads: /v1/uploads/tus and /v1/uploads/tus/{id}
     app.router.add_post("/v1/sessions/{token}/close", handlers.close_session)
     app.router.add_put("/v1/targets/{type}/{target_id}", handlers.put_target)
     app.router.add_put("/v1/targets/{type}/{target_id}/links/{field}", handlers.set_links)

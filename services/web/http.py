@@ -278,8 +278,10 @@ async def _key_principal(request: web.Request, key: str, profile: str | None) ->
     return apikeys.principal_of(stored, now=now, profile=profile)
 
 
-async def read_json(request: web.Request, *, max_bytes: int) -> Any:
-    if request.content_type != "application/json":
+async def read_json(
+    request: web.Request, *, max_bytes: int, media_types: tuple[str, ...] = ("application/json",)
+) -> Any:
+    if request.content_type not in media_types:
         raise ApiError("unsupported_media_type", "send application/json (or multipart/form-data for files)", status=415)
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413)

@@ -276,10 +276,17 @@ async def list_attachments(
 
 
 async def query_attachments(
-    conn: asyncpg.Connection, f: QueryFilter, limit: int, cursor: str | None, *, columns: str = COLUMNS
+    conn: asyncpg.Connection,
+    f: QueryFilter,
+    limit: int,
+    cursor: str | None,
+    *,
+    columns: str = COLUMNS,
+    offset: int = 0,
 ) -> tuple[list[asyncpg.Record], str | None]:
-    """A page of ``f`` in id order after ``cursor``, and the cursor of the next page (None: the last)."""
-    return await _page(conn, query_where(f), listing.BY_ID, limit, cursor, columns)
+    """A page of ``f`` in id order after ``cursor`` (or, for numbered pages, after skipping ``offset``
+    rows), and the cursor of the next page (None: the last)."""
+    return await _page(conn, query_where(f), listing.BY_ID, limit, cursor, columns, offset)
 
 
 async def _page(
@@ -289,13 +296,14 @@ async def _page(
     limit: int,
     cursor: str | None,
     columns: str,
+    offset: int = 0,
 ) -> tuple[list[asyncpg.Record], str | None]:
     if cursor:
         values, last_id = listing.decode_cursor(cursor, order)
         where.add(listing.after_sql(order, values, last_id, where.params))
     rows = await conn.fetch(
         f"SELECT {columns} FROM attachments WHERE {where.sql()} ORDER BY {listing.order_sql(order)} "
-        f"LIMIT {int(limit) + 1}",
+        f"LIMIT {int(limit) + 1} OFFSET {int(offset)}",
         *where.params.values,
     )
     next_cursor = listing.encode_cursor(order, rows[limit - 1]) if len(rows) > limit else None

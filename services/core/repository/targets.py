@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -188,3 +188,19 @@ async def set_links(
         list(ids),
     )
     return now_linked
+
+
+async def target_standing(
+    conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str
+) -> Literal["placed", "holding"] | None:
+    """What the account knows of a target: ``placed`` in the hierarchy, ``holding`` attachments (live or
+    deleted) without having been placed, or None: no such target."""
+    standing: str | None = await conn.fetchval(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM targets WHERE account_id = $1 AND target_type = $2 "
+        "AND target_id = $3) THEN 'placed' WHEN EXISTS (SELECT 1 FROM attachments WHERE account_id = $1 "
+        "AND target_type = $2 AND target_id = $3) THEN 'holding' END",
+        account_id,
+        target_type,
+        target_id,
+    )
+    return standing  # type: ignore[return-value]  # one of the CASE's values
