@@ -1,0 +1,357 @@
+"""``attachd upload``, ``attachd ls``, ``attachd get``, ``attachd rm``: the client library at a terminal.
+
+They talk to the attachd at ``--url`` or ``ATTACHD_URL`` with the token of ``--token`` or ``ATTACHD_TOKEN``
+(a JWT or an API key). ``attachd upload`` sends files and folders (recursively), several at a time, with a
+progress bar per file and one for the whole; a file over ``--tus-threshold`` goes over tus and is resumed
+by the next run if this one is stopped (attachd_client/state.py); a summary table ends it, and the exit
+status is 1 if any file failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich import filesize
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from attachd_client import errors, tus
+from attachd_client.client import DEFAULT_TUS_THRESHOLD, AsyncClient
+from attachd_client.models import Attachment, Target
+from attachd_client.state import ResumeState, state_dir, upload_key
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+FAILED_EXIT = 1
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+# -- pure rules ----------------------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """``123``, ``512K``, ``8M``, ``1.5G`` (binary units; a trailing ``B`` or ``iB`` is allowed) as bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"a size is a number with an optional K, M, G or T (not {text!r})")
+    return int(float(match[1]) * _UNITS[match[2].lower()])
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: Path
+    label: str  # as shown and, from a folder, the attachment's name: the path below the folder's parent
+
+
+def collect_files(paths: list[Path]) -> tuple[list[LocalFile], list[Path]]:
+    """The files to upload: each file named, and every file below each folder named (sorted, symbolic
+    links to folders not followed); and the paths that are neither."""
+    found: list[LocalFile] = []
+    missing: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            found.append(LocalFile(path, path.name))
+        elif path.is_dir():
+            base = path.resolve().parent
+            found.extend(LocalFile(file, str(file.resolve().relative_to(base))) for file in _walk(path))
+        else:
+            missing.append(path)
+    return found, missing
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(root) / name
+            if file.is_file():
+                yield file
+
+
+# -- the commands ------------------------------------------------------------------------------------------
+
+
+def _connection(args: argparse.Namespace) -> tuple[str, str]:
+    url = args.url or os.environ.get("ATTACHD_URL") or DEFAULT_URL
+    token = args.token or os.environ.get("ATTACHD_TOKEN")
+    if not token:
+        sys.exit("attachd: no token: set ATTACHD_TOKEN or pass --token (`attachd token` or `attachd keys create`)")
+    return url, token
+
+
+def _run(args: argparse.Namespace, work: Callable[[AsyncClient], Coroutine[Any, Any, int]], **options: Any) -> None:
+    """Run one command's work with a client; a refusal is one line on stderr and exit status 1."""
+    url, token = _connection(args)
+
+    async def run() -> int:
+        async with AsyncClient(url, token, **options) as client:
+            return await work(client)
+
+    try:
+        status = asyncio.run(run())
+    except errors.AttachdError as exc:
+        sys.exit(f"attachd {args.command}: {_said(exc)}")
+    sys.exit(status)
+
+
+def _said(error: errors.AttachdError) -> str:
+    return f"{error.message} ({error.code}" + (f", {error.field})" if error.field else ")")
+
+
+@dataclass
+class UploadResult:
+    file: LocalFile
+    size: int
+    attachment: Attachment | None = None
+    error: str | None = None
+    resumed_at: int | None = None  # the offset a remembered upload went on from
+
+
+class UploadRun:
+    """One ``attachd upload``: the files, ``parallel`` at a time, each with its bar, and the total's."""
+
+    def __init__(self, client: AsyncClient, args: argparse.Namespace, state: ResumeState, progress: Progress) -> None:
+        self.client = client
+        self.target: Target = args.target
+        self.name: str | None = args.name
+        self.rate: int | None = args.limit_rate
+        self.state = state
+        self.progress = progress
+        self.slots = asyncio.Semaphore(args.parallel)
+        self.sent: dict[Path, int] = {}
+        self.total = progress.add_task("total", total=0)
+
+    async def upload_all(self, files: list[LocalFile]) -> list[UploadResult]:
+        sizes = [file.path.stat().st_size for file in files]
+        self.progress.update(self.total, total=sum(sizes))
+        tasks = [
+            self.progress.add_task(file.label, total=size, start=False) for file, size in zip(files, sizes, strict=True)
+        ]
+        return await asyncio.gather(
+            *(self.upload_one(file, size, task) for file, size, task in zip(files, sizes, tasks, strict=True))
+        )
+
+    def _report(self, file: Path, task: TaskID) -> Callable[[int], None]:
+        def sent(count: int) -> None:
+            self.sent[file] = count
+            self.progress.update(task, completed=count)
+            self.progress.update(self.total, completed=sum(self.sent.values()))
+
+        return sent
+
+    async def upload_one(self, file: LocalFile, size: int, task: TaskID) -> UploadResult:
+        result = UploadResult(file, size)
+        async with self.slots:
+            self.progress.start_task(task)
+            stat = file.path.stat()
+            key = upload_key(self.client.url, str(self.target), file.path, stat.st_size, stat.st_mtime_ns)
+            resume_url = self.state.url(key)
+            report = self._report(file.path, task)
+
+            def reported(count: int) -> None:
+                if resume_url is not None and result.resumed_at is None:
+                    result.resumed_at = count  # the first report of a resumed upload is its offset
+                report(count)
+
+            try:
+                result.attachment = await self.client.upload(
+                    file.path,
+                    self.target,
+                    name=self.name or (file.label if file.label != file.path.name else None),
+                    progress=reported,
+                    resume_url=resume_url,
+                    on_resumable=lambda url: self.state.remember(key, url, file.path),
+                    rate=self.rate,
+                )
+            except errors.AttachdError as exc:
+                result.error = _said(exc)
+                if not _worth_resuming(exc):
+                    self.state.forget(key)
+                self.progress.update(task, description=f"[red]{file.label}")
+            else:
+                self.state.forget(key)
+                report(size)
+        return result
+
+
+def _worth_resuming(error: errors.AttachdError) -> bool:
+    """Whether the next run should go on with this upload rather than start it again."""
+    return isinstance(error, errors.ConnectionFailed | errors.ServerError | errors.Locked) or (error.code == "timeout")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}", justify="left"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def summary(results: list[UploadResult], missing: list[Path]) -> Table:
+    table = Table(title="attachd upload", title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("size", justify="right")
+    table.add_column("result")
+    table.add_column("id / error", overflow="fold")
+    for result in results:
+        size = filesize.decimal(result.size)
+        if result.attachment is not None:
+            how = "uploaded" if result.resumed_at is None else f"resumed at {filesize.decimal(result.resumed_at)}"
+            table.add_row(result.file.label, size, f"[green]{how}", result.attachment.id)
+        else:
+            table.add_row(result.file.label, size, "[red]failed", result.error or "")
+    for path in missing:
+        table.add_row(str(path), "-", "[red]failed", "no such file or folder")
+    return table
+
+
+def cmd_upload(args: argparse.Namespace) -> None:
+    files, missing = collect_files([Path(p) for p in args.paths])
+    if args.name and len(files) + len(missing) > 1:
+        sys.exit("attachd upload: --name names one file; this upload has several")
+    console, errors_console = _console(sys.stdout), _console(sys.stderr)
+    state = ResumeState(state_dir() / "uploads.json")
+
+    async def work(client: AsyncClient) -> int:
+        with _progress(errors_console) as progress:
+            results = await UploadRun(client, args, state, progress).upload_all(files)
+        console.print(summary(results, missing))
+        uploaded = sum(result.attachment is not None for result in results)
+        failed = len(results) - uploaded + len(missing)
+        console.print(f"{uploaded} uploaded, {failed} failed")
+        return FAILED_EXIT if failed else 0
+
+    _run(args, work, tus_threshold=args.tus_threshold, chunk_size=args.chunk_size)
+
+
+def _console(file: Any) -> Console:
+    # Not a terminal (a pipe, a log): wide enough that ids are not folded.
+    return Console(file=file, width=None if file.isatty() else 120)
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    async def work(client: AsyncClient) -> int:
+        table = Table(box=None, pad_edge=False)
+        for column, justify in (("ID", "left"), ("SEQ", "right"), ("NAME", "left"), ("SIZE", "right")):
+            table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table.add_column("TYPE")
+        table.add_column("CREATED")
+        rows = client.list(args.target, order_by=args.order_by, versions="all" if args.all_versions else None)
+        async for a in rows:
+            created = a.created_at.isoformat(timespec="seconds") if a.created_at else "-"
+            size = filesize.decimal(a.size) if a.size is not None else "-"
+            table.add_row(a.id, str(a.seq), a.name or "", size, a.content_type or a.attachment_type or "", created)
+        _console(sys.stdout).print(table)
+        return 0
+
+    _run(args, work)
+
+
+def cmd_get(args: argparse.Namespace) -> None:
+    async def work(client: AsyncClient) -> int:
+        dest = args.output
+        if dest is None:
+            record = await client.get(args.id)
+            dest = Path(record.filename or f"attachment-{record.id}").name
+        saved = await client.download(args.id, dest, variant=args.variant)
+        print(f"{saved} ({filesize.decimal(saved.stat().st_size)})")
+        return 0
+
+    _run(args, work)
+
+
+def cmd_rm(args: argparse.Namespace) -> None:
+    async def work(client: AsyncClient) -> int:
+        for attachment_id in args.ids:
+            await client.delete(attachment_id)
+            print(f"deleted {attachment_id}")
+        return 0
+
+    _run(args, work)
+
+
+# -- the parsers -------------------------------------------------------------------------------------------
+
+
+def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help=f"attachd's address (default: ATTACHD_URL, else {DEFAULT_URL})")
+    parser.add_argument("--token", default=None, help="a JWT or an API key (default: ATTACHD_TOKEN)")
+
+
+def add_parsers(sub: Any) -> None:
+    """``upload``, ``ls``, ``get`` and ``rm`` on the ``attachd`` command (services/cli.py)."""
+    upload = sub.add_parser("upload", help="upload files and folders to a target, resumably, with progress")
+    upload.add_argument("paths", nargs="+", metavar="PATH", help="files, and folders (uploaded recursively)")
+    upload.add_argument("--target", required=True, type=_typed(Target.parse), help="TYPE:ID, like Task:42")
+    upload.add_argument("--name", default=None, help="the attachment's name (one file only)")
+    upload.add_argument("--parallel", type=_typed(_positive), default=2, help="files at a time (default 2)")
+    upload.add_argument(
+        "--tus-threshold",
+        type=_typed(parse_size),
+        default=DEFAULT_TUS_THRESHOLD,
+        help="files larger than this go over tus, resumably (default 8M)",
+    )
+    upload.add_argument(
+        "--chunk-size", type=_typed(parse_size), default=tus.DEFAULT_CHUNK, help="tus chunk size (default 8M)"
+    )
+    upload.add_argument(
+        "--limit-rate", type=_typed(parse_size), default=None, help="bytes per second per file, like 2M"
+    )
+    _connection_options(upload)
+    upload.set_defaults(run=cmd_upload)
+
+    ls = sub.add_parser("ls", help="list a target's attachments")
+    ls.add_argument("--target", required=True, type=_typed(Target.parse), help="TYPE:ID, like Task:42")
+    ls.add_argument("--order-by", default="-created_at", help="as the API's order_by (default -created_at)")
+    ls.add_argument("--all-versions", action="store_true", help="older versions too")
+    _connection_options(ls)
+    ls.set_defaults(run=cmd_ls)
+
+    get = sub.add_parser("get", help="download an attachment's file")
+    get.add_argument("id", help="the attachment's id or integer id")
+    get.add_argument("-o", "--output", type=Path, default=None, help="where (default: its filename, here)")
+    get.add_argument("--variant", choices=["thumbnail", "small"], default=None, help="a thumbnail instead")
+    _connection_options(get)
+    get.set_defaults(run=cmd_get)
+
+    rm = sub.add_parser("rm", help="delete attachments")
+    rm.add_argument("ids", nargs="+", metavar="ID")
+    _connection_options(rm)
+    rm.set_defaults(run=cmd_rm)
