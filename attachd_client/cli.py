@@ -39,6 +39,7 @@ from attachd_client.state import ResumeState, state_dir, upload_key
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 FAILED_EXIT = 1
+INTERRUPTED_EXIT = 130  # as a shell reports a command Ctrl-C stopped
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -108,6 +109,10 @@ def _run(args: argparse.Namespace, work: Callable[[AsyncClient], Coroutine[Any, 
         status = asyncio.run(run())
     except errors.AttachdError as exc:
         sys.exit(f"attachd {args.command}: {_said(exc)}")
+    except KeyboardInterrupt:
+        again = "; run it again to resume the uploads it began" if args.command == "upload" else ""
+        print(f"attachd {args.command}: interrupted{again}", file=sys.stderr)
+        status = INTERRUPTED_EXIT
     sys.exit(status)
 
 
@@ -122,6 +127,7 @@ class UploadResult:
     attachment: Attachment | None = None
     error: str | None = None
     resumed_at: int | None = None  # the offset a remembered upload went on from
+    earlier: bool = False  # uploaded by an earlier run: left alone
 
 
 class UploadRun:
@@ -132,6 +138,7 @@ class UploadRun:
         self.target: Target = args.target
         self.name: str | None = args.name
         self.rate: int | None = args.limit_rate
+        self.again: bool = args.again
         self.state = state
         self.progress = progress
         self.slots = asyncio.Semaphore(args.parallel)
@@ -162,8 +169,12 @@ class UploadRun:
             self.progress.start_task(task)
             stat = file.path.stat()
             key = upload_key(self.client.url, str(self.target), file.path, stat.st_size, stat.st_mtime_ns)
-            resume_url = self.state.url(key)
             report = self._report(file.path, task)
+            if not self.again and (earlier := await self._earlier(key)) is not None:
+                result.attachment, result.earlier = earlier, True
+                report(size)
+                return result
+            resume_url = self.state.url(key)
 
             def reported(count: int) -> None:
                 if resume_url is not None and result.resumed_at is None:
@@ -177,7 +188,7 @@ class UploadRun:
                     name=self.name or (file.label if file.label != file.path.name else None),
                     progress=reported,
                     resume_url=resume_url,
-                    on_resumable=lambda url: self.state.remember(key, url, file.path),
+                    on_resumable=lambda url: self.state.uploading(key, url, file.path),
                     rate=self.rate,
                 )
             except errors.AttachdError as exc:
@@ -186,9 +197,19 @@ class UploadRun:
                     self.state.forget(key)
                 self.progress.update(task, description=f"[red]{file.label}")
             else:
-                self.state.forget(key)
+                self.state.uploaded(key, result.attachment.id, file.path)
                 report(size)
         return result
+
+    async def _earlier(self, key: str) -> Attachment | None:
+        """The attachment an earlier run made of this file, unless it has been deleted since."""
+        attachment_id = self.state.attachment_id(key)
+        if attachment_id is None:
+            return None
+        try:
+            return await self.client.get(attachment_id)
+        except errors.NotFound:
+            return None
 
 
 def _worth_resuming(error: errors.AttachdError) -> bool:
@@ -200,7 +221,7 @@ def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("{task.description}", justify="left"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
+        DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -217,12 +238,23 @@ def summary(results: list[UploadResult], missing: list[Path]) -> Table:
         size = filesize.decimal(result.size)
         if result.attachment is not None:
             how = "uploaded" if result.resumed_at is None else f"resumed at {filesize.decimal(result.resumed_at)}"
+            if result.earlier:
+                how = "uploaded earlier"
             table.add_row(result.file.label, size, f"[green]{how}", result.attachment.id)
         else:
             table.add_row(result.file.label, size, "[red]failed", result.error or "")
     for path in missing:
         table.add_row(str(path), "-", "[red]failed", "no such file or folder")
     return table
+
+
+def tally(results: list[UploadResult], missing: list[Path]) -> tuple[str, int]:
+    """The summary's last line, and how many files failed."""
+    earlier = sum(result.earlier for result in results)
+    uploaded = sum(result.attachment is not None for result in results) - earlier
+    failed = len(results) - uploaded - earlier + len(missing)
+    line = f"{uploaded} uploaded, " + (f"{earlier} uploaded earlier, " if earlier else "") + f"{failed} failed"
+    return line, failed
 
 
 def cmd_upload(args: argparse.Namespace) -> None:
@@ -236,9 +268,8 @@ def cmd_upload(args: argparse.Namespace) -> None:
         with _progress(errors_console) as progress:
             results = await UploadRun(client, args, state, progress).upload_all(files)
         console.print(summary(results, missing))
-        uploaded = sum(result.attachment is not None for result in results)
-        failed = len(results) - uploaded + len(missing)
-        console.print(f"{uploaded} uploaded, {failed} failed")
+        line, failed = tally(results, missing)
+        console.print(line)
         return FAILED_EXIT if failed else 0
 
     _run(args, work, tus_threshold=args.tus_threshold, chunk_size=args.chunk_size)
@@ -321,6 +352,9 @@ def add_parsers(sub: Any) -> None:
     upload.add_argument("paths", nargs="+", metavar="PATH", help="files, and folders (uploaded recursively)")
     upload.add_argument("--target", required=True, type=_typed(Target.parse), help="TYPE:ID, like Task:42")
     upload.add_argument("--name", default=None, help="the attachment's name (one file only)")
+    upload.add_argument(
+        "--again", action="store_true", help="upload files an earlier run uploaded too (default: leave them)"
+    )
     upload.add_argument("--parallel", type=_typed(_positive), default=2, help="files at a time (default 2)")
     upload.add_argument(
         "--tus-threshold",

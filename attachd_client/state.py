@@ -1,9 +1,11 @@
-"""What ``attachd upload`` remembers between runs: the URL of each resumable upload it began, so that a run
-killed half-way is resumed by the next one instead of starting over.
+"""What ``attachd upload`` remembers between runs, so that the run after one that was stopped half-way
+resumes the uploads it began (from the URL of each resumable upload) and leaves alone the files it finished
+(by the id of their attachment), instead of starting over.
 
 One JSON file, ``$XDG_STATE_HOME/attachd/uploads.json`` (``~/.local/state/attachd/uploads.json``), maps a
-key naming the file as it was (its path, size and modification time), where it went (the attachd and the
-target) to the upload's URL. A file changed since is a new key, so a new upload.
+key naming the file as it was (its path, size and modification time) and where it went (the attachd and
+the target) to ``{"url"}`` or ``{"attachment_id"}``. A file changed since is a new key, so a new upload.
+Entries are kept for a week.
 """
 
 from __future__ import annotations
@@ -45,12 +47,24 @@ class ResumeState:
             return {}
         return entries if isinstance(entries, dict) else {}
 
-    def url(self, key: str) -> str | None:
+    def _field(self, key: str, name: str) -> str | None:
         entry = self._read().get(key)
-        return entry.get("url") if isinstance(entry, dict) else None
+        value = entry.get(name) if isinstance(entry, dict) else None
+        return value if isinstance(value, str) else None
 
-    def remember(self, key: str, url: str, path: Path) -> None:
-        self._change(key, {"url": url, "path": str(path), "saved_at": time.time()})
+    def url(self, key: str) -> str | None:
+        """The URL of the resumable upload begun for this key."""
+        return self._field(key, "url")
+
+    def attachment_id(self, key: str) -> str | None:
+        """The attachment this key's file became."""
+        return self._field(key, "attachment_id")
+
+    def uploading(self, key: str, url: str, path: Path) -> None:
+        self._change(key, {"url": url, "path": str(path.resolve()), "saved_at": time.time()})
+
+    def uploaded(self, key: str, attachment_id: str, path: Path) -> None:
+        self._change(key, {"attachment_id": attachment_id, "path": str(path.resolve()), "saved_at": time.time()})
 
     def forget(self, key: str) -> None:
         self._change(key, None)

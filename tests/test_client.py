@@ -144,8 +144,10 @@ def test_the_resume_state_remembers_an_upload_per_file_version_and_target(tmp_pa
     assert key not in others and len(others) == 4
     state = ResumeState(tmp_path / "state" / "uploads.json")
     assert state.url(key) is None
-    state.remember(key, "http://h:1/v1/uploads/tus/u1", file)
+    state.uploading(key, "http://h:1/v1/uploads/tus/u1", file)
     assert ResumeState(state.path).url(key) == "http://h:1/v1/uploads/tus/u1"  # read back from the file
+    state.uploaded(key, "0190-id", file)
+    assert (state.url(key), state.attachment_id(key)) == (None, "0190-id")
     state.forget(key)
     assert state.url(key) is None and os.listdir(state.path.parent) == ["uploads.json"]
 

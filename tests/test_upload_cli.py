@@ -117,7 +117,36 @@ async def test_a_folder_is_uploaded_recursively_with_progress_and_a_summary(serv
         summary_line = next(line for line in out.splitlines() if label in line)
         assert "uploaded" in summary_line and str(row["id"]) in summary_line
     assert "total" in err and "notes.txt" in err  # the progress bars, on stderr
-    assert remembered(tmp_path) == {}  # nothing left to resume
+    done = remembered(tmp_path).values()  # nothing left to resume; what each file became
+    assert sorted(entry["attachment_id"] for entry in done) == sorted(str(row["id"]) for row in rows.values())
+    assert not any("url" in entry for entry in done)
+
+
+async def test_a_second_run_leaves_alone_what_the_first_uploaded_unless_asked(service, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (folder / name).write_text(name)
+    env = command_env(service, tmp_path)
+    status, out, _ = await attachd("upload", str(folder), "--target", "Task:42", env=env)
+    assert status == 0 and "3 uploaded, 0 failed" in out
+    first = {row["name"]: str(row["id"]) for row in await service.rows()}
+
+    deleted = await service.client.delete(f"/v1/attachments/{first['docs/b.txt']}", headers=service.auth())
+    assert deleted.status == 204
+    (folder / "c.txt").write_text("c, changed")  # another file now
+    status, out, _ = await attachd("upload", str(folder), "--target", "Task:42", env=env)
+    assert status == 0 and "2 uploaded, 1 uploaded earlier, 0 failed" in out
+    line_a = next(line for line in out.splitlines() if "docs/a.txt" in line)
+    assert "uploaded earlier" in line_a and first["docs/a.txt"] in line_a
+    live = await service.pool.fetch(
+        "SELECT name FROM attachments WHERE account_id = $1 AND canceled_at IS NULL ORDER BY name", service.account
+    )
+    assert [row["name"] for row in live] == ["docs/a.txt", "docs/b.txt", "docs/c.txt", "docs/c.txt"]
+
+    status, out, _ = await attachd("upload", str(folder), "--target", "Task:42", "--again", env=env)
+    assert status == 0 and "3 uploaded, 0 failed" in out
+    assert len(await service.rows()) == 8
 
 
 async def test_one_bad_file_fails_alone_and_the_exit_status_says_so(service, tmp_path):
@@ -170,7 +199,7 @@ async def test_a_killed_upload_is_resumed_by_the_next_run(service, tmp_path):
     rows = await service.rows()
     assert [str(row["id"]) for row in rows] == [upload_id(url)]  # the same upload, finished; no second one
     assert bytes(rows[0]["sha256"]) == hashlib.sha256(data).digest() and await stored(service, rows[0]) == data
-    assert remembered(tmp_path) == {}
+    assert [entry.get("url") for entry in remembered(tmp_path).values()] == [None]  # no upload left to resume
 
 
 async def test_ls_get_and_rm(service, tmp_path):
