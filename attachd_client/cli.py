@@ -276,20 +276,22 @@ def cmd_upload(args: argparse.Namespace) -> None:
 
 
 def _console(file: Any) -> Console:
-    # Not a terminal (a pipe, a log): wide enough that ids are not folded.
-    return Console(file=file, width=None if file.isatty() else 120)
+    # Not a terminal (a pipe, a log) and no COLUMNS: wide enough that ids are not folded.
+    return Console(file=file, width=None if file.isatty() or "COLUMNS" in os.environ else 120)
 
 
 def cmd_ls(args: argparse.Namespace) -> None:
     async def work(client: AsyncClient) -> int:
         table = Table(box=None, pad_edge=False)
-        for column, justify in (("ID", "left"), ("SEQ", "right"), ("NAME", "left"), ("SIZE", "right")):
-            table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
-        table.add_column("TYPE")
-        table.add_column("CREATED")
+        table.add_column("ID", no_wrap=True)
+        table.add_column("SEQ", justify="right", no_wrap=True)
+        table.add_column("NAME", overflow="fold")
+        table.add_column("SIZE", justify="right", no_wrap=True)
+        table.add_column("TYPE", overflow="fold")
+        table.add_column("CREATED", no_wrap=True)
         rows = client.list(args.target, order_by=args.order_by, versions="all" if args.all_versions else None)
         async for a in rows:
-            created = a.created_at.isoformat(timespec="seconds") if a.created_at else "-"
+            created = a.created_at.strftime("%Y-%m-%d %H:%M:%S") if a.created_at else "-"
             size = filesize.decimal(a.size) if a.size is not None else "-"
             table.add_row(a.id, str(a.seq), a.name or "", size, a.content_type or a.attachment_type or "", created)
         _console(sys.stdout).print(table)
