@@ -19,6 +19,7 @@ import base64
 import mimetypes
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -28,11 +29,13 @@ import msgspec
 
 from attachd_client import errors, tus
 from attachd_client.models import Attachment, Count, Page, Target, UploadStatus
+from attachd_client.retries import repeatable, retrying
 from attachd_client.streams import PIECE, AtomicFile, Pacer, Progress, SizedStream, file_in_pieces
 from attachd_client.transport import Transport
 
 T = TypeVar("T")
 FieldValue = str | int | bool
+Answer = tuple[int, Mapping[str, str], bytes]  # an HTTP answer's status, headers and body
 # Outside the classes: their method `list` would shadow the builtin in their annotations.
 FilterTree = list[dict[str, Any]]
 FieldNames = list[str]
@@ -169,13 +172,30 @@ class AsyncClient:
     async def _multipart(
         self, path: Path, size: int, values: Mapping[str, Any], progress: Progress | None, rate: int | None
     ) -> Attachment:
-        form = aiohttp.MultipartWriter("form-data")
-        for key, value in values.items():
-            form.append(form_value(value)).set_content_disposition("form-data", name=key)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        stream = SizedStream(file_in_pieces(path, progress, Pacer(rate)), size, content_type=content_type)
-        form.append_payload(stream).set_content_disposition("form-data", name="file", filename=path.name)
-        return await self._created(await self._http.call("POST", "/v1/attachments", data=form))
+        def form() -> aiohttp.MultipartWriter:  # one per attempt: a stream is read once
+            writer = aiohttp.MultipartWriter("form-data")
+            for key, value in values.items():
+                writer.append(form_value(value)).set_content_disposition("form-data", name=key)
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            stream = SizedStream(file_in_pieces(path, progress, Pacer(rate)), size, content_type=content_type)
+            writer.append_payload(stream).set_content_disposition("form-data", name="file", filename=path.name)
+            return writer
+
+        return await self._create(form=form)
+
+    async def _create(
+        self, *, json: dict[str, Any] | None = None, form: Callable[[], aiohttp.MultipartWriter] | None = None
+    ) -> Attachment:
+        """Send a create, and send it again with the same Idempotency-Key after a failure a retry may cure:
+        attachd answers a retry with the first request's outcome if that one got through, so nothing is
+        uploaded twice."""
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+
+        async def send() -> Answer:
+            data = form() if form is not None else None
+            return await self._http.call("POST", "/v1/attachments", json=json, data=data, headers=headers)
+
+        return await self._created(await retrying(send, repeatable, self.retries))
 
     async def upload_base64(
         self,
@@ -189,7 +209,7 @@ class AsyncClient:
         """Upload bytes held in memory, sent as base64 in a JSON body."""
         body = create_fields(target, name, fields)
         body.update(filename=filename, data=base64.b64encode(data).decode("ascii"))
-        return await self._created(await self._http.call("POST", "/v1/attachments", json=body))
+        return await self._create(json=body)
 
     async def upload_url(
         self,
@@ -206,9 +226,9 @@ class AsyncClient:
         body["url"] = url
         if attachment_type is not None:
             body["attachment_type"] = attachment_type
-        return await self._created(await self._http.call("POST", "/v1/attachments", json=body))
+        return await self._create(json=body)
 
-    async def _created(self, answer: tuple[int, Mapping[str, str], bytes]) -> Attachment:
+    async def _created(self, answer: Answer) -> Attachment:
         """The record a create answered with, or, when attachd answered before its job finished (202), the
         record its status URL reports once it does."""
         status, _, body = answer

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from attachd_client import errors
+from attachd_client.retries import backoff_s, repeatable, resumable, retrying
 from attachd_client.streams import Pacer, Progress, SizedStream, bytes_in_pieces, read_slice
 from attachd_client.transport import Transport
 
@@ -40,22 +42,6 @@ def upload_id(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def retryable(error: errors.AttachdError) -> bool:
-    """Whether asking the offset again and sending from there may succeed: a broken connection, a server
-    error, a chunk that arrived damaged (460) or too slowly (408), an offset that moved (409), an upload
-    another request still holds (423)."""
-    if isinstance(error, errors.ConnectionFailed | errors.ServerError | errors.ChecksumMismatch | errors.Locked):
-        return True
-    if isinstance(error, errors.Conflict):
-        return error.code == "offset_mismatch"
-    return error.status in (408, 429) or error.code == "client_closed"
-
-
-def backoff_s(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.5, 1, 2, 4, then 8 at most."""
-    return min(8.0, 0.5 * 2 ** (attempt - 1))
-
-
 @dataclass
 class TusClient:
     transport: Transport
@@ -64,9 +50,12 @@ class TusClient:
     def _headers(self, **more: str) -> dict[str, str]:
         return {"Tus-Resumable": VERSION, **more}
 
-    async def create(self, length: int, metadata: Mapping[str, str]) -> str:
-        """A new upload of ``length`` bytes; its URL. attachd checks the metadata's create fields now."""
+    async def create(self, length: int, metadata: Mapping[str, str], idempotency_key: str | None = None) -> str:
+        """A new upload of ``length`` bytes; its URL. attachd checks the metadata's create fields now. A
+        retry with the same ``idempotency_key`` answers with the same upload."""
         headers = self._headers(**{"Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata)})
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         _, answer, _ = await self.transport.call("POST", self.endpoint, headers=headers)
         location = answer.get("Location")
         if not location:
@@ -117,7 +106,8 @@ async def upload_file(
     length = path.stat().st_size
     offset = await _resumed_offset(tus, url) if url else None
     if url is None or offset is None:
-        url = await tus.create(length, metadata)
+        key = str(uuid.uuid4())
+        url = await retrying(lambda: tus.create(length, metadata, key), repeatable, retries)
         offset = 0
         if on_created is not None:
             on_created(url)
@@ -131,10 +121,10 @@ async def upload_file(
             failures = 0
         except errors.AttachdError as exc:
             failures += 1
-            if not retryable(exc) or failures > retries:
+            if not resumable(exc) or failures > retries:
                 raise
             await asyncio.sleep(backoff_s(failures))
-            offset = await _offset_with_retries(tus, url, retries)
+            offset = await retrying(lambda: tus.offset(url), resumable, retries)
             if progress is not None:
                 progress(offset)
     return url
@@ -147,14 +137,3 @@ async def _resumed_offset(tus: TusClient, url: str) -> int | None:
         return await tus.offset(url)
     except (errors.NotFound, errors.Gone):
         return None
-
-
-async def _offset_with_retries(tus: TusClient, url: str, retries: int) -> int:
-    for attempt in range(1, retries + 2):
-        try:
-            return await tus.offset(url)
-        except errors.AttachdError as exc:
-            if not retryable(exc) or attempt > retries:
-                raise
-            await asyncio.sleep(backoff_s(attempt))
-    raise AssertionError("unreachable")

@@ -23,6 +23,7 @@ from attachd_client import (
     Unauthorized,
     UploadFailed,
     errors,
+    retries,
     tus,
 )
 from attachd_client.client import create_fields, form_value, list_params
@@ -126,8 +127,23 @@ def test_which_failures_a_tus_upload_retries_from_the_servers_offset():
         errors.NotFound("not_found", "", status=404),
         errors.TooLarge("size_exceeded", "", status=413),
     ]
-    assert all(tus.retryable(e) for e in retried) and not any(tus.retryable(e) for e in final)
-    assert [tus.backoff_s(n) for n in (1, 2, 3, 4, 5, 9)] == [0.5, 1, 2, 4, 8, 8]
+    assert all(retries.resumable(e) for e in retried) and not any(retries.resumable(e) for e in final)
+    assert [retries.backoff_s(n) for n in (1, 2, 3, 4, 5, 9)] == [0.5, 1, 2, 4, 8, 8]
+
+
+def test_which_failures_a_create_sends_again_with_its_idempotency_key():
+    again = [
+        errors.ConnectionFailed("connection_failed", "reset"),
+        errors.ServerError("unavailable", "", status=503),
+        errors.Conflict("idempotency_key_in_use", "", status=409),
+    ]
+    final = [
+        errors.BadRequest("invalid_value", "", status=400),
+        errors.TooLarge("size_exceeded", "", status=413),
+        errors.RateLimited("budget_exceeded", "", status=429),
+        errors.UploadFailed("empty_file", ""),
+    ]
+    assert all(retries.repeatable(e) for e in again) and not any(retries.repeatable(e) for e in final)
 
 
 def test_the_resume_state_remembers_an_upload_per_file_version_and_target(tmp_path):
@@ -281,6 +297,24 @@ async def test_a_connection_cut_mid_chunk_is_resumed_from_the_servers_offset(ser
     assert record.sha256 == hashlib.sha256(data).hexdigest() and await stored(service, record.id) == data
     rows = await service.rows()
     assert [str(r["id"]) for r in rows] == [record.id]
+
+
+async def test_a_multipart_upload_cut_mid_body_is_sent_again_and_kept_once(service, tmp_path):
+    data = text_bytes(2 * MiB)
+    path = tmp_path / "log.txt"
+    path.write_bytes(data)
+    proxy, connections = await cutting_proxy(service.client.port, cut_after=MiB)
+    port = proxy.sockets[0].getsockname()[1]
+    sent: list[int] = []
+    try:
+        async with AsyncClient(f"http://127.0.0.1:{port}", service.token()) as attachd:
+            record = await attachd.upload(path, TASK, progress=sent.append)
+    finally:
+        proxy.close()
+    assert len(connections) >= 2 and sent[-1] == len(data)
+    assert any(after < before for before, after in itertools.pairwise(sent))  # it started over
+    rows = await service.rows()
+    assert [str(r["id"]) for r in rows] == [record.id] and await stored(service, record.id) == data
 
 
 async def test_uploads_by_base64_and_by_url(service, remote: Remote):
