@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from services.compat import autotask, bookingsync, espocrm
+from services.compat import autotask, bookingsync, espocrm, projectcor, toggl
 from services.core.settings import Settings
 from services.web.engines import pool_ctx, redis_ctx, storage_ctx
 from services.web.http import base_app
@@ -22,6 +22,8 @@ def profiles() -> dict[str, ProfileRoutes]:
         "bookingsync": bookingsync.add_routes,
         "espocrm": espocrm.add_routes,
         "autotask": autotask.add_routes,
+        "toggl": toggl.add_routes,
+        "projectcor": projectcor.add_routes,
     }
 
 

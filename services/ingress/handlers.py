@@ -108,13 +108,17 @@ class CreateOptions:
     """What a caller of ``accept_create`` other than the native route fixes about a create (a compat profile
     translating its own API): the JSON body it has already read and translated to the native fields, and a
     translation of a multipart form's fields (its own names to the native ones, the target from its path).
-    Everything else (validation, limits, budget, idempotency, the job) is the native create's."""
+    Everything else (validation, limits, budget, idempotency, the job) is the native create's.
+    ``check_form`` holds a multipart form to the profile's own rules on the whole of it (how many files,
+    which per-file fields each needs) once it is read, before its fields are translated; what it raises
+    answers the request, and nothing stays staged."""
 
     json_body: Any = None
     form_fields: Callable[[dict[str, str]], dict[str, str]] | None = None
     # The profile's own upload limits in place of the account's: its byte window, charged to the policy's
     # subject (e.g. an Autotask integration), and its per-file limit; None: the account's limits.
     budget: budget.Policy | None = None
+    check_form: Callable[[Form], None] | None = None
 
 
 NATIVE = CreateOptions()
@@ -145,7 +149,7 @@ async def accept_create(request: web.Request, who: Principal, options: CreateOpt
             writes.claim_kept_alive(request, who.account_id),
         ):
             if kind == "multipart":
-                parsed = await _from_multipart(request, upload_id, limits.max_file_bytes, options.form_fields)
+                parsed = await _from_multipart(request, upload_id, limits.max_file_bytes, options)
             elif kind == "raw":
                 assert raw is not None
                 parsed = await _from_raw(request, upload_id, limits.max_file_bytes, raw)
@@ -314,7 +318,7 @@ async def _from_multipart(
     request: web.Request,
     upload_id: str,
     max_file_bytes: int,
-    translate: Callable[[dict[str, str]], dict[str, str]] | None = None,
+    options: CreateOptions = NATIVE,
 ) -> Parsed:
     settings = request.app[SETTINGS]
     form = await read_form(
@@ -325,8 +329,10 @@ async def _from_multipart(
         max_files=settings.max_files_per_request,
     )
     try:
-        if translate is not None:
-            form.fields = translate(dict(form.fields))
+        if options.check_form is not None:
+            options.check_form(form)
+        if options.form_fields is not None:
+            form.fields = options.form_fields(dict(form.fields))
         return _multipart_payload(form)
     except BaseException:
         await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))

@@ -146,9 +146,25 @@ def check_content_encoding(request: web.BaseRequest) -> None:
         )
 
 
+# The attribute of a handler that names the query parameters it reads as lists (see list_params).
+_LIST_PARAMS = "attachd_list_params"
+
+
+def list_params(*names: str) -> Callable[[Any], Any]:
+    """A handler that reads these query parameters as lists (``order_by=a&order_by=b``): check_url lets
+    them repeat. Every other parameter given twice is refused."""
+
+    def mark(handler: Any) -> Any:
+        setattr(handler, _LIST_PARAMS, frozenset(names))
+        return handler
+
+    return mark
+
+
 def check_url(request: web.BaseRequest) -> None:
     """The path and query string decode to UTF-8 (aiohttp would put U+FFFD in place of what does not: a
-    value that is not the one sent), and no query parameter is given twice (no route takes a list)."""
+    value that is not the one sent), and no query parameter is given twice unless the route reads it as a
+    list (list_params)."""
     url = request.rel_url
     for raw, what in ((url.raw_path, "path"), (url.raw_query_string, "query string")):
         if "%" in raw:
@@ -158,9 +174,11 @@ def check_url(request: web.BaseRequest) -> None:
                 raise ApiError("invalid_url", f"the {what} is not UTF-8 once percent-decoded") from None
     query = request.query
     if len(query) > 1 and len(set(query)) < len(query):
+        match_info = getattr(request, "match_info", None)
+        lists: frozenset[str] = getattr(getattr(match_info, "handler", None), _LIST_PARAMS, frozenset())
         seen: set[str] = set()
         for key in query:
-            if key in seen:
+            if key in seen and key not in lists:
                 raise ApiError("duplicate_parameter", f"{key} is given more than once", field=key)
             seen.add(key)
 
