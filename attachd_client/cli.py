@@ -39,6 +39,7 @@ from attachd_client.state import ResumeState, state_dir, upload_key
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 FAILED_EXIT = 1
+SHOWN_BARS = 12  # more files than this: a file's bar shows only while it is under way
 INTERRUPTED_EXIT = 130  # as a shell reports a command Ctrl-C stopped
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -131,7 +132,8 @@ class UploadResult:
 
 
 class UploadRun:
-    """One ``attachd upload``: the files, ``parallel`` at a time, each with its bar, and the total's."""
+    """One ``attachd upload``: the files, ``parallel`` at a time, each with its bar, and the total's. With
+    many files, a file's bar shows only while it is under way."""
 
     def __init__(self, client: AsyncClient, args: argparse.Namespace, state: ResumeState, progress: Progress) -> None:
         self.client = client
@@ -142,63 +144,87 @@ class UploadRun:
         self.state = state
         self.progress = progress
         self.slots = asyncio.Semaphore(args.parallel)
-        self.sent: dict[Path, int] = {}
         self.total = progress.add_task("total", total=0)
+        self.total_sent = 0
+        self.keep_bars = True
 
     async def upload_all(self, files: list[LocalFile]) -> list[UploadResult]:
-        sizes = [file.path.stat().st_size for file in files]
+        sizes = [_size(file.path) for file in files]
         self.progress.update(self.total, total=sum(sizes))
+        self.keep_bars = len(files) <= SHOWN_BARS
         tasks = [
-            self.progress.add_task(file.label, total=size, start=False) for file, size in zip(files, sizes, strict=True)
+            self.progress.add_task(file.label, total=size, start=False, visible=self.keep_bars)
+            for file, size in zip(files, sizes, strict=True)
         ]
         return await asyncio.gather(
             *(self.upload_one(file, size, task) for file, size, task in zip(files, sizes, tasks, strict=True))
         )
 
-    def _report(self, file: Path, task: TaskID) -> Callable[[int], None]:
+    def _report(self, task: TaskID) -> Callable[[int], None]:
+        """What a file's upload tells of its progress: its bar and the total's moved."""
+        file_sent = 0
+
         def sent(count: int) -> None:
-            self.sent[file] = count
+            nonlocal file_sent
+            self.total_sent += count - file_sent
+            file_sent = count
             self.progress.update(task, completed=count)
-            self.progress.update(self.total, completed=sum(self.sent.values()))
+            self.progress.update(self.total, completed=self.total_sent)
 
         return sent
 
     async def upload_one(self, file: LocalFile, size: int, task: TaskID) -> UploadResult:
-        result = UploadResult(file, size)
         async with self.slots:
             self.progress.start_task(task)
-            stat = file.path.stat()
-            key = upload_key(self.client.url, str(self.target), file.path, stat.st_size, stat.st_mtime_ns)
-            report = self._report(file.path, task)
-            if not self.again and (earlier := await self._earlier(key)) is not None:
-                result.attachment, result.earlier = earlier, True
-                report(size)
-                return result
-            resume_url = self.state.url(key)
-
-            def reported(count: int) -> None:
-                if resume_url is not None and result.resumed_at is None:
-                    result.resumed_at = count  # the first report of a resumed upload is its offset
-                report(count)
-
+            self.progress.update(task, visible=True)
             try:
-                result.attachment = await self.client.upload(
-                    file.path,
-                    self.target,
-                    name=self.name or (file.label if file.label != file.path.name else None),
-                    progress=reported,
-                    resume_url=resume_url,
-                    on_resumable=lambda url: self.state.uploading(key, url, file.path),
-                    rate=self.rate,
-                )
-            except errors.AttachdError as exc:
-                result.error = _said(exc)
-                if not _worth_resuming(exc):
-                    self.state.forget(key)
+                result = await self._upload(file, size, self._report(task))
+            except OSError as exc:  # gone or unreadable since it was found
+                result = UploadResult(file, size, error=f"{exc.strerror or exc} (local file)")
+            if result.error is not None:
                 self.progress.update(task, description=f"[red]{file.label}")
-            else:
-                self.state.uploaded(key, result.attachment.id, file.path)
-                report(size)
+            self.progress.update(task, visible=self.keep_bars)
+            return result
+
+    async def _upload(self, file: LocalFile, size: int, report: Callable[[int], None]) -> UploadResult:
+        result = UploadResult(file, size)
+        stat = file.path.stat()
+        key = upload_key(self.client.url, str(self.target), file.path, stat.st_size, stat.st_mtime_ns)
+        if not self.again and (earlier := await self._earlier(key)) is not None:
+            result.attachment, result.earlier = earlier, True
+            report(size)
+            return result
+        resume_url = self.state.url(key)
+        reports: list[int] = []
+        new_upload: list[str] = []
+
+        def began(url: str) -> None:
+            new_upload.append(url)
+            self.state.uploading(key, url, file.path)
+
+        def sent(count: int) -> None:
+            reports.append(count)
+            report(count)
+
+        try:
+            result.attachment = await self.client.upload(
+                file.path,
+                self.target,
+                name=self.name or (file.label if file.label != file.path.name else None),
+                progress=sent,
+                resume_url=resume_url,
+                on_resumable=began,
+                rate=self.rate,
+            )
+        except errors.AttachdError as exc:
+            result.error = _said(exc)
+            if not _worth_resuming(exc):
+                self.state.forget(key)
+            return result
+        self.state.uploaded(key, result.attachment.id, file.path)
+        report(size)
+        if resume_url is not None and not new_upload and reports:
+            result.resumed_at = reports[0]  # a resumed upload first reports the offset it goes on from
         return result
 
     async def _earlier(self, key: str) -> Attachment | None:
@@ -210,6 +236,13 @@ class UploadRun:
             return await self.client.get(attachment_id)
         except errors.NotFound:
             return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _worth_resuming(error: errors.AttachdError) -> bool:
@@ -303,9 +336,10 @@ def cmd_ls(args: argparse.Namespace) -> None:
 def cmd_get(args: argparse.Namespace) -> None:
     async def work(client: AsyncClient) -> int:
         dest = args.output
-        if dest is None:
+        if dest is None or dest.is_dir():
             record = await client.get(args.id)
-            dest = Path(record.filename or f"attachment-{record.id}").name
+            name = Path(record.filename or f"attachment-{record.id}").name
+            dest = (dest or Path()) / name
         saved = await client.download(args.id, dest, variant=args.variant)
         print(f"{saved} ({filesize.decimal(saved.stat().st_size)})")
         return 0
@@ -382,7 +416,7 @@ def add_parsers(sub: Any) -> None:
 
     get = sub.add_parser("get", help="download an attachment's file")
     get.add_argument("id", help="the attachment's id or integer id")
-    get.add_argument("-o", "--output", type=Path, default=None, help="where (default: its filename, here)")
+    get.add_argument("-o", "--output", type=Path, default=None, help="a file, or a folder for it (default: here)")
     get.add_argument("--variant", choices=["thumbnail", "small"], default=None, help="a thumbnail instead")
     _connection_options(get)
     get.set_defaults(run=cmd_get)

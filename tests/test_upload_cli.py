@@ -149,6 +149,18 @@ async def test_a_second_run_leaves_alone_what_the_first_uploaded_unless_asked(se
     assert len(await service.rows()) == 8
 
 
+async def test_with_many_files_a_bar_shows_only_while_its_file_is_under_way(service, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(13):
+        (folder / f"f{n:02}.txt").write_text(f"file {n}")
+    status, out, err = await attachd("upload", str(folder), "--target", "Task:42", env=command_env(service, tmp_path))
+    assert status == 0 and "13 uploaded, 0 failed" in out
+    assert "total" in err and "many/f00.txt" not in err  # the last picture of the bars: the total only
+    assert all(f"many/f{n:02}.txt" in out for n in range(13))  # the summary names every file
+    assert len(await service.rows()) == 13
+
+
 async def test_one_bad_file_fails_alone_and_the_exit_status_says_so(service, tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -230,7 +242,10 @@ async def test_ls_get_and_rm(service, tmp_path):
     assert status == 0 and (out_dir / "copy.jpg").read_bytes() == photo
     status, out, _ = await attachd("get", str(notes_row["seq"]), *flags, env=env, cwd=out_dir)  # by integer id
     assert status == 0 and (out_dir / "notes.txt").read_bytes() == b"meeting notes"
-    assert sorted(os.listdir(out_dir)) == ["copy.jpg", "notes.txt"]
+    (out_dir / "photos").mkdir()
+    status, out, _ = await attachd("get", str(photo_row["seq"]), "-o", str(out_dir / "photos"), *flags, env=env)
+    assert status == 0 and (out_dir / "photos" / "front.jpg").read_bytes() == photo  # a folder: its filename
+    assert sorted(os.listdir(out_dir)) == ["copy.jpg", "notes.txt", "photos"]
 
     status, out, _ = await attachd("rm", str(photo_row["id"]), *flags, env=env)
     assert status == 0 and out.strip() == f"deleted {photo_row['id']}"
