@@ -131,6 +131,11 @@ class AsyncClient:
     async def close(self) -> None:
         await self._session.close()
 
+    @property
+    def resumable(self) -> tus.TusClient:
+        """The tus protocol's calls one by one (create, offset, send, terminate), for uploads driven by hand."""
+        return self._tus
+
     # -- uploads -------------------------------------------------------------------------------------------
 
     async def upload(

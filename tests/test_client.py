@@ -221,7 +221,7 @@ async def test_a_tus_upload_begun_earlier_is_resumed_from_the_servers_offset(ser
     path = tmp_path / "half.txt"
     path.write_bytes(data)
     async with client_of(service, tus_threshold=MiB, chunk_size=MiB) as attachd:
-        tus_client = tus.TusClient(attachd._http)
+        tus_client = attachd.resumable
         url = await tus_client.create(len(data), {"target_type": "Task", "target_id": "42", "filename": "half.txt"})
         assert await tus_client.send(url, 0, data[:MiB]) == MiB
         sent: list[int] = []
@@ -234,7 +234,7 @@ async def test_a_remembered_upload_attachd_no_longer_has_starts_over(service, tm
     path = tmp_path / "again.txt"
     path.write_bytes(data := text_bytes(MiB + 1))
     async with client_of(service, tus_threshold=MiB) as attachd:
-        url = await tus.TusClient(attachd._http).create(len(data), {"target_type": "Task", "target_id": "42"})
+        url = await attachd.resumable.create(len(data), {"target_type": "Task", "target_id": "42"})
         await attachd.terminate_upload(url)
         created: list[str] = []
         record = await attachd.upload(path, TASK, resume_url=url, on_resumable=created.append)
