@@ -293,16 +293,17 @@ async def test_console_in_chromium_uploads_resumes_renames_and_deletes(make_serv
             await expect(thumbs.nth(index)).to_have_js_property("naturalWidth", 72)
         await expect(page.locator("#grid .card", has_text="notes.txt")).to_contain_text("text/plain")
 
-        # A refused file: the console shows the API's own message for it.
+        # A file the worker refuses once its bytes are in (a .jpg name over text): the API's own message, and
+        # the file leaves the uploader, so that nothing sends it again with the next files.
+        fake = b"not a photo at all\n"
         form = FormData({"target_type": "Task", "target_id": target_id})
-        form.add_field("file", b"MZ\x90\x00", filename="tool.exe", content_type="application/octet-stream")
+        form.add_field("file", fake, filename="scan.jpg", content_type="image/jpeg")
         refused_upload = await _api_message(svc, "POST", "/v1/attachments", data=form, headers=svc.auth())
-        await _drop(page, [{"name": "tool.exe", "type": "application/octet-stream", "base64": "TVqQAA=="}])
-        await expect(page.locator("#errors li", has_text="tool.exe")).to_contain_text(refused_upload)
+        await _drop(page, [{"name": "scan.jpg", "type": "image/jpeg", "base64": base64.b64encode(fake).decode()}])
+        await expect(page.locator("#errors li", has_text="scan.jpg")).to_contain_text(refused_upload)
         assert len(await svc.rows()) == 4
-        # It leaves the uploader: nothing sends it again with the next files.
         await expect(page.locator(".uppy-Dashboard-Item")).to_have_count(4)
-        await page.locator("#errors li", has_text="tool.exe").locator("button.dismiss").click()
+        await page.locator("#errors li", has_text="scan.jpg").locator("button.dismiss").click()
         await expect(page.locator("#errors li")).to_have_count(0)
 
         # A large file, cut off by going offline as its third chunk starts, resumed when the page is back online.
