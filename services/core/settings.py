@@ -249,7 +249,9 @@ OTHER_VARIABLES: Mapping[str, str] = types.MappingProxyType(
     {
         "ATTACHD_LOG_LEVEL": "Log level of every `attachd` command (`DEBUG`, `INFO`, `WARNING`…); default `INFO`.",
         "ATTACHD_EVENT_LOOP": "`asyncio`: the query service runs on the standard event loop instead of uvloop.",
-        "ATTACHD_TOKEN": "Not read by attachd: `attachd dev` prints an `export ATTACHD_TOKEN=…` line for your shell.",
+        "ATTACHD_TOKEN": "The credential (a JWT or an API key) of `attachd upload`, `ls`, `get` and `rm`;"
+        " `attachd dev` prints an `export ATTACHD_TOKEN=…` line for your shell.",
+        "ATTACHD_URL": "Where `attachd upload`, `ls`, `get` and `rm` reach attachd; default `http://127.0.0.1:8080`.",
     }
 )
 # The test suite's and the benchmarks' own variables.
