@@ -103,6 +103,7 @@ async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_datab
     (wheel,) = dist.glob("attachd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "services/core/migrations/0001_initial.sql" in names
+    assert {"services/web/static/docs/index.html", "services/web/static/docs/swagger-ui-bundle.js"} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
 
     run(sys.executable, "-m", "venv", venv, cwd=work)
