@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     target_id             text,
     field                 text,
     parent_type           text,                        -- where an unlinked upload is headed (EspoCRM parentType)
-    parent_attachment_id  uuid,                        -- the attachment this one nests under or revises
+    parent_attachment_id  uuid,                        -- the attachment this one nests under
     version               integer NOT NULL DEFAULT 1,
     version_root          uuid,                        -- the first version, for every later one
     is_latest             boolean NOT NULL DEFAULT true,
@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS attachments (
     impersonator_id       text,
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
-    canceled_at           timestamptz
+    canceled_at           timestamptz,
+    -- added by 0002, so last in the table
+    version_of            uuid,                        -- the attachment this one is the next version of
+    unlinked_at           timestamptz                  -- when it was last taken off a target (a link list)
 );
 
 -- List by target in the default order, live rows only: the hot read.
@@ -67,7 +70,8 @@ CREATE INDEX IF NOT EXISTS attachments_parent ON attachments (parent_attachment_
 CREATE INDEX IF NOT EXISTS attachments_versions ON attachments (version_root) WHERE version_root IS NOT NULL;
 CREATE INDEX IF NOT EXISTS attachments_session ON attachments (account_id, session_token)
     WHERE session_token IS NOT NULL;
-CREATE INDEX IF NOT EXISTS attachments_unlinked ON attachments (created_at)
+-- The purge of uploads nobody (re)linked within the TTL: made, or taken off their target, that long ago.
+CREATE INDEX IF NOT EXISTS attachments_unlinked ON attachments ((coalesce(unlinked_at, created_at)))
     WHERE target_id IS NULL AND canceled_at IS NULL;
 
 -- The target hierarchy: a ticket note's parent is its ticket, and so on.
@@ -215,3 +219,22 @@ CREATE TABLE IF NOT EXISTS upload_sessions (
 );
 -- The idle-session closer's scan: open sessions, oldest upload first.
 CREATE INDEX IF NOT EXISTS upload_sessions_open ON upload_sessions (last_upload_at) WHERE closed_at IS NULL;
+
+-- API keys: only each key's SHA-256 is kept (services/core/apikeys.py says why that hash is enough). Every
+-- request with a key reads its row by that hash, so a revoke or an expiry holds at once on every replica.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key_hash    bytea NOT NULL UNIQUE CHECK (octet_length(key_hash) = 32),
+    shown       text NOT NULL,                 -- the key's first characters, to tell it apart in a list
+    account_id  text NOT NULL,
+    name        text,
+    actor_type  text NOT NULL CHECK (actor_type IN ('User', 'Application', 'Contact', 'Resource')),
+    actor_id    text NOT NULL,
+    scopes      text[] NOT NULL,
+    profile     text,                          -- the compat profile it is limited to; null: native /v1 and every profile
+    bindings    jsonb NOT NULL DEFAULT '{}',   -- path values the profile holds it to (Toggl's org and workspace)
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz,
+    revoked_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys (account_id, id);

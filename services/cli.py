@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import importlib.metadata
 import importlib.util
 import logging
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("attachd")
 DEFAULT_DATA_DIR = ".attachd"
 # Commands people run at a terminal log plain text unless ATTACHD_LOG_FORMAT says otherwise.
-TEXT_LOG_COMMANDS = frozenset({"dev", "token", "limits"})
+TEXT_LOG_COMMANDS = frozenset({"dev", "token", "limits", "keys"})
 
 WORKER_HEALTH_PORT = 8081
 
@@ -356,6 +357,218 @@ def cmd_limits(args: argparse.Namespace) -> None:
         print(f"{name:<22}{getattr(limits, name):>12}  ({'account' if name in own else 'default'})")
 
 
+# -- attachd keys ------------------------------------------------------------------------------------------
+
+
+def _parsed_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` that prints the parser's own message when a value is refused."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _account(text: str) -> str:
+    from services.core.errors import ApiError
+    from services.core.validation import parse_account_id
+
+    try:
+        return parse_account_id(text)
+    except ApiError:
+        raise ValueError("an account id is 1 to 64 of A-Z a-z 0-9 _ . -") from None
+
+
+def _expiry(text: str) -> dt.datetime:
+    from services.core import apikeys
+
+    return apikeys.parse_expiry(text, dt.datetime.now(dt.UTC))
+
+
+def _keys_database_url(args: argparse.Namespace) -> str:
+    """The Postgres of a running ``attachd dev --data-dir`` when one is named or ATTACHD_DATABASE_URL is not
+    set (as ``attachd token`` finds its secret), else ATTACHD_DATABASE_URL."""
+    if args.data_dir or not os.environ.get("ATTACHD_DATABASE_URL"):
+        from services.embedded import running_postgres_url
+
+        data_dir = Path(args.data_dir or DEFAULT_DATA_DIR)
+        url = running_postgres_url(data_dir / "postgres")
+        if url is None:
+            sys.exit(
+                f"no database: set ATTACHD_DATABASE_URL or start `attachd dev` ({data_dir} has no running Postgres)"
+            )
+        return url
+    return _settings().database_url
+
+
+def _with_key_store(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    """Run ``await work(pool)`` against the keys' database, a missing table or database in one line."""
+    import asyncpg
+
+    url = _keys_database_url(args)
+
+    async def run() -> Any:
+        pool = await db.create_pool(url, min_size=1, max_size=1)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(run())
+    except asyncpg.UndefinedTableError:
+        sys.exit("the database has no api_keys table: run `attachd migrate` first")
+    except (OSError, asyncpg.PostgresConnectionError) as exc:
+        sys.exit(f"cannot reach the database: {exc}")
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else "-"
+
+
+def _key_summary(row: Any) -> dict[str, Any]:
+    """A key's row as `keys list --json` shows it: all of it but the hash."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "prefix": row["shown"],
+        "account": row["account_id"],
+        "actor_type": row["actor_type"],
+        "actor_id": row["actor_id"],
+        "scopes": list(row["scopes"]),
+        "profile": row["profile"],
+        "bindings": row["bindings"],
+        "created_at": _when(row["created_at"]),
+        "expires_at": _when(row["expires_at"]) if row["expires_at"] else None,
+        "revoked_at": _when(row["revoked_at"]) if row["revoked_at"] else None,
+    }
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    from services.core import apikeys
+    from services.core.repository import apikeys as key_store
+
+    if args.bind and not args.profile:
+        sys.exit("--bind needs --profile: bindings are values a compat profile holds the key to")
+    if args.profile:
+        _warn_unless_known_profile(args.profile)
+    key = apikeys.new_key()
+
+    async def insert(pool: Any) -> Any:
+        return await key_store.insert_key(
+            pool,
+            key_hash=apikeys.key_hash(key),
+            shown=apikeys.shown_part(key),
+            account_id=args.account,
+            name=args.name,
+            actor_type=args.actor_type,
+            actor_id=args.actor_id or args.name or apikeys.shown_part(key),
+            scopes=args.scope,
+            profile=args.profile,
+            bindings=args.bind or {},
+            expires_at=args.expires,
+        )
+
+    row = _with_key_store(args, insert)
+    limited = f", profile {row['profile']}" if row["profile"] else ""
+    if row["bindings"]:
+        limited += " (" + ", ".join(f"{k}={v}" for k, v in row["bindings"].items()) + ")"
+    print(
+        f"key {row['id']} of account {row['account_id']}: {' '.join(row['scopes'])}, as {row['actor_type']}"
+        f" {row['actor_id']}{limited}, expires {_when(row['expires_at']) if row['expires_at'] else 'never'}"
+    )
+    print("It is shown this once: attachd keeps only its hash.")
+    print(key)
+
+
+def _warn_unless_known_profile(name: str) -> None:
+    from services.compat.app import profiles
+
+    if name not in (known := profiles()):
+        print(
+            f"note: this attachd has no compat profile {name!r} (it has: {', '.join(sorted(known)) or 'none'});"
+            " the key works only where that profile is served",
+            file=sys.stderr,
+        )
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    from services.core.repository import apikeys as key_store
+
+    keys = [_key_summary(row) for row in _with_key_store(args, lambda pool: key_store.list_keys(pool, args.account))]
+    if args.json:
+        import orjson
+
+        print(orjson.dumps(keys, option=orjson.OPT_INDENT_2).decode())
+        return
+    header = ("ID", "NAME", "PREFIX", "SCOPES", "PROFILE", "BINDINGS", "CREATED", "EXPIRES", "REVOKED")
+    table = [header] + [
+        (
+            str(k["id"]),
+            k["name"] or "-",
+            k["prefix"],
+            ",".join(k["scopes"]),
+            k["profile"] or "-",
+            ",".join(f"{n}={v}" for n, v in k["bindings"].items()) or "-",
+            k["created_at"],
+            k["expires_at"] or "-",
+            k["revoked_at"] or "-",
+        )
+        for k in keys
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    from services.core.repository import apikeys as key_store
+
+    row = _with_key_store(args, lambda pool: key_store.revoke_key(pool, args.id))
+    if row is None:
+        sys.exit(f"no key {args.id}")
+    print(f"key {row['id']} of account {row['account_id']} is revoked since {_when(row['revoked_at'])}")
+
+
+def _add_keys_parser(sub: Any) -> None:
+    from services.core import apikeys
+
+    keys = sub.add_parser(
+        "keys",
+        help="create, list and revoke API keys (in ATTACHD_DATABASE_URL, or in a running `attachd dev`)",
+    )
+    commands = keys.add_subparsers(dest="keys_command", required=True)
+    dev_dir = "use the database of `attachd dev --data-dir DIR` (the default without ATTACHD_DATABASE_URL: .attachd)"
+
+    create = commands.add_parser("create", help="create a key and print it, once (its last line is the key)")
+    create.add_argument("--account", required=True, type=_parsed_by(_account))
+    create.add_argument("--scope", default=f"{READ} {WRITE}", type=_parsed_by(apikeys.parse_scopes))
+    create.add_argument("--actor-type", default="Application", type=_parsed_by(apikeys.parse_actor_type))
+    create.add_argument("--actor-id", default=None, help="who the key acts as (default: its name, else its prefix)")
+    create.add_argument("--profile", default=None, type=_parsed_by(apikeys.parse_profile), help="limit it to one")
+    create.add_argument(
+        "--bind", default=None, type=_parsed_by(apikeys.parse_bindings), help="the profile's path values: org=1,..."
+    )
+    create.add_argument("--expires", default=None, type=_parsed_by(_expiry), help="90d, 12h, or 2027-01-01T00:00:00Z")
+    create.add_argument("--name", default=None, type=_parsed_by(apikeys.parse_name))
+    create.add_argument("--data-dir", default=None, help=dev_dir)
+    create.set_defaults(run=cmd_keys_create)
+
+    listing = commands.add_parser("list", help="an account's keys (never the keys themselves)")
+    listing.add_argument("--account", required=True, type=_parsed_by(_account))
+    listing.add_argument("--json", action="store_true", help="as a JSON array")
+    listing.add_argument("--data-dir", default=None, help=dev_dir)
+    listing.set_defaults(run=cmd_keys_list)
+
+    revoke = commands.add_parser("revoke", help="revoke a key: refused from the next request on, everywhere")
+    revoke.add_argument("id", type=int)
+    revoke.add_argument("--data-dir", default=None, help=dev_dir)
+    revoke.set_defaults(run=cmd_keys_revoke)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attachd", description=__doc__)
     p.add_argument("--version", action="version", version=f"attachd {version()}")
@@ -418,6 +631,8 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-file-bytes", dest="max_file_bytes", metavar="N", type=_limit_value(1))
     limits.add_argument("--clear", action="store_true", help="drop the account's own limits first")
     limits.set_defaults(run=cmd_limits)
+
+    _add_keys_parser(sub)
     return p
 
 

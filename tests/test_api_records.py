@@ -20,7 +20,14 @@ from tests.conftest import jpeg_bytes
 
 
 def test_api_columns_name_the_record_fields_in_order() -> None:
-    assert records.API_FIELDS[-5:] == ("created_by", "impersonator_id", "created_at", "updated_at", "canceled_at")
+    assert records.API_FIELDS[-6:] == (
+        "created_by",
+        "impersonator_id",
+        "created_at",
+        "updated_at",
+        "canceled_at",
+        "version_of",
+    )
     assert API_COLUMNS.endswith("storage_key, variants")
 
 
@@ -38,9 +45,10 @@ async def test_the_field_catalogue_is_the_one_column_list(db) -> None:
         "created_at",
         "updated_at",
         "canceled_at",
+        "unlinked_at",
     ]
     shown = {*records.API_FIELDS, "created_by_type", "created_by_id"} - {"created_by"}
-    assert {spec.name for spec in COLUMN_FIELDS} - shown == {"version_root", "storage_key", "variants"}
+    assert {spec.name for spec in COLUMN_FIELDS} - shown == {"version_root", "storage_key", "variants", "unlinked_at"}
 
 
 @given(
@@ -89,7 +97,7 @@ async def test_every_kind_of_row_renders_the_same_both_ways(service):
     )
     await create({"attachment_type": "URL", "url": "https://example.com/a?b=c", "name": "A link"})
     text = await create({"filename": "n\u00e9.txt", "data": "bm90ZQ==", "available": False})
-    await create({"filename": "n2.txt", "data": "bm90ZQ==", "parent_attachment_id": text["id"]})
+    await create({"filename": "n2.txt", "data": "bm90ZQ==", "version_of": text["id"]})
     await create(
         {
             "filename": "child.txt",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import uuid
 
 import aiohttp
@@ -11,15 +12,24 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+from services.cli import combined_app
 from services.cli import main as attachd
 from services.core import budget
-from services.core.budget import AccountLimits, ByteBudget
+from services.core.auth import WRITE
+from services.core.budget import AccountLimits, ByteBudget, Policy
 from services.core.contract import Base64Source, IngestItem, LinkSource, Source, UrlSource
 from services.core.errors import ApiError
 from services.core.jobs import QUEUE
 from services.core.settings import Settings, load_settings
+from services.ingress import writes
 from services.ingress.app import create_app as ingress_app
+from services.ingress.handlers import CreateOptions, accept_create
 from services.web.engines import REDIS
+from services.web.http import principal
+
+AUTOTASK = Policy(
+    subject="integration:ABC123", byte_budget=10_000_000, window_s=300, lockout_s=300, max_file_bytes=7_000_000
+)
 
 
 def rule(byte_budget: int = 100, window_s: int = 60, lockout_s: int = 0) -> Settings:
@@ -95,10 +105,31 @@ def test_malformed_or_unknown_overrides_are_ignored():
 
 def test_settings_read_the_budget_from_the_environment():
     settings = load_settings(
-        {"ATTACHD_BYTE_BUDGET": "0", "ATTACHD_BYTE_BUDGET_WINDOW_S": "60", "ATTACHD_BYTE_BUDGET_LOCKOUT_S": "30"}
+        {"ATTACHD_BYTE_BUDGET": "5000", "ATTACHD_BYTE_BUDGET_WINDOW_S": "60", "ATTACHD_BYTE_BUDGET_LOCKOUT_S": "30"}
     )
-    assert (settings.byte_budget, settings.byte_budget_window_s, settings.byte_budget_lockout_s) == (0, 60, 30)
-    assert Settings().byte_budget == 10_000_000
+    assert (settings.byte_budget, settings.byte_budget_window_s, settings.byte_budget_lockout_s) == (5000, 60, 30)
+
+
+def test_the_default_limits_agree_the_window_is_opt_in():
+    """A window smaller than the file limit would make files between the two impossible to upload and the
+    per-file error unreachable: by default there is no window, only the 25 MiB file limit."""
+    limits = budget.merge_limits(Settings(), {})
+    assert limits == AccountLimits(0, 300, 300, 25 * 1024 * 1024) and not limits.budget_on
+
+
+def test_a_policy_holds_its_own_limits():
+    policy = AUTOTASK
+    assert policy.limits() == AccountLimits(10_000_000, 300, 300, 7_000_000)
+    for bad in (
+        {"subject": ""},
+        {"subject": "a\nb"},
+        {"byte_budget": -1},
+        {"window_s": 0},
+        {"lockout_s": -1},
+        {"max_file_bytes": 0},
+    ):
+        with pytest.raises(ValueError):
+            dataclasses.replace(policy, **bad)
 
 
 def test_base64_is_charged_its_decoded_size_and_urls_nothing():
@@ -402,3 +433,79 @@ async def test_a_multipart_retry_with_its_idempotency_key_is_not_charged_twice(m
         # 6,000 bytes and their framing charged once: another 3,000 still fit
         resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"y" * 3_000))
         assert resp.status == 201, await resp.text()
+
+
+# --- a profile's own policy ---------------------------------------------------------------------------
+
+
+async def test_a_policy_is_charged_to_its_subject_by_its_own_limits(redis, account):
+    settings = Settings(byte_budget=0, max_file_bytes=50)  # the account: no window, a small file limit
+    policy = Policy(subject="integration:X", byte_budget=100, window_s=60, lockout_s=30, max_file_bytes=80)
+    gate = ByteBudget(redis)
+    assert (await gate.admit(settings, account, "a", 70, policy=policy)).limits == policy.limits()
+    charged = f"{account}:integration:X"
+    assert await used(redis, charged) == 70 and await used(redis, account) == 0
+    with pytest.raises(budget.FileTooLarge) as too_large:  # the policy's file limit, not the account's
+        await gate.admit(settings, account, "b", 81, file_bytes=81, policy=policy)
+    assert too_large.value.limits.max_file_bytes == 80
+    with pytest.raises(budget.BudgetExceeded) as caught:
+        await gate.admit(settings, account, "c", 31, policy=policy)
+    assert caught.value.message.startswith("integration:X uploaded more than 100 bytes in the last 60 seconds")
+    assert caught.value.headers == {"Retry-After": "30"}
+    # the same subject in another account, and the account itself, are charged apart
+    assert (await gate.admit(settings, f"{account}-2", "d", 70, policy=policy)).limits.byte_budget == 100
+    assert (await gate.admit(settings, account, "e", 1000)).limits.byte_budget == 0
+    assert (await gate.limits(settings, account, "f", policy=policy)).limits == policy.limits()
+
+
+async def _profile_create(request):
+    """A compat profile's create, as the Autotask profile makes it: its policy in the CreateOptions."""
+    who = await principal(request, WRITE)
+    policy = dataclasses.replace(AUTOTASK, byte_budget=8_000, max_file_bytes=3_000, lockout_s=60)
+    return await writes.respond(request, await accept_create(request, who, CreateOptions(budget=policy)))
+
+
+@pytest.fixture
+async def profiled(make_service):
+    """The service, and a client of an app that also has a profile's create route."""
+    async with make_service() as svc:
+        app = combined_app(svc.settings)
+        app.router.add_post("/profile/attachments", _profile_create)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            yield svc, client
+        finally:
+            await client.close()
+
+
+async def test_a_profiles_policy_refuses_a_file_over_its_limit_then_spends_its_window(profiled):
+    svc, client = profiled
+    resp = await client.post("/profile/attachments", headers=svc.auth(), data=form(b"x" * 3_500))
+    error = await refused(resp, 413)  # the per-file error: the window (8,000) is larger than the file limit
+    assert (error["code"], error["field"]) == ("size_exceeded", "file")
+    resp = await client.post("/profile/attachments", headers=svc.auth(), json=text_item(3_500))
+    assert (await refused(resp, 413))["field"] == "data"
+    assert await svc.rows() == []
+    resp = await client.post("/profile/attachments", headers=svc.auth(), json=text_item(2_900))
+    assert resp.status == 201, await resp.text()
+    # 3,500 (multipart, charged as it arrived) + 2,900 are in the window: 2,000 more do not fit
+    error = await refused(await client.post("/profile/attachments", headers=svc.auth(), json=text_item(2_000)))
+    assert error["message"].startswith("integration:ABC123 uploaded more than 8000 bytes")
+    # the account's own uploads have no window (the default) and the native file limit
+    for _ in range(3):
+        resp = await svc.upload_json(text_item(4_000))
+        assert resp.status == 201, await resp.text()
+
+
+async def test_by_default_a_file_over_the_file_limit_gets_the_per_file_error(make_service):
+    """No window by default: a file just over 25 MiB is refused for its size, one just under it is kept."""
+    async with make_service() as svc:
+        limit = svc.settings.max_file_bytes
+        assert (limit, svc.settings.byte_budget) == (25 * 1024 * 1024, 0)
+        resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"x" * (limit + 1)))
+        error = await refused(resp, 413)
+        assert (error["code"], error["field"]) == ("size_exceeded", "file")
+        resp = await svc.client.post("/v1/attachments", headers=svc.auth(), data=form(b"x" * (limit - 1)))
+        assert resp.status == 201, await resp.text()
+        assert [r["size"] for r in await svc.rows()] == [limit - 1]

@@ -132,3 +132,19 @@ async def test_multipart_bulk_gives_each_file_its_own_name_and_display_order(ser
     assert made == [("Floor plan", 3, "plan.txt"), ("door.jpg", 1, "door.jpg")]
     rows = await service.rows()
     assert sorted((r["name"], r["display_order"]) for r in rows) == [("Floor plan", 3), ("door.jpg", 1)]
+
+
+async def test_files_q_counts_what_the_target_lists_as_count_does(service):
+    """ProjectCor's files_q: live latest versions on the task, never an old version or a deleted file."""
+    v1 = await (await service.upload_json(item("plan.txt", b"v1"))).json()
+    await service.upload_json(item("plan-2.txt", b"v2", version_of=v1["id"]))
+    gone = await (await service.upload_json(item("gone.txt", b"x"))).json()
+    assert (await service.client.delete(f"/v1/attachments/{gone['seq']}", headers=service.auth())).status == 204
+    await service.upload_json(item("elsewhere.txt", b"y", target_id="8"))
+    resp = await service.upload_json(
+        {"mode": "partial", "attachments": [item("a.txt", b"a"), item("b.exe", b"MZ"), item("c.txt", b"c")]}
+    )
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    count = await service.client.get("/v1/attachments/count?target_type=Task&target_id=7", headers=service.auth())
+    assert body["files_q"] == (await count.json())["count"] == 3  # plan-2, a, c

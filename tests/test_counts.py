@@ -19,13 +19,19 @@ from workers.targets import purge_unlinked
 # (query string, the filter it means) for a target and the account; None: the caller's target.
 FILTERS = [
     ("", {}),
-    ("available=true", {"available_only": True}),
+    ("available=true", {"available": True}),
+    ("available=false", {"available": False}),
     ("target_type=Ticket", {"target_type": "Ticket"}),
     ("target_type=Ticket&target_id=1", {"target_type": "Ticket", "target_id": "1"}),
     (
         "target_type=Ticket&target_id=1&available=true",
-        {"target_type": "Ticket", "target_id": "1", "available_only": True},
+        {"target_type": "Ticket", "target_id": "1", "available": True},
     ),
+    (
+        "target_type=Ticket&target_id=1&available=false",
+        {"target_type": "Ticket", "target_id": "1", "available": False},
+    ),
+    ("target_type=Ticket&available=false", {"target_type": "Ticket", "available": False}),
     ("target_type=Ticket&target_id=2", {"target_type": "Ticket", "target_id": "2"}),
     ("target_type=Note&target_id=n1", {"target_type": "Note", "target_id": "n1"}),
     # The counters cannot answer these: count(*) does.
@@ -105,9 +111,11 @@ async def test_counts_follow_uploads_cancels_and_changes(service):
         {
             "": 3,
             "available=true": 2,
+            "available=false": 1,
             "target_type=Ticket": 3,
             "target_type=Ticket&target_id=1": 2,
             "target_type=Ticket&target_id=1&available=true": 1,
+            "target_type=Ticket&target_id=1&available=false": 1,
         },
     )
     await delete(service, a)
@@ -117,7 +125,10 @@ async def test_counts_follow_uploads_cancels_and_changes(service):
         f"/v1/attachments/{b['id']}", json={"available": True, "name": "B"}, headers=service.auth()
     )
     assert resp.status == 200, await resp.text()
-    await assert_exact(service, {"available=true": 2, "target_type=Ticket&target_id=1&available=true": 1})
+    await assert_exact(
+        service,
+        {"available=true": 2, "available=false": 0, "target_type=Ticket&target_id=1&available=true": 1},
+    )
     # Deleting twice counts once.
     assert (await service.client.delete(f"/v1/attachments/{a['id']}", headers=service.auth())).status == 404
     await assert_exact(service, {"": 2})
@@ -125,8 +136,8 @@ async def test_counts_follow_uploads_cancels_and_changes(service):
 
 async def test_counts_follow_versions_and_nesting(service):
     v1 = await upload(service, "plan-v1.txt")
-    v2 = await upload(service, "plan-v2.txt", parent_attachment_id=v1["id"])
-    v3 = await upload(service, "plan-v3.txt", parent_attachment_id=v2["id"])
+    v2 = await upload(service, "plan-v2.txt", version_of=v1["id"])
+    v3 = await upload(service, "plan-v3.txt", version_of=v2["id"])
     await assert_exact(service, {"": 1, "target_type=Ticket&target_id=1": 1, "versions=all": 3})
     await delete(service, v3)  # v2 becomes the latest again
     await assert_exact(service, {"": 1, "target_type=Ticket&target_id=1": 1, "versions=all": 2})
@@ -155,14 +166,14 @@ async def test_counts_follow_links_unlinks_and_the_purge(make_service):
         resp = await svc.client.put(path, json={"ids": [ups[0]["id"], ups[1]["id"]]}, headers=svc.auth())
         assert resp.status == 200, await resp.text()
         await assert_exact(svc, {"": 4, "target_type=Note&target_id=n1": 2})
-        # Setting the list again unlinks (cancels) b and links c.
+        # Setting the list again unlinks b (it waits for a record again) and links c.
         resp = await svc.client.put(path, json={"ids": [ups[0]["id"], ups[2]["id"]]}, headers=svc.auth())
         assert resp.status == 200, await resp.text()
-        await assert_exact(svc, {"": 3, "target_type=Note&target_id=n1": 2})
-        # d was never linked: the purge deletes its row.
+        await assert_exact(svc, {"": 4, "target_type=Note&target_id=n1": 2})
+        # b (unlinked) and d (never linked) are past the TTL: the purge deletes their rows.
         wctx = await WorkerContext.open(svc.settings)
         try:
-            assert await purge_unlinked({"attachd": wctx}) == 1
+            assert await purge_unlinked({"attachd": wctx}) == 2
         finally:
             await wctx.close()
         await assert_exact(svc, {"": 2, "target_type=Note&target_id=n1": 2})

@@ -1,4 +1,4 @@
-"""deploy/k8s against the code it deploys: the HTTPRoute sends each route of the two apps, method by method,
+"""deploy/k8s against the code it deploys: the HTTPRoute sends each route of the three apps, method by method,
 to the app that serves it; drain and timeout figures follow the settings; probes hit real routes.
 (`make deploy-check` renders the overlays and validates them with kustomize, kubernetes-validate and checkov.)"""
 
@@ -13,6 +13,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from services.compat import app as compat_app
 from services.core.settings import Settings
 from services.ingress import app as ingress_app
 from services.query import app as query_app
@@ -20,7 +21,7 @@ from services.web import openapi
 from services.web.http import base_app
 
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
-BACKENDS = {"ingress": "attachd-ingress", "query": "attachd-query"}
+BACKENDS = {"ingress": "attachd-ingress", "query": "attachd-query", "compat": "attachd-compat"}
 SAMPLES = {
     "id": str(uuid.UUID(int=7)),
     "variant": "thumbnail",
@@ -87,9 +88,11 @@ def route_to(route: dict[str, Any], method: str, path: str) -> str | None:
 
 
 HTTPROUTE = find("HTTPRoute", "attachd")
-ROUTES = [("ingress", m, p) for m, p in app_routes(ingress_app.add_routes)] + [
-    ("query", m, p) for m, p in app_routes(query_app.add_routes)
-]
+ROUTES = (
+    [("ingress", m, p) for m, p in app_routes(ingress_app.add_routes)]
+    + [("query", m, p) for m, p in app_routes(query_app.add_routes)]
+    + [("compat", m, p) for m, p in app_routes(compat_app.add_routes)]
+)
 # /v1/openapi.json and /docs, which both apps serve (services/web/openapi.py): the gateway sends them to reads.
 DOCS_ROUTES = [("query", m, p) for m, p in app_routes(openapi.add_routes)]
 
@@ -105,7 +108,7 @@ def test_every_httproute_match_serves_some_route_and_nothing_else_is_exposed():
     served = {(m, p) for _, m, p in ROUTES + DOCS_ROUTES}
     for rule in HTTPROUTE["spec"]["rules"]:
         for match in rule["matches"]:
-            assert any(m == match["method"] and path_matches(match, p) is not None for m, p in served), (
+            assert any(m == match.get("method", m) and path_matches(match, p) is not None for m, p in served), (
                 f"{match} routes nothing the apps serve"
             )
     # The operational routes every process has stay inside the cluster.
@@ -147,7 +150,7 @@ def test_the_httproute_timeouts_outlast_what_attachd_allows_a_request():
     env = base_config()
     for rule in HTTPROUTE["spec"]["rules"]:
         timeout = seconds(rule["timeouts"]["request"])
-        if rule["backendRefs"][0]["name"] == "attachd-ingress":
+        if rule["backendRefs"][0]["name"] in ("attachd-ingress", "attachd-compat"):
             # A write: its body arrives, then it waits for its worker.
             assert timeout > setting("sync_wait_s", env)
             assert timeout > setting("body_read_timeout_s", env) + setting("sync_wait_s", env)
@@ -155,7 +158,7 @@ def test_the_httproute_timeouts_outlast_what_attachd_allows_a_request():
             assert timeout >= setting("body_read_timeout_s", env)
 
 
-@pytest.mark.parametrize("part", ["ingress", "query", "worker"])
+@pytest.mark.parametrize("part", ["ingress", "query", "compat", "worker"])
 def test_drain_timings_follow_the_settings(part):
     deployment = find("Deployment", f"attachd-{part}", K8S / "base")
     pod = deployment["spec"]["template"]["spec"]
@@ -165,16 +168,16 @@ def test_drain_timings_follow_the_settings(part):
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     sleep = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
     assert pod["terminationGracePeriodSeconds"] > sleep + grace
-    if part in ("ingress", "query"):
+    if part in ("ingress", "query", "compat"):
         # Served through a Service: the endpoints must drop the pod before it stops listening.
         assert sleep >= 5
-    if part == "ingress":
+    if part in ("ingress", "compat"):
         assert grace >= setting("sync_wait_s", env), "a synchronous write in flight must be answered"
     if part == "worker":
         assert grace >= setting("job_timeout_s", env), "a running job must be able to finish"
 
 
-@pytest.mark.parametrize("part", ["ingress", "query", "worker"])
+@pytest.mark.parametrize("part", ["ingress", "query", "compat", "worker"])
 def test_probes_hit_the_routes_the_part_serves_on_the_port_it_listens_on(part):
     pod = find("Deployment", f"attachd-{part}", K8S / "base")["spec"]["template"]["spec"]
     (container,) = pod["containers"]

@@ -202,3 +202,35 @@ async def test_an_upgrade_keeps_every_row_and_reads_it_back(new_database, redis_
         assert created.status == 201, await created.text()
         count = await (await svc.client.get("/v1/attachments/count", headers=svc.auth())).json()
         assert count == {"count": 3}
+
+
+async def test_versions_made_before_version_of_name_what_they_revise_there(new_database):
+    """0002: a version used to name the attachment it revises in parent_attachment_id; a nested one keeps it."""
+    url = await new_database()
+    await dbmod.migrate(url, target=1)
+    account, v1, v2, parent, nested = "acct-v", *(uuid.uuid4() for _ in range(4))
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.executemany(
+            "INSERT INTO attachments (id, account_id, target_type, target_id, name, parent_attachment_id, version,"
+            " version_root, is_latest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            [
+                (v1, account, "Task", "1", "v1", None, 1, None, False),
+                (v2, account, "Task", "1", "v2", v1, 2, v1, True),
+                (parent, account, "Ticket", "1", "p", None, 1, None, True),
+                (nested, account, "Attachment", str(parent), "n", parent, 1, None, True),
+            ],
+        )
+        await dbmod.migrate(url)
+        rows = {
+            r["name"]: (r["version_of"], r["parent_attachment_id"], r["unlinked_at"])
+            for r in await conn.fetch("SELECT * FROM attachments")
+        }
+    finally:
+        await conn.close()
+    assert rows == {
+        "v1": (None, None, None),
+        "v2": (v1, None, None),
+        "p": (None, None, None),
+        "n": (None, parent, None),
+    }

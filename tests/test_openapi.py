@@ -18,7 +18,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from services.core import contract, fields, listing, querylang, signing
 from services.core.fields import FIELDS, PICKLISTS
-from services.core.openapi import document, operations
+from services.core.openapi import all_operations, document
 from services.core.openapi.schemas import ecma_pattern
 from services.core.records import API_FIELDS
 from services.core.settings import Settings, load_settings
@@ -32,7 +32,7 @@ from tests.conftest import JWT_SECRET, jpeg_bytes
 SETTINGS = Settings()
 DOC = document(web_openapi.native_routes(), SETTINGS, version="test")
 SCHEMAS = DOC["components"]["schemas"]
-METHODS = {"get", "head", "post", "put", "patch", "delete"}
+METHODS = {"get", "head", "post", "put", "patch", "delete", "options"}
 
 
 def router_routes() -> set[tuple[str, str, str]]:
@@ -80,7 +80,7 @@ def test_every_route_of_both_routers_is_documented_with_its_methods_and_nothing_
     routes = router_routes()
     assert documented() == routes
     # Every operation written down is a route: none is left over from a route that went away.
-    assert set(operations.operations(SETTINGS)) == {(m, p) for _, m, p in routes}
+    assert set(all_operations(SETTINGS)) == {(m, p) for _, m, p in routes}
     ids = [op["operationId"] for item in DOC["paths"].values() for m, op in item.items() if m in METHODS]
     assert len(ids) == len(set(ids))
 
@@ -214,13 +214,13 @@ def test_every_refusal_is_the_error_shape():
     assert set(detail["properties"]) == {"code", "message", "field"} and detail["required"] == ["code", "message"]
 
 
-def test_security_is_a_bearer_jwt_or_api_key_except_for_signed_links():
+def test_security_is_a_bearer_jwt_or_api_key_except_for_signed_links_and_tus_discovery():
     schemes = DOC["components"]["securitySchemes"]
     assert {s["type"] for s in schemes.values()} == {"http"} and {s["scheme"] for s in schemes.values()} == {"bearer"}
     assert DOC["security"] == [{"jwt": []}, {"apiKey": []}]
     for path, item in DOC["paths"].items():
-        for op in item.values():
-            if path.startswith("/v1/files/"):
+        for method, op in item.items():
+            if path.startswith("/v1/files/") or method == "options":
                 assert op["security"] == [] and "401" not in op["responses"]
             else:
                 assert "security" not in op and {"401", "403"} <= set(op["responses"])

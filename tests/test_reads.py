@@ -173,3 +173,38 @@ async def test_range_download_on_both_backends(any_backend_service):
     assert part.status == 206
     assert await part.read() == b"line 0010\nline 0011\n"
     assert part.headers["Content-Range"] == "bytes 100-119/10240"
+
+
+async def test_available_false_lists_and_counts_the_hidden_ones(service):
+    for name, available in (("shown.txt", True), ("hidden.txt", False)):
+        resp = await service.upload_json(
+            {"target_type": "Task", "target_id": "1", "filename": name, "data": "eA==", "available": available}
+        )
+        assert resp.status == 201, await resp.text()
+    for query, expected in (("", ["hidden.txt", "shown.txt"]), ("&available=true", ["shown.txt"])):
+        assert (await list_ids(service, f"target_type=Task&target_id=1&order_by=name{query}"))[0] == expected
+    assert (await list_ids(service, "target_type=Task&target_id=1&available=false"))[0] == ["hidden.txt"]
+    assert (await list_ids(service, "available=0"))[0] == ["hidden.txt"]
+    count = await service.client.get("/v1/attachments/count?available=false", headers=service.auth())
+    assert await count.json() == {"count": 1}
+    bad = await service.client.get("/v1/attachments?available=maybe", headers=service.auth())
+    assert bad.status == 400 and (await bad.json())["error"]["field"] == "available"
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("order_by=name&order_by=-created_at", "order_by"),
+        ("available=false&available=true", "available"),
+        ("target_type=Task&target_id=1&target_id=2", "target_id"),
+    ],
+)
+async def test_a_repeated_parameter_is_refused_not_half_read(service, query, field):
+    for path in ("/v1/attachments", "/v1/attachments/count"):
+        resp = await service.client.get(f"{path}?{query}", headers=service.auth())
+        assert resp.status == 400, path
+        assert (await resp.json())["error"] == {
+            "code": "duplicate_parameter",
+            "message": f"{field} is given more than once",
+            "field": field,
+        }

@@ -23,12 +23,14 @@ async def names(svc, query: str) -> list[str]:
     return [a["filename"] for a in (await resp.json())["attachments"]]
 
 
-async def test_a_parent_on_the_same_target_makes_the_next_version(service):
+async def test_version_of_makes_the_next_version(service):
     v1 = await upload(service, "plan-v1.txt")
-    v2 = await upload(service, "plan-v2.txt", parent_attachment_id=v1["id"])
-    v3 = await upload(service, "plan-v3.txt", parent_attachment_id=v2["id"])
+    v2 = await upload(service, "plan-v2.txt", version_of=v1["id"])
+    # by integer id, and with the target left out: it is inherited
+    v3 = await upload(service, "plan-v3.txt", version_of=v2["seq"], target_type=None, target_id=None)
     assert (v1["version"], v2["version"], v3["version"]) == (1, 2, 3)
-    assert v3["parent_attachment_id"] == v2["id"]
+    assert (v3["version_of"], v3["parent_attachment_id"]) == (v2["id"], None)
+    assert (v3["target_type"], v3["target_id"], v3["ancestors"]) == ("Ticket", "42", ["Ticket:42"])
     assert await names(service, "target_type=Ticket&target_id=42") == ["plan-v3.txt"]
     assert await names(service, "target_type=Ticket&target_id=42&versions=all") == [
         "plan-v1.txt",
@@ -40,12 +42,85 @@ async def test_a_parent_on_the_same_target_makes_the_next_version(service):
     assert await names(service, "target_type=Ticket&target_id=42") == ["plan-v2.txt"]
 
 
+async def test_a_version_of_a_nested_attachment_stays_nested(service):
+    parent = await upload(service, "contract.txt")
+    child = await upload(service, "sig-v1.txt", target_type=None, target_id=None, parent_attachment_id=parent["id"])
+    again = await upload(service, "sig-v2.txt", target_type=None, target_id=None, version_of=child["id"])
+    assert (again["target_type"], again["target_id"]) == ("Attachment", parent["id"])
+    assert (again["parent_attachment_id"], again["version_of"], again["version"]) == (parent["id"], child["id"], 2)
+    assert again["ancestors"] == [f"Attachment:{parent['id']}", "Ticket:42"]
+    assert await names(service, "target_type=Ticket&target_id=42&descendants=true") == ["contract.txt", "sig-v2.txt"]
+
+
 async def test_nested_attachments_hang_under_their_parent(service):
     parent = await upload(service, "contract.txt")
     child = await upload(service, "signature.txt", target_type=None, target_id=None, parent_attachment_id=parent["id"])
     assert (child["target_type"], child["target_id"]) == ("Attachment", parent["id"])
+    assert (child["version"], child["version_of"]) == (1, None)
     assert child["ancestors"] == [f"Attachment:{parent['id']}", "Ticket:42"]
     assert await names(service, "target_type=Ticket&target_id=42&descendants=true") == ["contract.txt", "signature.txt"]
+
+
+async def test_a_nested_attachment_made_through_its_record_sits_under_the_parent(service):
+    """Autotask makes them through the parent record's collection: the target names that record, or one above
+    the parent attachment's record (a ticket for an attachment of one of its notes)."""
+    await service.client.put(
+        "/v1/targets/TicketNote/9", json={"parent": {"type": "Ticket", "id": "42"}}, headers=service.auth()
+    )
+    on_ticket = await upload(service, "report.txt")
+    on_note = await upload(service, "note.txt", target_type="TicketNote", target_id="9")
+    child = await upload(service, "appendix.txt", parent_attachment_id=on_ticket["seq"])
+    assert (child["target_type"], child["target_id"], child["parent_attachment_id"]) == (
+        "Attachment",
+        on_ticket["id"],
+        on_ticket["id"],
+    )
+    assert child["version"] == 1
+    under_note = await upload(service, "scan.txt", parent_attachment_id=on_note["id"])
+    assert under_note["ancestors"] == [f"Attachment:{on_note['id']}", "TicketNote:9", "Ticket:42"]
+    # Not on the ticket's own list; anywhere below it, as a query by the ticket finds it.
+    assert await names(service, "target_type=Ticket&target_id=42") == ["report.txt"]
+    assert await names(service, "target_type=Ticket&target_id=42&descendants=true") == [
+        "appendix.txt",
+        "note.txt",
+        "report.txt",
+        "scan.txt",
+    ]
+    # A target that is not the parent's record, nor above it, is refused.
+    resp = await service.upload_json(
+        {
+            "filename": "x.txt",
+            "data": "eA==",
+            "target_type": "TicketNote",
+            "target_id": "9",
+            "parent_attachment_id": on_ticket["id"],
+        }
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"] == {
+        "code": "invalid_parent",
+        "message": "parent_attachment_id names an attachment that is not on TicketNote 9 or anywhere below it",
+        "field": "parent_attachment_id",
+    }
+
+
+@pytest.mark.parametrize("target_type", ["Project", "Account", "ContractNote"])
+async def test_an_upload_to_a_record_that_allows_no_nesting_cannot_nest(service, target_type):
+    """Autotask: a parent attachment through a Project's collection is refused, not made a second version."""
+    parent = await upload(service, "a.txt", target_type=target_type, target_id="1")
+    resp = await service.upload_json(
+        {
+            "filename": "b.txt",
+            "data": "Yg==",
+            "target_type": target_type,
+            "target_id": "1",
+            "parent_attachment_id": parent["id"],
+        }
+    )
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert (error["code"], error["field"]) == ("nesting_not_allowed", "parent_attachment_id")
+    assert len(await service.rows()) == 1
 
 
 @pytest.mark.parametrize("parent_type", ["Account", "Project", "ProjectNote", "SalesOrder"])
@@ -58,15 +133,32 @@ async def test_nesting_is_refused_for_the_parent_types_that_do_not_allow_it(serv
     assert len(await service.rows()) == 1
 
 
-async def test_parent_rules_are_checked(service):
+async def test_parent_and_version_rules_are_checked(service):
     parent = await upload(service, "a.txt")
-    for body, field in (
-        ({"parent_attachment_id": "01900000-0000-7000-8000-000000000000"}, "parent_attachment_id"),
-        ({"parent_attachment_id": parent["id"], "target_type": "Ticket", "target_id": "43"}, "parent_attachment_id"),
+    unknown = "01900000-0000-7000-8000-000000000000"
+    for body, code, field in (
+        ({"parent_attachment_id": unknown}, "invalid_parent", "parent_attachment_id"),
+        ({"parent_attachment_id": 2**40}, "invalid_parent", "parent_attachment_id"),
+        (
+            {"parent_attachment_id": parent["id"], "target_type": "Ticket", "target_id": "43"},
+            "invalid_parent",
+            "parent_attachment_id",
+        ),
+        ({"version_of": unknown}, "invalid_version", "version_of"),
+        ({"version_of": parent["id"], "target_type": "Ticket", "target_id": "43"}, "invalid_version", "version_of"),
+        ({"version_of": parent["id"], "parent_attachment_id": parent["id"]}, "invalid_value", "parent_attachment_id"),
+        ({"version_of": "v1", "target_type": "Ticket", "target_id": "42"}, "invalid_value", "version_of"),
     ):
         resp = await service.upload_json({"filename": "b.txt", "data": "Yg==", **body})
         assert resp.status == 400, body
-        assert (await resp.json())["error"]["field"] == field
+        error = (await resp.json())["error"]
+        assert (error["code"], error["field"]) == (code, field), body
+    other = service.other_account()
+    theirs = await service.upload_json(
+        {"filename": "b.txt", "data": "Yg==", "version_of": parent["seq"]}, headers=service.auth(other)
+    )
+    assert theirs.status == 400 and (await theirs.json())["error"]["field"] == "version_of"
+    assert len(await service.rows()) == 1 and await service.rows(other) == []
 
 
 async def test_descendants_at_any_depth_and_moving_a_target(service):

@@ -52,7 +52,7 @@ from services.core.filenames import extension_of, sanitize_filename
 from services.core.mediatypes import TYPE_EXTENSIONS, stored_content_type
 from services.core.repository import targets
 from services.core.sniff import check_content, sniff
-from services.core.validation import NESTED_TARGET_TYPE, check_new_attachment
+from services.core.validation import NESTED_TARGET_TYPE, check_nesting, check_new_attachment
 from workers import metrics
 from workers.context import WorkerContext
 from workers.fetch import fetch_to_file
@@ -76,7 +76,7 @@ class Prepared:
     values: dict[str, Any]
     stored_keys: list[str]
     item: IngestItem
-    placement: str | None = None  # "version" or "nested" when parent_attachment_id is given
+    placement: str | None = None  # "version" (version_of given) or "nested" (parent_attachment_id given)
 
 
 def _digest_file(path: str) -> tuple[str, bytes, int]:
@@ -344,34 +344,71 @@ class IngestRun:
         return values
 
     async def _placement(self, new: NewAttachment, values: dict[str, Any]) -> str | None:
-        """Check ``parent_attachment_id`` before any bytes move: a version on the parent's target, or an
-        attachment nested under it (with no target of its own); nothing else."""
-        if new.parent_attachment_id is None:
-            return None
+        """Check ``version_of`` or ``parent_attachment_id`` before any bytes move, and take the place they
+        give: "version" or "nested" (None: neither is given)."""
+        if new.version_of is not None:
+            await self._version_placement(new, values)
+            return "version"
+        if new.parent_attachment_id is not None:
+            await self._nested_placement(new, values)
+            return "nested"
+        return None
+
+    async def _version_placement(self, new: NewAttachment, values: dict[str, Any]) -> None:
+        """A new version goes where the attachment it revises is: its target (a target given must be that one;
+        none given inherits it), its field and, for a nested one, its parent attachment."""
+        assert new.version_of is not None
+        async with self.ctx.pool.acquire() as conn:
+            old = await repository.get_attachment(conn, self.account_id, new.version_of)
+        if old is None:
+            raise ApiError("invalid_version", "version_of names no attachment of this account", field="version_of")
+        if new.target_type is not None and (new.target_type, new.target_id) != (old["target_type"], old["target_id"]):
+            raise ApiError(
+                "invalid_version",
+                "a new version goes on the target of the attachment it revises; leave target_type and target_id "
+                "out to inherit it",
+                field="version_of",
+            )
+        values.update(
+            version_of=old["id"],  # it may have been named by its integer id
+            target_type=old["target_type"],
+            target_id=old["target_id"],
+            field=old["field"] if new.field is None else new.field,
+            parent_type=old["parent_type"] if new.parent_type is None else new.parent_type,
+            parent_attachment_id=old["parent_attachment_id"],
+        )
+
+    async def _nested_placement(self, new: NewAttachment, values: dict[str, Any]) -> None:
+        """A nested attachment's target is its parent attachment (``Attachment``, the parent's id), so it sits
+        below the parent's record in the hierarchy: a list by that record with descendants, or a query by
+        ``ancestor``, finds it. A target given is the record it was made through: the parent's, or one
+        above it; one whose attachments cannot have nested ones is refused."""
+        assert new.parent_attachment_id is not None
+        nested_under_target = new.target_type not in (None, NESTED_TARGET_TYPE)
+        if nested_under_target:
+            check_nesting(new.target_type, self.ctx.settings.no_nesting_types)
         async with self.ctx.pool.acquire() as conn:
             parent = await repository.get_attachment(conn, self.account_id, new.parent_attachment_id)
         field = "parent_attachment_id"
         if parent is None:
             raise ApiError("invalid_parent", "parent_attachment_id names no attachment of this account", field=field)
-        if new.target_type in (None, NESTED_TARGET_TYPE):
-            if new.target_id not in (None, str(parent["id"])):
-                raise ApiError("invalid_parent", "a nested attachment's target is its parent", field="target_id")
-            if parent["target_type"] in self.ctx.settings.no_nesting_types:
+        if nested_under_target:
+            assert new.target_type is not None and new.target_id is not None  # check_placement
+            if hierarchy.node(new.target_type, new.target_id) not in parent["ancestors"]:
                 raise ApiError(
-                    "nesting_not_allowed",
-                    f"attachments of a {parent['target_type']} cannot have nested attachments",
+                    "invalid_parent",
+                    f"parent_attachment_id names an attachment that is not on {new.target_type} {new.target_id} "
+                    "or anywhere below it",
                     field=field,
                 )
-            values.update(target_type=NESTED_TARGET_TYPE, target_id=str(parent["id"]))
-            return "nested"
-        if (new.target_type, new.target_id) != (parent["target_type"], parent["target_id"]):
-            raise ApiError(
-                "invalid_parent",
-                "a new version goes on its parent's target; to nest an "
-                "attachment under another, leave target_type and target_id out",
-                field=field,
-            )
-        return "version"
+        elif new.target_id not in (None, str(parent["id"])):
+            raise ApiError("invalid_parent", "a nested attachment's target is its parent", field="target_id")
+        check_nesting(parent["target_type"], self.ctx.settings.no_nesting_types)
+        values.update(
+            parent_attachment_id=parent["id"],  # it may have been named by its integer id
+            target_type=NESTED_TARGET_TYPE,
+            target_id=str(parent["id"]),
+        )
 
     async def commit(self, prepared: list[Prepared]) -> list[asyncpg.Record]:
         async with self.ctx.pool.acquire() as conn, conn.transaction():
@@ -399,19 +436,20 @@ class IngestRun:
         """Fill in the row's ancestors and, for a new version, its number; inside the commit.
         Returns the ``target.moved`` payload when an inline parent moved the target."""
         values, new, moved = p.values, p.item.fields, None
-        if p.placement == "nested":
+        target_type, target_id = values["target_type"], values["target_id"]
+        if target_type == NESTED_TARGET_TYPE and values["parent_attachment_id"] is not None:
             parent_chain = await targets.attachment_ancestors(conn, values["parent_attachment_id"])
-            values["ancestors"] = [hierarchy.node(NESTED_TARGET_TYPE, values["target_id"]), *parent_chain]
+            values["ancestors"] = [hierarchy.node(NESTED_TARGET_TYPE, target_id), *parent_chain]
         elif new.parent is not None:
-            assert new.target_type is not None and new.target_id is not None  # check_placement
+            assert target_type is not None and target_id is not None  # check_placement
             values["ancestors"], moved = await targets.place_target(
-                conn, self.account_id, new.target_type, new.target_id, (new.parent.type, new.parent.id)
+                conn, self.account_id, target_type, target_id, (new.parent.type, new.parent.id)
             )
-        elif new.target_type is not None and new.target_id is not None:
-            values["ancestors"] = await targets.chain_of(conn, self.account_id, new.target_type, new.target_id)
+        elif target_type is not None and target_id is not None:
+            values["ancestors"] = await targets.chain_of(conn, self.account_id, target_type, target_id)
         if p.placement == "version":
             values["version"], values["version_root"] = await repository.next_version(
-                conn, self.account_id, values["parent_attachment_id"], values["id"]
+                conn, self.account_id, values["version_of"], values["id"]
             )
         return moved
 

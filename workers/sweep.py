@@ -7,6 +7,9 @@ refuses a duplicate id, so a job still queued is left alone). Staged bytes
 with no manifest past the grace period belong to an upload that never
 completed: they are deleted, and so are unfinished writes (``.part-`` files,
 S3 multipart uploads) that a killed process left.
+
+Resumable (tus) uploads still receiving bytes are left alone until they expire; then their bytes go and their
+S3 multipart upload is aborted.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import msgspec
 
 from services.core import contract, jobs, storage
 from services.core.contract import ErrorInfo, Failed
+from services.core.tus_uploads import Locked, TusUploads
 from workers.context import WorkerContext
 
 log = logging.getLogger("attachd.sweep")
@@ -29,6 +33,9 @@ async def sweep_staging(ctx: dict[str, Any]) -> dict[str, int]:
     wctx: WorkerContext = ctx["attachd"]
     redis = ctx["redis"]
     cutoff = time.time() - wctx.settings.staging_grace_s
+    expired = await sweep_expired_tus(wctx, redis)
+    # Read before the walk: an upload that finishes meanwhile has its manifest by the time the walk sees it.
+    receiving = {upload.id: upload.write.key for upload in await TusUploads(redis).unfinished()}
     uploads: dict[str, list[storage.StoredObject]] = defaultdict(list)
     async for obj in wctx.storage.list("staging/"):
         parts = obj.key.split("/")
@@ -37,9 +44,9 @@ async def sweep_staging(ctx: dict[str, Any]) -> dict[str, int]:
 
     requeued = deleted = 0
     # Writes a killed ingress or worker never finished; an upload made only of them is not listed above.
-    partials = await wctx.storage.remove_partials("staging/", cutoff)
+    partials = await wctx.storage.remove_partials("staging/", cutoff, keep=receiving.values())
     for upload_id, objects in uploads.items():
-        if max(o.modified for o in objects) > cutoff:
+        if max(o.modified for o in objects) > cutoff or upload_id in receiving:
             continue
         prefix = storage.staging_prefix(upload_id)
         manifest = next((o for o in objects if o.key == storage.manifest_key(upload_id)), None)
@@ -63,7 +70,30 @@ async def sweep_staging(ctx: dict[str, Any]) -> dict[str, int]:
             requeued += 1
     if partials:
         log.info("removed %d unfinished staging writes", partials)
-    return {"requeued": requeued, "deleted": deleted}
+    return {"requeued": requeued, "deleted": deleted, "expired": expired}
+
+
+async def sweep_expired_tus(wctx: WorkerContext, redis: Any) -> int:
+    """Resumable uploads past their expiry, with no request writing them: their bytes deleted, their S3
+    multipart upload aborted, their state gone (a HEAD is then a 404). How many."""
+    uploads = TusUploads(redis)
+    swept = 0
+    for upload_id in await uploads.expired(time.time()):
+        try:
+            async with uploads.locked(upload_id):
+                upload = await uploads.get(upload_id)
+                if upload is not None and (upload.done or upload.expires > time.time()):
+                    continue  # finished, or written to since it was listed
+                if upload is not None:
+                    await wctx.storage.abort(upload.write)
+                await wctx.storage.delete_prefix(storage.staging_prefix(upload_id))
+                await uploads.delete(upload_id)
+                swept += 1
+        except Locked:  # a request is writing it: not expired after all
+            continue
+    if swept:
+        log.info("swept %d expired resumable uploads", swept)
+    return swept
 
 
 async def sweep_object_partials(ctx: dict[str, Any]) -> int:

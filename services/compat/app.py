@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from services.compat import autotask, bookingsync, espocrm, projectcor, toggl
 from services.core.settings import Settings
 from services.web.engines import pool_ctx, redis_ctx, storage_ctx
 from services.web.http import base_app
@@ -17,7 +18,13 @@ ProfileRoutes = Callable[[web.UrlDispatcher, str], None]
 
 
 def profiles() -> dict[str, ProfileRoutes]:
-    return {}
+    return {
+        "bookingsync": bookingsync.add_routes,
+        "espocrm": espocrm.add_routes,
+        "autotask": autotask.add_routes,
+        "toggl": toggl.add_routes,
+        "projectcor": projectcor.add_routes,
+    }
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,4 +1,5 @@
-"""Bearer JWTs (PyJWT): who is calling, for which account, with which rights."""
+"""Who is calling, for which account, with which rights: the principal, and bearer JWTs (PyJWT). API keys,
+the other credential, are services.core.apikeys."""
 
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ class Principal:
         if scope not in self.scopes:
             raise ApiError(
                 "insufficient_scope",
-                f"this token lacks the {scope} scope",
+                f"the credential lacks the {scope} scope",
                 status=403,
                 headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
             )
 
 
-def _unauthorized(message: str) -> ApiError:
+def unauthorized(message: str) -> ApiError:
     return ApiError("unauthorized", message, status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
@@ -67,14 +68,6 @@ class TokenVerifier:
         self._leeway = leeway_s
         # token -> (principal, valid until): a token verified once is not decoded again while it lasts.
         self._verified: dict[str, tuple[Principal, float]] = {}
-
-    def verify_header(self, authorization: str | None) -> Principal:
-        if not authorization:
-            raise _unauthorized("an Authorization: Bearer token is required")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-        return self.verify(token.strip())
 
     def verify(self, token: str) -> Principal:
         """The token's principal. A token verified before is taken from a bounded cache until its
@@ -105,14 +98,14 @@ class TokenVerifier:
             except jwt.InvalidTokenError as exc:
                 error = f"the token is invalid: {exc}"
         if claims is None:
-            raise _unauthorized(error)
+            raise unauthorized(error)
         actor_type = claims.get("sub_type", "User")
         if actor_type not in ACTOR_TYPES:
-            raise _unauthorized(f"sub_type must be one of {', '.join(ACTOR_TYPES)}")
+            raise unauthorized(f"sub_type must be one of {', '.join(ACTOR_TYPES)}")
         try:
             account = parse_account_id(claims["account"])
         except ApiError as exc:
-            raise _unauthorized(exc.message) from None
+            raise unauthorized(exc.message) from None
         exp = claims.get("exp")
         # PyJWT has checked that int(exp) works and that exp > now - leeway.
         valid_until = int(exp) + self._leeway if exp is not None else math.inf

@@ -9,7 +9,12 @@ replicas never race. Its keys (the braces are a Redis Cluster hash tag: the thre
 - ``attachd:budget:{<account>}:total``: the bytes in the window, kept as a running total;
 - ``attachd:budget:{<account>}:lockout``: present, with a TTL, while the account is locked out.
 
-Per-account overrides of the limits live in the hash ``attachd:limits:<account>`` (``attachd limits``).
+The window is off by default (``ATTACHD_BYTE_BUDGET`` 0): ``attachd limits --byte-budget`` turns it on for one
+account. A compat profile whose API documents its own limits passes a ``Policy``: its window is charged to the
+policy's subject within the account (Autotask: per integration code), by the policy's limits, in the same
+admission. Per-account overrides of the limits live in the hash ``attachd:limits:<account>`` (``attachd limits``);
+a policy's limits are its own (the hash ``attachd:limits:<account>:<subject>`` would override them; attachd
+writes none).
 The ingress admits an upload in one round trip (``ByteBudget.admit``, the ``_ADMIT`` script): it reads
 those overrides, checks the declared size against them and charges the budget, and can claim the request's
 Idempotency-Key first. The limits hash and the claim are not in the budget's hash slot, so that script
@@ -178,6 +183,29 @@ class AccountLimits:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """A compat profile's own upload limits, in place of the account's: a byte window charged to ``subject``
+    (within the account, e.g. ``"integration:<code>"``) and a per-file limit. The Autotask profile passes
+    ``Policy(subject="integration:<code>", byte_budget=10_000_000, window_s=300, lockout_s=300,
+    max_file_bytes=7_000_000)`` as ``CreateOptions(budget=...)``."""
+
+    subject: str  # what the window is charged to, e.g. "integration:ABC123"
+    byte_budget: int  # bytes per window; 0: no window
+    window_s: int
+    lockout_s: int  # how long the subject's uploads stay refused once it went over; 0: none
+    max_file_bytes: int
+
+    def __post_init__(self) -> None:
+        if not self.subject or any(ord(c) < 32 for c in self.subject):
+            raise ValueError("a budget policy needs a subject without control characters")
+        if self.byte_budget < 0 or self.window_s < 1 or self.lockout_s < 0 or self.max_file_bytes < 1:
+            raise ValueError(f"the limits of the budget policy for {self.subject} are out of range")
+
+    def limits(self) -> AccountLimits:
+        return AccountLimits(self.byte_budget, self.window_s, self.lockout_s, self.max_file_bytes)
+
+
+@dataclass(frozen=True)
 class Admission:
     """What the admission script decided for a request it let through."""
 
@@ -186,10 +214,10 @@ class Admission:
 
 
 class BudgetExceeded(ApiError):
-    def __init__(self, limits: AccountLimits, retry_after_s: int) -> None:
+    def __init__(self, limits: AccountLimits, retry_after_s: int, who: str = "this account") -> None:
         super().__init__(
             "byte_budget_exceeded",
-            f"this account uploaded more than {limits.byte_budget} bytes in the last "
+            f"{who} uploaded more than {limits.byte_budget} bytes in the last "
             f"{limits.byte_budget_window_s} seconds; try again in {retry_after_s} seconds",
             status=429,
             headers={"Retry-After": str(retry_after_s)},
@@ -197,10 +225,10 @@ class BudgetExceeded(ApiError):
 
 
 class NeverFits(ApiError):
-    def __init__(self, limits: AccountLimits, nbytes: int) -> None:
+    def __init__(self, limits: AccountLimits, nbytes: int, who: str = "this account") -> None:
         super().__init__(
             "byte_budget_exceeded",
-            f"this request carries {nbytes} bytes; this account may "
+            f"this request carries {nbytes} bytes; {who} may "
             f"upload at most {limits.byte_budget} bytes per {limits.byte_budget_window_s} seconds",
             status=413,
         )
@@ -219,10 +247,8 @@ class FileTooLarge(ApiError):
         self.limits = limits
 
 
-def length_required(what: str) -> ApiError:
-    return ApiError(
-        "length_required", f"{what} needs a Content-Length while this account has a byte budget", status=411
-    )
+def length_required(what: str, who: str = "this account") -> ApiError:
+    return ApiError("length_required", f"{what} needs a Content-Length while {who} has a byte budget", status=411)
 
 
 def limits_key(account: str) -> str:
@@ -284,8 +310,10 @@ class ByteBudget:
         file_bytes: int | None = None,
         claim: tuple[str, int] | None = None,
         what: str = "an upload",
+        policy: Policy | None = None,
     ) -> Admission:
-        """One round trip: the account's limits, and ``nbytes`` charged to its budget (None: length unknown).
+        """One round trip: the account's limits, and ``nbytes`` charged to its budget (None: length unknown);
+        with a ``policy``, the policy's limits and its subject's window instead.
 
         Raises FileTooLarge (``file_bytes`` over max_file_bytes), 411 (length unknown while a budget
         applies), NeverFits (413, more than the whole budget, no lockout) or BudgetExceeded (429). With
@@ -293,13 +321,19 @@ class ByteBudget:
         is returned as ``earlier`` and nothing is charged. A refusal drops the claim.
         """
         arg = "-1" if nbytes is None else str(nbytes)
-        return await self._run(settings, account, charge_id, arg, file_bytes, claim, what)
+        return await self._run(settings, account, charge_id, arg, file_bytes, claim, what, policy)
 
     async def limits(
-        self, settings: Settings, account: str, charge_id: str, *, claim: tuple[str, int] | None = None
+        self,
+        settings: Settings,
+        account: str,
+        charge_id: str,
+        *,
+        claim: tuple[str, int] | None = None,
+        policy: Policy | None = None,
     ) -> Admission:
-        """The account's limits (and the claim, as in ``admit``), charging nothing."""
-        return await self._run(settings, account, charge_id, "", None, claim, "")
+        """The account's (or the policy's) limits, and the claim as in ``admit``, charging nothing."""
+        return await self._run(settings, account, charge_id, "", None, claim, "", policy)
 
     async def _run(
         self,
@@ -310,13 +344,19 @@ class ByteBudget:
         file_bytes: int | None,
         claim: tuple[str, int] | None,
         what: str,
+        policy: Policy | None,
     ) -> Admission:
-        keys = [limits_key(account), *budget_keys(account)]
+        # A policy's window is its subject's within the account: another tenant's integration of the same
+        # code is charged apart.
+        charged = account if policy is None else f"{account}:{policy.subject}"
+        defaults = merge_limits(settings, {}) if policy is None else policy.limits()
+        who = "this account" if policy is None else policy.subject
+        keys = [limits_key(charged), *budget_keys(charged)]
         args = [
             charge_id,
             nbytes,
             -1 if file_bytes is None else file_bytes,
-            *(getattr(settings, name) for name in LIMIT_MINIMUMS),
+            *(getattr(defaults, name) for name in LIMIT_MINIMUMS),
         ]
         if claim is not None:
             keys.append(claim[0])
@@ -324,7 +364,7 @@ class ByteBudget:
         reply = await self._admit(keys=keys, args=args)
         status = _text(reply[0])
         if status == "earlier":  # a retry: the caller answers with the earlier job, limits unread
-            return Admission(merge_limits(settings, {}), earlier=_text(reply[1]))
+            return Admission(defaults, earlier=_text(reply[1]))
         limits = _reply_limits(reply)
         if status == "ok":
             return Admission(limits)
@@ -332,11 +372,11 @@ class ByteBudget:
         if status == "file_too_large":
             kind, refusal = "file_too_large", FileTooLarge(limits)
         elif status == "length_required":
-            kind, refusal = "length_required", length_required(what)
+            kind, refusal = "length_required", length_required(what, who)
         elif status == "never_fits":
-            kind, refusal = "never_fits", NeverFits(limits, int(nbytes))
+            kind, refusal = "never_fits", NeverFits(limits, int(nbytes), who)
         elif status == "over_budget":
-            kind, refusal = "budget_exceeded", BudgetExceeded(limits, _retry_s(reply[1]))
+            kind, refusal = "budget_exceeded", BudgetExceeded(limits, _retry_s(reply[1]), who)
         else:
             raise RuntimeError(f"the admission script answered {status!r}")
         REFUSALS.labels(kind).inc()

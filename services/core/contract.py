@@ -42,6 +42,11 @@ Name = Annotated[str, _limits("name")]
 ContentType = Annotated[str, _limits("content_type")]
 Int32 = Annotated[int, Meta(ge=-INT32, le=INT32)]
 Text255 = Annotated[str, Meta(max_length=255, pattern=_NO_CONTROL)]
+# An attachment's integer id (the ``seq`` column, a bigint identity).
+Seq = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+# An attachment named by its id (a UUID) or its integer id (``seq``); a worker resolves it within the job's
+# account, so another account's attachment is as unknown as one that never existed.
+AttachmentRef: TypeAlias = uuid.UUID | Seq
 # The picklists of services/core/fields.py (a test keeps them equal).
 AttachmentType = Literal["FILE_LINK", "FOLDER_LINK", "URL", "FILE_ATTACHMENT"]
 Status = Literal["approved", "pending", "required"]
@@ -76,13 +81,15 @@ class NewAttachment(Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name | None = None  # None: the worker names it after the file
     filename: str | None = None  # sanitized by the worker
     content_type: ContentType | None = None  # as declared; the worker sniffs the real one
-    url: Annotated[str, Meta(pattern=r"(?i)^https?://[^\x00-\x1f]*$")] | None = None
+    # http(s) (fetched, or a URL link); a FILE_LINK or FOLDER_LINK may also be a file:// URL or a UNC path
+    url: Annotated[str, Meta(pattern=r"(?i)^(?:https?://|file://|\\\\)[^\x00-\x1f]*$")] | None = None
     display_order: Int32 = 0
     available: bool = True
     status: Status | None = None
     created_from: CreatedFrom = "api"
     publish: Publish = "all"
-    parent_attachment_id: uuid.UUID | None = None
+    parent_attachment_id: AttachmentRef | None = None  # nest under this attachment
+    version_of: AttachmentRef | None = None  # be the next version of this attachment
     session_token: Text255 | None = None
     impersonator_id: Text255 | None = None
     declared_size: Annotated[int, Meta(ge=0)] | None = msgspec.field(default=None, name="size")
@@ -196,14 +203,14 @@ class Changes(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=Tr
 class UpdateJob(Job, kw_only=True):
     """``update_attachment``: change the changeable fields."""
 
-    attachment_id: uuid.UUID
+    attachment_id: AttachmentRef
     changes: Changes
 
 
 class CancelJob(Job, kw_only=True):
     """``cancel_attachment``: soft delete."""
 
-    attachment_id: uuid.UUID
+    attachment_id: AttachmentRef
 
 
 class CloseSessionJob(Job, kw_only=True):
@@ -226,7 +233,7 @@ class SetLinksJob(Job, kw_only=True):
     target_type: TargetType
     target_id: TargetId
     field: Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$")]
-    ids: Annotated[list[uuid.UUID], Meta(max_length=500)]
+    ids: Annotated[list[AttachmentRef], Meta(max_length=500)]
 
 
 # The arq function that runs each kind of job: the one way into the workers.
@@ -253,6 +260,7 @@ class AttachmentRow(Struct, kw_only=True):
     field: str | None
     parent_type: str | None
     parent_attachment_id: uuid.UUID | None
+    version_of: uuid.UUID | None = None
     version: int
     version_root: uuid.UUID | None
     is_latest: bool
@@ -280,6 +288,7 @@ class AttachmentRow(Struct, kw_only=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     canceled_at: dt.datetime | None
+    unlinked_at: dt.datetime | None = None
 
 
 class SessionRow(Struct, kw_only=True):

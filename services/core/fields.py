@@ -117,7 +117,7 @@ _ALL: tuple[FieldSpec, ...] = (
     _field("target_id", "text", "Id of the record the attachment belongs to.", max_length=255, writable=True),
     _field("field", "text", "The target's attachment field; null for its default list.", max_length=100, writable=True),
     _field("parent_type", "text", "Where an upload not yet linked is headed.", max_length=100, writable=True),
-    _field("parent_attachment_id", "uuid", "The attachment this one is nested under or a version of.", writable=True),
+    _field("parent_attachment_id", "uuid", "The attachment this one is nested under.", writable=True),
     _field("version", "integer", "Version number within a chain of versions."),
     _field("version_root", "uuid", "The first version of a file, for every later one.", internal=True),
     _field("is_latest", "boolean", "Whether this is the newest live version of its file.", inserted=False),
@@ -191,6 +191,15 @@ _ALL: tuple[FieldSpec, ...] = (
     _field("created_at", "datetime", "When the attachment was created.", inserted=False),
     _field("updated_at", "datetime", "When the attachment last changed.", inserted=False),
     _field("canceled_at", "datetime", "When the attachment was deleted; null while it is live.", inserted=False),
+    # added by migration 0002, so last in the table
+    _field("version_of", "uuid", "The attachment this one is the next version of.", writable=True),
+    _field(
+        "unlinked_at",
+        "datetime",
+        "When the upload was last taken off a target; the unlinked TTL counts from then.",
+        inserted=False,
+        internal=True,
+    ),
 )
 
 FIELDS: dict[str, FieldSpec] = {spec.name: spec for spec in _ALL if not spec.internal}

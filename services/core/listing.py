@@ -95,6 +95,11 @@ def parse_bool(text: str | None, field: str, default: bool = False) -> bool:
     raise bad_request("invalid_value", f"{field} must be true or false", field)
 
 
+def parse_optional_bool(text: str | None, field: str) -> bool | None:
+    """A filter that is true, false or not given (None): ``available=false`` asks for the hidden ones."""
+    return None if text is None or text == "" else parse_bool(text, field)
+
+
 def _order_tag(order: tuple[SortKey, ...]) -> str:
     return ",".join(("-" if k.descending else "") + k.field for k in order)
 

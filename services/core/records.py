@@ -92,6 +92,8 @@ def api_records(
         ident = record["id"] = str(record["id"])
         if (parent := record["parent_attachment_id"]) is not None:
             record["parent_attachment_id"] = str(parent)
+        if (revised := record["version_of"]) is not None:
+            record["version_of"] = str(revised)
         variants = record.pop("variants")
         if record.pop("storage_key"):
             record["file"] = links(

@@ -52,6 +52,16 @@ _AUTOTASK_NO_NESTING = frozenset(
 )
 
 
+S3_MIN_PART = 5 * 1024 * 1024
+
+
+def _s3_part_bytes(text: str) -> int:
+    value = int(text)
+    if value < S3_MIN_PART:
+        raise ValueError(f"must be at least {S3_MIN_PART} (S3's smallest part)")
+    return value
+
+
 def _extensions(text: str) -> frozenset[str]:
     return frozenset(e.strip().lower().lstrip(".") for e in text.split(",") if e.strip())
 
@@ -103,9 +113,10 @@ class Settings:
     )
     max_files_per_request: int = setting(10, "Most attachments one create request may carry (parts or items).")
     byte_budget: int = setting(
-        10_000_000,
+        0,
         "Bytes an account may upload per window, counted in Redis across every ingress; past it uploads get 429"
-        " with `Retry-After`. 0: no budget (`attachd limits` sets an account's own).",
+        " with `Retry-After`. 0 (the default): no window; `attachd limits --byte-budget` turns one on for an"
+        " account (Autotask's 10,000,000 bytes per 300 s is the Autotask profile's own, per integration).",
     )
     byte_budget_window_s: int = setting(
         300, "The byte budget's sliding window, in seconds (`attachd limits` sets an account's own)."
@@ -163,6 +174,17 @@ class Settings:
         "Age, in seconds, after which the sweeper re-enqueues a staged upload whose job Redis lost"
         " and deletes the bytes of one that never finished arriving.",
     )
+    tus_expiry_s: int = setting(
+        24 * 3600,
+        "A resumable (tus) upload that receives no byte for this long, in seconds, expires: the sweeper"
+        " deletes its bytes (and aborts its S3 multipart upload).",
+    )
+    tus_part_bytes: int = setting(
+        5 * 1024 * 1024,
+        "Bytes per S3 part of a resumable (tus) upload (at least S3's 5 MiB; more when a file needs over"
+        " 10,000 parts), and between the durable checkpoints of a long PATCH with file storage.",
+        parse=_s3_part_bytes,
+    )
     session_idle_s: int = setting(
         600, "An upload session with no upload for this long, in seconds, is closed (and announced)."
     )
@@ -173,7 +195,9 @@ class Settings:
     )
     events_maxlen: int = setting(1_000_000, "The `attachd:events` stream is trimmed to about this many entries.")
     unlinked_ttl_s: int = setting(
-        24 * 3600, "How long, in seconds, an upload may wait to be linked to a target before it is purged."
+        24 * 3600,
+        "How long, in seconds, an upload may wait to be linked to a target, from when it was made or unlinked,"
+        " before it is purged.",
     )
     no_nesting_types: frozenset[str] = setting(
         _AUTOTASK_NO_NESTING,

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
 import msgspec
 import orjson
 
-from services.core.contract import BYTE_SOURCES, Changes, LinkSource, NewAttachment, Source, TargetRef, UrlSource
+from services.core.contract import (
+    BYTE_SOURCES,
+    AttachmentRef,
+    Changes,
+    LinkSource,
+    NewAttachment,
+    Source,
+    TargetRef,
+    UrlSource,
+)
 from services.core.errors import ApiError, bad_request
 from services.core.fields import FIELDS, PICKLISTS
 from services.core.filenames import sanitize_filename
@@ -85,13 +94,33 @@ def _boolean(value: Any, field: str, default: bool) -> bool:
     return value
 
 
-def _uuid(value: Any, field: str) -> str | None:
+_SEQ_MAX = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def path_ref(text: str) -> AttachmentRef | None:
+    """An attachment named in a path: its UUID or its integer id; None when it can name no attachment."""
+    if _DIGITS.fullmatch(text):
+        seq = int(text)
+        return seq if 1 <= seq <= _SEQ_MAX else None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def parse_attachment_ref(value: Any, field: str) -> AttachmentRef | None:
+    """A field that names an attachment: its id (a UUID) or its integer id (a number, or digits in a string,
+    as a form sends it); None when absent."""
     if value is None:
         return None
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise bad_request("invalid_value", f"{field} must be an attachment id (a UUID)", field) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        ref: AttachmentRef | None = value if 1 <= value <= _SEQ_MAX else None
+    else:
+        ref = path_ref(value) if isinstance(value, str) else None
+    if ref is None:
+        raise bad_request("invalid_value", f"{field} must be an attachment id (a UUID or an integer id)", field)
+    return ref
 
 
 def parse_new_attachment(
@@ -129,7 +158,9 @@ def parse_new_attachment(
     target_id = _text(body.get("target_id"), "target_id")
     parent_type = _type_name(body.get("parent_type"), "parent_type")
     parent = parse_parent(body.get("parent"))
-    check_placement(target_type, target_id, parent_type, body.get("parent_attachment_id"), parent)
+    parent_attachment_id = parse_attachment_ref(body.get("parent_attachment_id"), "parent_attachment_id")
+    version_of = parse_attachment_ref(body.get("version_of"), "version_of")
+    check_placement(target_type, target_id, parent_type, parent_attachment_id, parent, version_of)
 
     raw_name = _text(body.get("name"), "name")
     filename = body.get("filename")
@@ -142,7 +173,6 @@ def parse_new_attachment(
     ):
         raise bad_request("invalid_type", "size must be a non-negative integer", "size")
     status = body.get("status")
-    parent_attachment_id = _uuid(body.get("parent_attachment_id"), "parent_attachment_id")
 
     return NewAttachment(
         target_type=target_type,
@@ -159,7 +189,8 @@ def parse_new_attachment(
         status=None if status is None else _picklist("status", status, "status"),  # type: ignore[arg-type]
         created_from=_picklist("created_from", _given(body, "created_from", "api"), "created_from"),  # type: ignore[arg-type]
         publish=_picklist("publish", _given(body, "publish", "all"), "publish"),  # type: ignore[arg-type]
-        parent_attachment_id=None if parent_attachment_id is None else uuid.UUID(parent_attachment_id),
+        parent_attachment_id=parent_attachment_id,
+        version_of=version_of,
         session_token=_text(body.get("session_token"), "session_token"),
         impersonator_id=_text(body.get("impersonator_id"), "impersonator_id"),
         declared_size=declared_size,
@@ -173,12 +204,29 @@ def _given(body: Mapping[str, Any], key: str, default: str) -> Any:
     return default if value is None else value
 
 
+_WEB_URL = re.compile(r"^https?://", re.IGNORECASE)
+_FILE_URL = re.compile(r"^file://[^\x00-\x1f]+$", re.IGNORECASE)  # file:///C:/x, file://server/share/x
+_UNC_PATH = re.compile(r"^\\\\[^\\/\x00-\x1f]+\\[^\\/\x00-\x1f]+(?:\\[^\x00-\x1f]*)?$")  # \\server\share[\...]
+FILE_LINK_TYPES = frozenset({"FILE_LINK", "FOLDER_LINK"})
+
+
 def check_link_source(attachment_type: str, url: str | None) -> None:
-    """A link attachment is its url; any other kind may name one only to fetch it."""
+    """A link attachment is its url; any other kind may name one only to fetch it (http or https). A
+    FILE_LINK or FOLDER_LINK may also point into a file system, as Autotask's do: a ``file://`` URL or a
+    UNC path (``\\\\server\\share\\dir\\file.txt``), stored as given and never fetched."""
     if attachment_type in LINK_TYPES and url is None:
         raise bad_request("missing_field", f"a {attachment_type} attachment needs url", "url")
-    if url is not None and not re.match(r"^https?://", url, re.IGNORECASE):
-        raise bad_request("invalid_url", "url must be an http:// or https:// URL", "url")
+    if url is None or _WEB_URL.match(url):
+        return
+    if attachment_type in FILE_LINK_TYPES:
+        if _FILE_URL.match(url) or _UNC_PATH.match(url):
+            return
+        raise bad_request(
+            "invalid_url",
+            f"a {attachment_type}'s url is an http://, https:// or file:// URL, or a UNC path (\\\\server\\share\\...)",
+            "url",
+        )
+    raise bad_request("invalid_url", "url must be an http:// or https:// URL", "url")
 
 
 def check_placement(
@@ -187,13 +235,22 @@ def check_placement(
     parent_type: str | None,
     parent_attachment_id: Any,
     parent: Any,
+    version_of: Any = None,
 ) -> None:
-    """Where the attachment goes: a target (type and id together), a parent type to link it later, or a
-    parent attachment; ``parent`` places a named target in the hierarchy."""
+    """Where the attachment goes: a target (type and id together), a parent type to link it later, a parent
+    attachment to nest under, or the attachment it is the next version of (whose place it takes);
+    ``parent`` places a named target in the hierarchy."""
     if (target_type is None) != (target_id is None):
         missing = "target_id" if target_id is None else "target_type"
         raise bad_request("missing_field", "target_type and target_id go together", missing)
-    if target_type is None and parent_type is None and parent_attachment_id is None:
+    if version_of is not None and parent_attachment_id is not None:
+        raise bad_request(
+            "invalid_value",
+            "a new version takes the place of the attachment it revises: give version_of or "
+            "parent_attachment_id, not both",
+            "parent_attachment_id",
+        )
+    if target_type is None and parent_type is None and parent_attachment_id is None and version_of is None:
         raise bad_request(
             "missing_field",
             "target_type and target_id are required (or parent_type and field, to link the upload later)",
@@ -204,6 +261,17 @@ def check_placement(
             "missing_field",
             "parent places the target in the hierarchy: give target_type and target_id too",
             "target_type",
+        )
+
+
+def check_nesting(target_type: str | None, no_nesting_types: Collection[str]) -> None:
+    """Autotask's rule: attachments of some record types (Account, Project, ...) cannot have nested
+    attachments, so an upload to one of them cannot name a parent attachment, nor nest under one of theirs."""
+    if target_type in no_nesting_types:
+        raise bad_request(
+            "nesting_not_allowed",
+            f"attachments of a {target_type} cannot have nested attachments",
+            "parent_attachment_id",
         )
 
 
@@ -223,7 +291,9 @@ def check_new_attachment(new: NewAttachment, source: Source, actor_type: str) ->
     if isinstance(source, BYTE_SOURCES) and new.url is not None:
         raise bad_request("too_many_sources", "give exactly one source, not the bytes and url", "url")
     check_link_source(new.attachment_type, new.url)
-    check_placement(new.target_type, new.target_id, new.parent_type, new.parent_attachment_id, new.parent)
+    check_placement(
+        new.target_type, new.target_id, new.parent_type, new.parent_attachment_id, new.parent, new.version_of
+    )
     check_creator_may_publish(actor_type, new.publish)
     if new.name is not None:
         new.name = new.name.strip() or None

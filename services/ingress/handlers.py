@@ -17,6 +17,7 @@ from services.core import budget, encoding, logs, storage
 from services.core.auth import READ, WRITE, Principal
 from services.core.contract import (
     Actor,
+    AttachmentRef,
     Base64Source,
     CancelJob,
     CloseSessionJob,
@@ -38,10 +39,12 @@ from services.core.errors import ApiError, bad_request
 from services.core.validation import (
     LINK_TYPES,
     coerce_form,
+    parse_attachment_ref,
     parse_changes,
     parse_new_attachment,
     parse_parent,
     parse_session_token,
+    path_ref,
 )
 from services.ingress import writes
 from services.ingress.multipart import Form, raw_disposition_filename, read_form
@@ -64,13 +67,13 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-def _attachment_id(request: web.Request) -> uuid.UUID:
-    try:
-        ident = uuid.UUID(request.match_info["id"])
-    except ValueError:
-        raise ApiError("not_found", "attachment not found", status=404) from None
-    logs.bind(attachment_id=str(ident))
-    return ident
+def _attachment_id(request: web.Request) -> AttachmentRef:
+    """The attachment the path names, by id or integer id (resolved in the caller's account by the worker)."""
+    ref = path_ref(request.match_info["id"])
+    if ref is None:
+        raise ApiError("not_found", "attachment not found", status=404)
+    logs.bind(attachment_id=str(ref))
+    return ref
 
 
 def _prefixed(exc: ApiError, prefix: str) -> ApiError:
@@ -105,17 +108,24 @@ class CreateOptions:
     """What a caller of ``accept_create`` other than the native route fixes about a create (a compat profile
     translating its own API): the JSON body it has already read and translated to the native fields, and a
     translation of a multipart form's fields (its own names to the native ones, the target from its path).
-    Everything else (validation, limits, budget, idempotency, the job) is the native create's."""
+    Everything else (validation, limits, budget, idempotency, the job) is the native create's.
+    ``check_form`` holds a multipart form to the profile's own rules on the whole of it (how many files,
+    which per-file fields each needs) once it is read, before its fields are translated; what it raises
+    answers the request, and nothing stays staged."""
 
     json_body: Any = None
     form_fields: Callable[[dict[str, str]], dict[str, str]] | None = None
+    # The profile's own upload limits in place of the account's: its byte window, charged to the policy's
+    # subject (e.g. an Autotask integration), and its per-file limit; None: the account's limits.
+    budget: budget.Policy | None = None
+    check_form: Callable[[Form], None] | None = None
 
 
 NATIVE = CreateOptions()
 
 
 async def create(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     return await writes.respond(request, await accept_create(request, who))
 
 
@@ -129,7 +139,7 @@ async def accept_create(request: web.Request, who: Principal, options: CreateOpt
     raw = _raw_fields(request) if kind == "raw" else None  # a bad request costs no budget and no Redis
     # One round trip before the body is read: the Idempotency-Key, the account's limits and (multipart and
     # raw) the byte budget's charge. A refused upload leaves nothing behind, the claim included.
-    admitted = await _admitted(request, who, upload_id, claim, kind, raw)
+    admitted = await _admitted(request, who, upload_id, claim, kind, raw, options.budget)
     if isinstance(admitted, str):  # a retry: the first request's job answers it
         return admitted
     limits = admitted.limits
@@ -139,14 +149,18 @@ async def accept_create(request: web.Request, who: Principal, options: CreateOpt
             writes.claim_kept_alive(request, who.account_id),
         ):
             if kind == "multipart":
-                parsed = await _from_multipart(request, upload_id, limits.max_file_bytes, options.form_fields)
+                parsed = await _from_multipart(request, upload_id, limits.max_file_bytes, options)
             elif kind == "raw":
                 assert raw is not None
                 parsed = await _from_raw(request, upload_id, limits.max_file_bytes, raw)
             else:
                 parsed = await _from_json(request, limits.max_file_bytes, options.json_body)
                 await request.app[BUDGET].admit(
-                    request.app[SETTINGS], who.account_id, upload_id, budget.base64_charge(parsed.items)
+                    request.app[SETTINGS],
+                    who.account_id,
+                    upload_id,
+                    budget.base64_charge(parsed.items),
+                    policy=options.budget,
                 )
                 await _stage_large_base64(request, upload_id, parsed.items)
         if not parsed.many:  # one attachment: its id is the upload's, so the status URL names it
@@ -178,11 +192,12 @@ async def _admitted(
     claim: tuple[str, int] | None,
     kind: str,
     raw: RawFields | None,
+    policy: budget.Policy | None,
 ) -> budget.Admission | str:
     """The admission, or, when the Idempotency-Key is taken, the id of the job that answers the retry; once
     more when the key's first job failed on our side and the retry may run."""
     for _ in range(2):
-        admission = await _admit(request, who, upload_id, claim, kind, raw)
+        admission = await _admit(request, who, upload_id, claim, kind, raw, policy)
         if admission.earlier is None:
             return admission
         if (earlier := await writes.replayed_job(request, who.account_id, admission.earlier)) is not None:
@@ -215,16 +230,19 @@ async def _admit(
     claim: tuple[str, int] | None,
     kind: str,
     raw: RawFields | None,
+    policy: budget.Policy | None,
 ) -> budget.Admission:
     """Multipart and raw bodies are charged their Content-Length now; JSON once its base64 is decoded."""
-    gate, settings = request.app[BUDGET], request.app[SETTINGS]
+    gate, settings, account = request.app[BUDGET], request.app[SETTINGS], who.account_id
     if kind == "json":
-        return await gate.limits(settings, who.account_id, upload_id, claim=claim)
+        return await gate.limits(settings, account, upload_id, claim=claim, policy=policy)
     length = request.content_length
     if kind == "multipart":
-        return await gate.admit(settings, who.account_id, upload_id, length, claim=claim, what="a multipart upload")
+        return await gate.admit(
+            settings, account, upload_id, length, claim=claim, what="a multipart upload", policy=policy
+        )
     try:  # raw: the body is the file, so its declared length is held to the file limit too
-        return await gate.admit(settings, who.account_id, upload_id, length, file_bytes=length, claim=claim)
+        return await gate.admit(settings, account, upload_id, length, file_bytes=length, claim=claim, policy=policy)
     except budget.FileTooLarge as exc:
         assert raw is not None
         raise _too_large(raw, exc.limits.max_file_bytes) from None
@@ -300,7 +318,7 @@ async def _from_multipart(
     request: web.Request,
     upload_id: str,
     max_file_bytes: int,
-    translate: Callable[[dict[str, str]], dict[str, str]] | None = None,
+    options: CreateOptions = NATIVE,
 ) -> Parsed:
     settings = request.app[SETTINGS]
     form = await read_form(
@@ -311,8 +329,10 @@ async def _from_multipart(
         max_files=settings.max_files_per_request,
     )
     try:
-        if translate is not None:
-            form.fields = translate(dict(form.fields))
+        if options.check_form is not None:
+            options.check_form(form)
+        if options.form_fields is not None:
+            form.fields = options.form_fields(dict(form.fields))
         return _multipart_payload(form)
     except BaseException:
         await request.app[STORAGE].delete_prefix(storage.staging_prefix(upload_id))
@@ -401,14 +421,14 @@ def _multipart_payload(form: Form) -> Parsed:
 
 
 async def update(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     attachment_id = _attachment_id(request)
     changes = parse_changes(await read_json(request, max_bytes=64 * 1024))
     return await _mutate(request, UpdateJob(**job_base(request, who), attachment_id=attachment_id, changes=changes))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     return await _mutate(request, CancelJob(**job_base(request, who), attachment_id=_attachment_id(request)))
 
 
@@ -445,7 +465,7 @@ def _target(request: web.Request) -> tuple[str, str]:
 
 
 async def put_target(request: web.Request) -> web.Response:
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     target_type, target_id = _target(request)
     body = await read_json(request, max_bytes=16 * 1024)
     if not isinstance(body, dict) or set(body) - {"parent"}:
@@ -462,7 +482,7 @@ async def put_target(request: web.Request) -> web.Response:
 
 async def set_links(request: web.Request) -> web.Response:
     """EspoCRM's second step: the field's list of attachments becomes exactly these."""
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     target_type, target_id = _target(request)
     field = _text_field(request.match_info["field"])
     body = await read_json(request, max_bytes=64 * 1024)
@@ -474,18 +494,15 @@ async def set_links(request: web.Request) -> web.Response:
         raise bad_request("invalid_body", 'the body is {"ids": [...]} or, for a single-file field, {"id": ...}', "ids")
     if len(ids) > 500:
         raise bad_request("too_many", "at most 500 attachments per field", "ids")
-    checked = []
-    for index, value in enumerate(ids):
-        try:
-            checked.append(uuid.UUID(str(value)))
-        except ValueError:
-            raise bad_request("invalid_value", f"{value!r} is not an attachment id", f"ids[{index}]") from None
+    checked = [parse_attachment_ref(value, f"ids[{index}]") for index, value in enumerate(ids)]
+    if None in checked:
+        raise bad_request("invalid_value", "an attachment id cannot be null", f"ids[{checked.index(None)}]")
     job = SetLinksJob(
         **job_base(request, who),
         target_type=target_type,
         target_id=target_id,
         field=field,
-        ids=list(dict.fromkeys(checked)),
+        ids=list(dict.fromkeys(ref for ref in checked if ref is not None)),
     )
     return await _mutate(request, job)
 
@@ -497,7 +514,7 @@ def _text_field(value: str) -> str:
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     try:
         job_id = str(uuid.UUID(request.match_info["id"]))
     except ValueError:
@@ -507,7 +524,7 @@ async def upload_status(request: web.Request) -> web.Response:
 
 async def close_session(request: web.Request) -> web.Response:
     """Close an upload session: one event announces all its uploads."""
-    who = principal(request, WRITE)
+    who = await principal(request, WRITE)
     token = request.match_info["token"]
     if len(token) > 255:  # longer than any session_token an upload can carry
         raise ApiError("not_found", "session not found", status=404)

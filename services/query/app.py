@@ -10,7 +10,9 @@ from services.web import openapi
 from services.web.engines import pool_ctx, storage_ctx
 from services.web.http import base_app
 
-ID = r"{id:[0-9a-fA-F-]{36}}"
+# An attachment by id (a UUID) or by integer id; uploads and signed links by UUID only.
+ID = r"{id:[0-9a-fA-F-]{36}|[0-9]{1,19}}"
+UUID_ID = r"{id:[0-9a-fA-F-]{36}}"
 
 
 def add_routes(app: web.Application) -> None:
@@ -24,7 +26,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"/v1/attachments/{ID}", handlers.get_attachment)
     r.add_get(f"/v1/attachments/{ID}/file", downloads.by_bearer)
     r.add_get(f"/v1/attachments/{ID}/file/{{variant}}", downloads.by_bearer)
-    r.add_get(f"/v1/files/{ID}/{{variant}}", downloads.by_signed_link)
+    r.add_get(f"/v1/files/{UUID_ID}/{{variant}}", downloads.by_signed_link)
 
 
 def add_engines(app: web.Application) -> None:

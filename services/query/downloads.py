@@ -40,7 +40,7 @@ def _variant(request: web.Request) -> str:
 
 
 async def by_bearer(request: web.Request) -> web.StreamResponse:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     download = _download(request)
     async with request.app[POOL].acquire() as conn:
         row = await repository.get_attachment(conn, who.account_id, attachment_id(request))

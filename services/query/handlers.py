@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from services.core import hierarchy, listing, logs, querylang, records, repository, signing
 from services.core.auth import READ
+from services.core.contract import AttachmentRef
 from services.core.errors import bad_request, not_found
 from services.core.fields import describe_fields
 from services.core.records import API_COLUMNS
-from services.core.validation import parse_target_filter
+from services.core.validation import parse_target_filter, path_ref
 from services.web.engines import POOL
 from services.web.http import SETTINGS, base_url, json_response, principal, read_json
 
@@ -33,13 +33,13 @@ LIST_PARAMS = frozenset(
 )
 
 
-def attachment_id(request: web.Request) -> uuid.UUID:
-    try:
-        ident = uuid.UUID(request.match_info["id"])
-    except ValueError:
-        raise not_found() from None
-    logs.bind(attachment_id=str(ident))
-    return ident
+def attachment_id(request: web.Request) -> AttachmentRef:
+    """The attachment the path names, by id or integer id; looked up in the caller's account."""
+    ref = path_ref(request.match_info["id"])
+    if ref is None:
+        raise not_found()
+    logs.bind(attachment_id=str(ref))
+    return ref
 
 
 def render(request: web.Request, rows) -> list[dict[str, Any]]:
@@ -73,13 +73,13 @@ def _list_filter(request: web.Request, account_id: str, allowed: frozenset[str])
         target_id=target_id,
         ancestor=ancestor,
         include_canceled=listing.parse_bool(q.get("include_canceled"), "include_canceled"),
-        available_only=listing.parse_bool(q.get("available"), "available"),
+        available=listing.parse_optional_bool(q.get("available"), "available"),
         all_versions=versions == "all",
     )
 
 
 async def list_attachments(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     f = _list_filter(request, who.account_id, LIST_PARAMS)
     order = listing.parse_order_by(request.query.get("order_by"))
     limit = listing.parse_limit(request.query.get("limit"))
@@ -91,7 +91,7 @@ async def list_attachments(request: web.Request) -> web.Response:
 
 
 async def count_attachments(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     f = _list_filter(request, who.account_id, LIST_PARAMS - {"order_by", "limit", "cursor"})
     async with request.app[POOL].acquire() as conn:
         count = await repository.count_attachments(conn, f)
@@ -99,7 +99,7 @@ async def count_attachments(request: web.Request) -> web.Response:
 
 
 async def get_attachment(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     include_canceled = listing.parse_bool(request.query.get("include_canceled"), "include_canceled")
     async with request.app[POOL].acquire() as conn:
         row = await repository.get_attachment(
@@ -111,7 +111,7 @@ async def get_attachment(request: web.Request) -> web.Response:
 
 
 async def fields(request: web.Request) -> web.Response:
-    principal(request, READ)
+    await principal(request, READ)
     return json_response({"fields": describe_fields()})
 
 
@@ -139,7 +139,7 @@ def _query_filter(
 
 
 async def query_attachments(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
     query, f = _query_filter(body, who.account_id)
     async with request.app[POOL].acquire() as conn:
@@ -154,7 +154,7 @@ async def query_attachments(request: web.Request) -> web.Response:
 
 
 async def query_count(request: web.Request) -> web.Response:
-    who = principal(request, READ)
+    who = await principal(request, READ)
     body = await read_json(request, max_bytes=256 * 1024)
     _, f = _query_filter(body, who.account_id)
     async with request.app[POOL].acquire() as conn:

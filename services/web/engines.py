@@ -6,7 +6,6 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
@@ -14,13 +13,15 @@ from services.core import db, jobs
 from services.core.budget import ByteBudget
 from services.core.startup import reach
 from services.core.storage import Storage, open_storage
-from services.web.http import SETTINGS, add_ready_check
+from services.web.http import POOL, SETTINGS, add_ready_check
 
 REDIS = web.AppKey("redis", ArqRedis)
 WAITER = web.AppKey("outcome_waiter", jobs.OutcomeWaiter)
-POOL = web.AppKey("pool", asyncpg.Pool)
 BUDGET = web.AppKey("byte_budget", ByteBudget)
 STORAGE = web.AppKey("storage", Storage)
+# The ingress's connections: enough for a key lookup per request in flight without queueing much (each
+# holds its connection well under a millisecond), few enough for many replicas; idle ones close after 5 min.
+LAZY_POOL_MAX = 8
 
 
 async def redis_ctx(app: web.Application):
@@ -55,9 +56,10 @@ async def pool_ctx(app: web.Application):
 
 
 async def lazy_pool_ctx(app: web.Application):
-    """A small pool that connects on first use and is no readiness check: the ingress reads the database
-    only to answer for uploads Redis has forgotten, and takes uploads while Postgres is away."""
-    pool = await db.create_pool(app[SETTINGS].database_url, min_size=0, max_size=2, reset_session=False)
+    """A pool that connects on first use and is no readiness check: the ingress reads the database to check
+    API keys (one short lookup per request) and to answer for uploads Redis has forgotten, and takes
+    JWT-authenticated uploads while Postgres is away."""
+    pool = await db.create_pool(app[SETTINGS].database_url, min_size=0, max_size=LAZY_POOL_MAX, reset_session=False)
     app[POOL] = pool
     yield
     await pool.close()

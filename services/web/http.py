@@ -11,20 +11,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
+import asyncpg
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from services.core import logs
-from services.core.auth import Principal, TokenVerifier
+from services.core import apikeys, logs
+from services.core.auth import Principal, TokenVerifier, unauthorized
 from services.core.errors import ApiError
+from services.core.repository import apikeys as key_store
 from services.core.settings import Settings
-from services.web.lifecycle import DRAIN, Drain, drain_middleware, unavailable_middleware
+from services.web.credentials import bearer
+from services.web.lifecycle import DRAIN, RETRY_AFTER_S, Drain, drain_middleware, unavailable_middleware
 
 log = logging.getLogger("attachd.http")
 
 SETTINGS = web.AppKey("settings", Settings)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+# Every app has one (services.web.engines opens it): reads, and the API-key lookups.
+POOL = web.AppKey("pool", asyncpg.Pool)
 READY = web.AppKey("ready_checks", list)
 APP_NAME = web.AppKey("app_name", str)
 # Coroutines run before each /metrics answer, to bring gauges read from elsewhere (Redis, Postgres) up to date.
@@ -33,6 +38,8 @@ METRICS_REFRESH = web.AppKey("metrics_refresh", list)
 # What every response says in Server: the product, no versions.
 SERVER = "attachd"
 REQUEST_ID_HEADER = "X-Request-ID"
+# A key lookup is one index probe; this long means Postgres is away or stuck.
+KEY_LOOKUP_TIMEOUT_S = 5.0
 
 
 # web.RequestKey since aiohttp 3.13 (a plain string key warns there); a string before it.
@@ -139,9 +146,25 @@ def check_content_encoding(request: web.BaseRequest) -> None:
         )
 
 
+# The attribute of a handler that names the query parameters it reads as lists (see list_params).
+_LIST_PARAMS = "attachd_list_params"
+
+
+def list_params(*names: str) -> Callable[[Any], Any]:
+    """A handler that reads these query parameters as lists (``order_by=a&order_by=b``): check_url lets
+    them repeat. Every other parameter given twice is refused."""
+
+    def mark(handler: Any) -> Any:
+        setattr(handler, _LIST_PARAMS, frozenset(names))
+        return handler
+
+    return mark
+
+
 def check_url(request: web.BaseRequest) -> None:
     """The path and query string decode to UTF-8 (aiohttp would put U+FFFD in place of what does not: a
-    value that is not the one sent), and no query parameter is given twice (no route takes a list)."""
+    value that is not the one sent), and no query parameter is given twice unless the route reads it as a
+    list (list_params)."""
     url = request.rel_url
     for raw, what in ((url.raw_path, "path"), (url.raw_query_string, "query string")):
         if "%" in raw:
@@ -151,9 +174,11 @@ def check_url(request: web.BaseRequest) -> None:
                 raise ApiError("invalid_url", f"the {what} is not UTF-8 once percent-decoded") from None
     query = request.query
     if len(query) > 1 and len(set(query)) < len(query):
+        match_info = getattr(request, "match_info", None)
+        lists: frozenset[str] = getattr(getattr(match_info, "handler", None), _LIST_PARAMS, frozenset())
         seen: set[str] = set()
         for key in query:
-            if key in seen:
+            if key in seen and key not in lists:
                 raise ApiError("duplicate_parameter", f"{key} is given more than once", field=key)
             seen.add(key)
 
@@ -216,28 +241,65 @@ def _internal_error(request: web.Request) -> web.Response:
     )
 
 
-def principal(request: web.Request, scope: str) -> Principal:
-    who = request.app[VERIFIER].verify_header(request.headers.get("Authorization"))
-    logs.bind(account=who.account_id)
-    who.require(scope)
-    return who
+async def principal(request: web.Request, scope: str) -> Principal:
+    """The caller of a native ``/v1`` route: ``Authorization: Bearer`` with a JWT or an API key."""
+    if not request.headers.get("Authorization"):
+        raise ApiError(
+            "unauthorized",
+            "an Authorization: Bearer token (a JWT or an API key) is required",
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    credential = bearer(request.headers)
+    if credential is None:
+        raise unauthorized("the Authorization header must be 'Bearer <token>'")
+    return await authenticate(request, credential, scope)
 
 
 async def authenticate(
     request: web.Request, credential: str | None, scope: str, *, profile: str | None = None
 ) -> Principal:
     """The principal of a credential however the caller's API sends it (a compat profile takes it from its
-    own header, see services.web.credentials): a JWT, or an API key (which may be limited to ``profile``)."""
+    own header, see services.web.credentials): a JWT, or an API key, which may be limited to ``profile``
+    (None: native ``/v1``). 401 for a credential that lets nobody in, 403 for one without ``scope``."""
     if not credential:
         raise ApiError("unauthorized", "credentials are required", status=401, headers={"WWW-Authenticate": "Bearer"})
-    who = request.app[VERIFIER].verify(credential)
+    if apikeys.is_key(credential):
+        who = await _key_principal(request, credential, profile)
+    else:
+        who = request.app[VERIFIER].verify(credential)
     logs.bind(account=who.account_id)
     who.require(scope)
     return who
 
 
-async def read_json(request: web.Request, *, max_bytes: int) -> Any:
-    if request.content_type != "application/json":
+async def _key_principal(request: web.Request, key: str, profile: str | None) -> Principal:
+    """An API key is read from Postgres on every request, by its hash (a unique index): nothing cached, so
+    nothing can outlive a revoke on any replica. Postgres away or too slow: 503, retry shortly (JWTs
+    still work)."""
+    if not apikeys.well_formed(key):
+        raise unauthorized("the API key is malformed")
+    try:
+        async with asyncio.timeout(KEY_LOOKUP_TIMEOUT_S):
+            found = await key_store.key_by_hash(request.app[POOL], apikeys.key_hash(key))
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+        log.warning("cannot check an API key: %r", exc)
+        raise ApiError(
+            "unavailable",
+            "API keys cannot be checked right now; retry shortly",
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+    if found is None:
+        raise unauthorized("the API key is not known")
+    stored, now = found
+    return apikeys.principal_of(stored, now=now, profile=profile)
+
+
+async def read_json(
+    request: web.Request, *, max_bytes: int, media_types: tuple[str, ...] = ("application/json",)
+) -> Any:
+    if request.content_type not in media_types:
         raise ApiError("unsupported_media_type", "send application/json (or multipart/form-data for files)", status=415)
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"the JSON body is larger than {max_bytes} bytes", status=413)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.core.openapi import operations, schemas
+from services.core.openapi import operations, schemas, tus
 from services.core.openapi.operations import ERRORS, JSON
 from services.core.settings import Settings
 
@@ -83,9 +83,17 @@ def _in_method_order(item: dict[str, Any]) -> dict[str, Any]:
     return {method: item[method] for method in sorted(item, key=METHOD_ORDER.index)}
 
 
+def all_operations(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every route's operation, by (method, path template)."""
+    ops = operations.operations(settings)
+    for key, op in tus.operations(settings).items():
+        ops[key] = operations.without_bodies(op) if key[0] == "HEAD" else op
+    return ops
+
+
 def document(routes: Iterable[Route], settings: Settings, *, version: str) -> dict[str, Any]:
     """The document for these routes, with the limits of ``settings``."""
-    specified = operations.operations(settings)
+    specified = all_operations(settings)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         op = specified.get((route.method, route.path))

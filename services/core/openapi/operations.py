@@ -29,9 +29,13 @@ ERRORS: dict[int, str] = {
     411: "A multipart or raw upload without Content-Length while the account has a byte budget.",
     413: "The body, or a file, is larger than allowed.",
     415: "The Content-Type or Content-Encoding of the body is not one this route takes.",
+    410: "The resumable upload expired before its last byte arrived.",
+    412: "The request does not speak tus 1.0.0 (Tus-Resumable).",
     416: "The Range lies wholly past the end of the file.",
     422: "The file could not be used: an image that does not decode, a URL that could not be fetched.",
+    423: "Another request is writing this resumable upload; HEAD it and resume after Retry-After.",
     429: "The account's byte budget for the window is spent; retry after Retry-After.",
+    460: "The chunk's bytes do not match its Upload-Checksum; it was dropped (the offset is unchanged).",
     500: "A fault on attachd's side.",
     503: "attachd cannot reach its database or queue, or is shutting down; retry after Retry-After.",
 }
@@ -47,10 +51,16 @@ TAGS = [
     {"name": "Writes", "description": "Served by the ingress: each write is a job; the answer is its outcome."},
     {"name": "Reads", "description": "Served by the query service, within the caller's account."},
     {"name": "Downloads", "description": "Stored bytes, by credential or by a signed link; Range and ETag."},
+    {
+        "name": "Resumable uploads",
+        "description": "tus 1.0 (served by the ingress): an upload that survives a dropped connection, resumed "
+        "from its offset by any tus client; its last byte makes it an ordinary ingest job.",
+    },
 ]
 
 PATH_PARAMETERS: dict[str, str] = {
-    "id": "The attachment's id.",
+    "id": "The attachment: its id (a UUID) or, where the pattern allows, its integer id (seq).",
+    "/v1/uploads/tus/{id}:id": "The resumable upload (its Location); also its job's id once complete.",
     "/v1/uploads/{id}:id": "The write's job id (a single upload's is its attachment's id).",
     "variant": "Which file: the original or a thumbnail (JPEG).",
     "token": "The session_token the uploads of the session carried.",
@@ -158,7 +168,7 @@ def list_parameters(*, paged: bool) -> list[dict[str, Any]]:
         ),
         query("versions", {"enum": ["latest", "all"], "default": "latest"}, "latest, or every version of each file."),
         _boolean("include_canceled", "Deleted attachments too."),
-        _boolean("available", "Only attachments offered to users (available true)."),
+        query("available", {"type": "boolean"}, "true: only attachments offered to users; false: only hidden ones."),
     ]
     if paged:
         params += [
@@ -418,20 +428,22 @@ def reads() -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-def head_of(get: dict[str, Any]) -> dict[str, Any]:
-    """The HEAD of a GET route: the same parameters and statuses, headers only."""
+def without_bodies(op: dict[str, Any]) -> dict[str, Any]:
+    """A HEAD operation: its answers, errors included, are headers only."""
     responses = {}
-    for status, answer in get["responses"].items():
+    for status, answer in op["responses"].items():
         if "$ref" in answer:
             responses[status] = {"description": ERRORS[int(status)]}
         else:
             responses[status] = {k: v for k, v in answer.items() if k != "content"}
-    return {
-        **get,
-        "operationId": get["operationId"] + "Head",
-        "summary": get["summary"] + " (headers only)",
-        "responses": responses,
-    }
+    return {**op, "responses": responses}
+
+
+def head_of(get: dict[str, Any]) -> dict[str, Any]:
+    """The HEAD of a GET route: the same parameters and statuses, headers only."""
+    return without_bodies(
+        {**get, "operationId": get["operationId"] + "Head", "summary": get["summary"] + " (headers only)"}
+    )
 
 
 def operations(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:

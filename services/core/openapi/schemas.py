@@ -290,12 +290,14 @@ _FORM_BOOLEAN = {"enum": ["true", "false", "1", "0"]}
 def form_field(prop: Schema) -> Schema:
     """A create field as a multipart form or a raw upload's query string carries it: text, which the
     ingress gives the field's type (``validation.coerce_form``)."""
+    description = {"description": prop["description"]} if "description" in prop else {}
     branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+    if len(branches) > 1:  # an attachment by id or integer id: either, as text
+        return {"anyOf": [form_field(b) for b in branches], **description}
     (branch,) = branches
     if isinstance(branch.get("type"), list):  # ["string", "null"]: a form value is never null
         (kind,) = [t for t in branch["type"] if t != "null"]
         branch = {**branch, "type": kind}
-    description = {"description": prop["description"]} if "description" in prop else {}
     if branch.get("type") == "integer":
         return {**_FORM_INTEGER, **description}
     if branch.get("type") == "boolean":

@@ -31,6 +31,8 @@ from services.core.repository.attachments import (
     next_version,
     query_attachments,
     query_where,
+    resolve_ref,
+    seqs_of,
     unlinked_uploads,
     update_attachment,
 )
@@ -85,6 +87,8 @@ __all__ = [
     "next_version",
     "query_attachments",
     "query_where",
+    "resolve_ref",
+    "seqs_of",
     "session_attachments",
     "targets",
     "touch_upload_session",

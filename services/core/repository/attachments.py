@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from services.core import listing
+from services.core.contract import AttachmentRef
 from services.core.fields import COLUMN_FIELDS
 from services.core.querylang import Compiled
 from services.core.records import COLUMNS, row_to_dict
@@ -100,18 +101,40 @@ async def attachments_of_upload(
     return rows
 
 
+def _ref_column(ref: AttachmentRef) -> str:
+    """The column that names an attachment by this kind of reference: its UUID ``id`` or its integer ``seq``."""
+    return "id" if isinstance(ref, uuid.UUID) else "seq"
+
+
 async def get_attachment(
     conn: asyncpg.Connection,
     account_id: str,
-    attachment_id: uuid.UUID,
+    attachment_id: AttachmentRef,
     *,
     include_canceled: bool = False,
     columns: str = COLUMNS,
 ) -> asyncpg.Record | None:
-    sql = f"SELECT {columns} FROM attachments WHERE id = $1 AND account_id = $2"
+    """The attachment with this id or integer id, in this account only."""
+    sql = f"SELECT {columns} FROM attachments WHERE {_ref_column(attachment_id)} = $1 AND account_id = $2"
     if not include_canceled:
         sql += " AND canceled_at IS NULL"
     return await conn.fetchrow(sql, attachment_id, account_id)
+
+
+async def resolve_ref(conn: asyncpg.Connection, account_id: str, ref: AttachmentRef) -> uuid.UUID | None:
+    """The UUID of the account's attachment named by ``ref`` (canceled or not); None when it has none."""
+    ident: uuid.UUID | None = await conn.fetchval(
+        f"SELECT id FROM attachments WHERE {_ref_column(ref)} = $1 AND account_id = $2", ref, account_id
+    )
+    return ident
+
+
+async def seqs_of(conn: asyncpg.Connection, account_id: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The integer ids of these attachments of the account (for rendering references as integers)."""
+    rows = await conn.fetch(
+        "SELECT id, seq FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[])", account_id, list(ids)
+    )
+    return {row["id"]: row["seq"] for row in rows}
 
 
 async def get_for_download(conn: asyncpg.Connection, attachment_id: uuid.UUID) -> asyncpg.Record | None:
@@ -194,7 +217,7 @@ class ListFilter:
     target_id: str | None = None
     ancestor: str | None = None  # 'Ticket:42': everything on it or anywhere below it
     include_canceled: bool = False
-    available_only: bool = False
+    available: bool | None = None  # True: only available ones, False: only hidden ones, None: both
     all_versions: bool = False
 
 
@@ -212,8 +235,8 @@ def list_where(f: ListFilter) -> Where:
         where.add("canceled_at IS NULL")
     if not f.all_versions:
         where.add("is_latest")
-    if f.available_only:
-        where.add("available")
+    if f.available is not None:
+        where.add("available" if f.available else "NOT available")
     return where
 
 
@@ -253,10 +276,17 @@ async def list_attachments(
 
 
 async def query_attachments(
-    conn: asyncpg.Connection, f: QueryFilter, limit: int, cursor: str | None, *, columns: str = COLUMNS
+    conn: asyncpg.Connection,
+    f: QueryFilter,
+    limit: int,
+    cursor: str | None,
+    *,
+    columns: str = COLUMNS,
+    offset: int = 0,
 ) -> tuple[list[asyncpg.Record], str | None]:
-    """A page of ``f`` in id order after ``cursor``, and the cursor of the next page (None: the last)."""
-    return await _page(conn, query_where(f), listing.BY_ID, limit, cursor, columns)
+    """A page of ``f`` in id order after ``cursor`` (or, for numbered pages, after skipping ``offset``
+    rows), and the cursor of the next page (None: the last)."""
+    return await _page(conn, query_where(f), listing.BY_ID, limit, cursor, columns, offset)
 
 
 async def _page(
@@ -266,13 +296,14 @@ async def _page(
     limit: int,
     cursor: str | None,
     columns: str,
+    offset: int = 0,
 ) -> tuple[list[asyncpg.Record], str | None]:
     if cursor:
         values, last_id = listing.decode_cursor(cursor, order)
         where.add(listing.after_sql(order, values, last_id, where.params))
     rows = await conn.fetch(
         f"SELECT {columns} FROM attachments WHERE {where.sql()} ORDER BY {listing.order_sql(order)} "
-        f"LIMIT {int(limit) + 1}",
+        f"LIMIT {int(limit) + 1} OFFSET {int(offset)}",
         *where.params.values,
     )
     next_cursor = listing.encode_cursor(order, rows[limit - 1]) if len(rows) > limit else None
@@ -283,11 +314,12 @@ async def _page(
 
 
 async def unlinked_uploads(conn: asyncpg.Connection, older_than_s: float, limit: int = 500) -> list[asyncpg.Record]:
-    """Live uploads still without a target after ``older_than_s`` seconds, with what their bytes are stored
-    under: (id, account_id, storage_key, variants)."""
+    """Live uploads without a target ``older_than_s`` seconds after they were made or taken off their last
+    one, with what their bytes are stored under: (id, account_id, storage_key, variants)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT id, account_id, storage_key, variants FROM attachments WHERE target_id IS NULL "
-        "AND canceled_at IS NULL AND created_at < now() - make_interval(secs => $1) LIMIT $2",
+        "AND canceled_at IS NULL AND coalesce(unlinked_at, created_at) < now() - make_interval(secs => $1) "
+        "LIMIT $2",
         older_than_s,
         limit,
     )

@@ -11,23 +11,19 @@ from services.core.repository.attachments import ListFilter, QueryFilter, Where,
 
 
 async def count_live_on_target(conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str) -> int:
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM attachments WHERE account_id = $1 AND target_type = $2 AND target_id = $3 "
-        "AND canceled_at IS NULL",
-        account_id,
-        target_type,
-        target_id,
-    )
-    return count
+    """How many attachments a list of the target shows (latest versions, not canceled): what
+    ``GET /v1/attachments/count?target_type=&target_id=`` answers, from the same counter."""
+    return await count_attachments(conn, ListFilter(account_id, target_type, target_id))
 
 
 def counter_sql(f: ListFilter) -> tuple[str, list[Any]] | None:
     """The statement that reads ``f``'s count from the live counters (schema.sql ``attachment_counts``),
     or None when they cannot answer it: they hold latest, non-canceled rows per target and per account,
-    all and available only; canceled rows, older versions and descendants need ``count(*)``."""
+    all and available only (the hidden ones are the difference); canceled rows, older versions and
+    descendants need ``count(*)``."""
     if f.include_canceled or f.all_versions or f.ancestor is not None:
         return None
-    column = "live_available" if f.available_only else "live"
+    column = {None: "live", True: "live_available", False: "(live - live_available)"}[f.available]
     if f.target_type is None and f.target_id is None:
         return (
             f"SELECT coalesce((SELECT {column} FROM account_attachment_counts WHERE account_id = $1), 0)",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from services.core import hierarchy
+from services.core.contract import AttachmentRef
 from services.core.errors import bad_request
 from services.core.records import COLUMNS, row_to_dict
 from services.core.repository.events import write_event
@@ -100,58 +101,82 @@ async def place_target(
     return chain, None
 
 
+async def _carry_nested(conn: asyncpg.Connection, account_id: str, moved: Sequence[uuid.UUID]) -> None:
+    """What is nested under attachments that moved keeps its part of the chain below them and takes theirs."""
+    if moved:
+        await conn.execute(
+            "UPDATE attachments a SET ancestors = a.ancestors[1:array_position(a.ancestors, 'Attachment:' || p.id)] "
+            "|| p.ancestors FROM attachments p WHERE p.account_id = $1 AND p.id = ANY($2::uuid[]) "
+            "AND a.account_id = $1 AND a.ancestors @> ARRAY['Attachment:' || p.id]",
+            account_id,
+            list(moved),
+        )
+
+
 async def set_links(
     conn: asyncpg.Connection,
     account_id: str,
     target_type: str,
     target_id: str,
     field: str,
-    ids: Sequence[uuid.UUID],
+    refs: Sequence[AttachmentRef],
     job_id: str,
 ) -> list[asyncpg.Record]:
-    """Make ``ids`` exactly the attachments linked to the target's ``field``; the others are unlinked."""
+    """Make ``refs`` (ids or integer ids) exactly the attachments linked to the target's ``field``; the
+    others are unlinked: taken off the target, kept until the unlinked TTL, linkable again meanwhile."""
     await lock_hierarchy(conn, account_id, shared=True)
     chain = await chain_of(conn, account_id, target_type, target_id)
     rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND id = ANY($2::uuid[]) "
-        "AND canceled_at IS NULL FOR UPDATE",
+        f"SELECT {COLUMNS} FROM attachments WHERE account_id = $1 AND (id = ANY($2::uuid[]) "
+        "OR seq = ANY($3::bigint[])) AND canceled_at IS NULL FOR UPDATE",
         account_id,
-        list(ids),
+        [r for r in refs if isinstance(r, uuid.UUID)],
+        [r for r in refs if not isinstance(r, uuid.UUID)],
     )
-    found = {r["id"]: r for r in rows}
-    for index, ident in enumerate(ids):
-        row = found.get(ident)
+    found: dict[AttachmentRef, asyncpg.Record] = {}
+    for r in rows:
+        found[r["id"]] = found[r["seq"]] = r
+    ids: list[uuid.UUID] = []
+    for index, ref in enumerate(refs):
+        row = found.get(ref)
         linked_here = row is not None and (row["target_type"], row["target_id"], row["field"]) == (
             target_type,
             target_id,
             field,
         )
         free = row is not None and row["target_id"] is None and row["parent_type"] in (None, target_type)
-        if not (linked_here or free):
+        if row is None or not (linked_here or free):
             why = "does not exist" if row is None else "is linked to another record"
-            raise bad_request("invalid_link", f"attachment {ident} {why}", f"ids[{index}]")
+            raise bad_request("invalid_link", f"attachment {ref} {why}", f"ids[{index}]")
+        ids.append(row["id"])
+    ids = list(dict.fromkeys(ids))  # an attachment named twice (by id and by integer id) is linked once
 
+    # A file is linked or unlinked with its older versions (one chain, named by its root).
+    roots = list({r["version_root"] or r["id"] for r in rows if r["id"] in ids})
+    # Unlinked, not deleted: back to waiting for a record, until the unlinked TTL (from now) purges it.
     unlinked = await conn.fetch(
-        f"UPDATE attachments SET canceled_at = now(), updated_at = now() WHERE account_id = $1 "
-        f"AND target_type = $2 AND target_id = $3 AND field IS NOT DISTINCT FROM $4 AND canceled_at IS NULL "
-        f"AND NOT (id = ANY($5::uuid[])) RETURNING {COLUMNS}",
+        f"UPDATE attachments SET target_type = NULL, target_id = NULL, ancestors = '{{}}', unlinked_at = now(), "
+        f"updated_at = now() WHERE account_id = $1 AND target_type = $2 AND target_id = $3 "
+        f"AND field IS NOT DISTINCT FROM $4 AND canceled_at IS NULL AND NOT (coalesce(version_root, id) = "
+        f"ANY($5::uuid[])) RETURNING {COLUMNS}",
         account_id,
         target_type,
         target_id,
         field,
-        list(ids),
+        roots,
     )
     linked = await conn.fetch(
-        f"UPDATE attachments SET target_type = $2, target_id = $3, field = $4, ancestors = $5, "
-        f"updated_at = now() WHERE account_id = $1 AND id = ANY($6::uuid[]) AND target_id IS NULL "
-        f"RETURNING {COLUMNS}",
+        f"UPDATE attachments SET target_type = $2, target_id = $3, field = $4, ancestors = $5, unlinked_at = NULL, "
+        f"updated_at = now() WHERE account_id = $1 AND coalesce(version_root, id) = ANY($6::uuid[]) "
+        f"AND target_id IS NULL AND canceled_at IS NULL RETURNING {COLUMNS}",
         account_id,
         target_type,
         target_id,
         field,
         chain,
-        list(ids),
+        roots,
     )
+    await _carry_nested(conn, account_id, [r["id"] for r in (*unlinked, *linked)])
     for row in unlinked:
         await write_event(conn, account_id, "attachment.unlinked", row["id"], job_id, {"attachment": row_to_dict(row)})
     for row in linked:
@@ -163,3 +188,19 @@ async def set_links(
         list(ids),
     )
     return now_linked
+
+
+async def target_standing(
+    conn: asyncpg.Connection, account_id: str, target_type: str, target_id: str
+) -> Literal["placed", "holding"] | None:
+    """What the account knows of a target: ``placed`` in the hierarchy, ``holding`` attachments (live or
+    deleted) without having been placed, or None: no such target."""
+    standing: str | None = await conn.fetchval(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM targets WHERE account_id = $1 AND target_type = $2 "
+        "AND target_id = $3) THEN 'placed' WHEN EXISTS (SELECT 1 FROM attachments WHERE account_id = $1 "
+        "AND target_type = $2 AND target_id = $3) THEN 'holding' END",
+        account_id,
+        target_type,
+        target_id,
+    )
+    return standing  # type: ignore[return-value]  # one of the CASE's values

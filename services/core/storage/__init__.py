@@ -8,12 +8,13 @@ upload in memory.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from urllib.parse import urlparse
 
+import msgspec
 from prometheus_client import Histogram
 
 CHUNK = 1 << 20  # bytes per chunk read
@@ -38,6 +39,31 @@ class StoredObject:
     modified: float
 
 
+class Resumable(msgspec.Struct, frozen=True, kw_only=True):
+    """A write that goes on across requests and processes (a tus upload): its durable progress, which its
+    caller keeps (in Redis) and hands back to continue it. Only ``offset`` bytes are known to be stored.
+
+    On S3 the bytes are the parts of one multipart upload, each ``part_size`` bytes, and a tail object of
+    the bytes after the last part (fewer than ``part_size``: S3 takes no smaller part but the last); in a
+    directory, one file at ``key`` that grows.
+    """
+
+    key: str
+    part_size: int
+    offset: int = 0
+    multipart_id: str | None = None  # S3: the multipart upload, made when its first part is ready
+    parts: tuple[str, ...] = ()  # S3: the ETags of parts 1..n
+    tail_key: str | None = None  # S3: the object holding the bytes after the last part
+
+    @property
+    def tail_size(self) -> int:
+        return self.offset - len(self.parts) * self.part_size
+
+
+# Called with the progress of a write whenever more of its bytes have become durable.
+Checkpoint = Callable[[Resumable], Awaitable[None]]
+
+
 class Storage(Protocol):
     async def write_stream(self, key: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int: ...
     async def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -51,7 +77,16 @@ class Storage(Protocol):
     async def delete(self, *keys: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> None: ...
     def list(self, prefix: str) -> AsyncIterator[StoredObject]: ...
-    async def remove_partials(self, prefix: str, older_than: float) -> int: ...
+    # Remove writes a killed process never finished, begun before ``older_than``, but those at ``keep`` keys.
+    async def remove_partials(self, prefix: str, older_than: float, keep: Collection[str] = ()) -> int: ...
+    # Resumable writes: ``append`` stores the chunks at ``write.offset`` (whatever was stored past it goes) and
+    # returns the progress once they are durable, calling ``checkpoint`` on the way as whole parts become
+    # durable; ``finish`` makes the object at ``write.key`` of all its bytes; ``abort`` drops what it stored.
+    async def append(
+        self, write: Resumable, chunks: AsyncIterator[bytes], checkpoint: Checkpoint | None = None
+    ) -> Resumable: ...
+    async def finish(self, write: Resumable) -> None: ...
+    async def abort(self, write: Resumable) -> None: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -134,9 +169,23 @@ class TimedStorage:
     def list(self, prefix: str) -> AsyncIterator[StoredObject]:
         return self._until_first("list", self.inner.list(prefix))
 
-    async def remove_partials(self, prefix: str, older_than: float) -> int:
+    async def remove_partials(self, prefix: str, older_than: float, keep: Collection[str] = ()) -> int:
         with self._timed("remove_partials"):
-            return await self.inner.remove_partials(prefix, older_than)
+            return await self.inner.remove_partials(prefix, older_than, keep)
+
+    async def append(
+        self, write: Resumable, chunks: AsyncIterator[bytes], checkpoint: Checkpoint | None = None
+    ) -> Resumable:
+        with self._timed("append"):
+            return await self.inner.append(write, chunks, checkpoint)
+
+    async def finish(self, write: Resumable) -> None:
+        with self._timed("finish"):
+            await self.inner.finish(write)
+
+    async def abort(self, write: Resumable) -> None:
+        with self._timed("abort"):
+            await self.inner.abort(write)
 
     async def ping(self) -> None:
         with self._timed("ping"):
@@ -159,6 +208,9 @@ _TIMED = (
     "delete_prefix",
     "list",
     "remove_partials",
+    "append",
+    "finish",
+    "abort",
     "ping",
 )
 

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
-from services.core.storage import CHUNK, SizeLimitExceeded, StoredObject
+import msgspec
+
+from services.core.storage import CHUNK, Checkpoint, Resumable, SizeLimitExceeded, StoredObject
 
 WRITE_BATCH = 1 << 20  # FileStorage.write_stream: bytes gathered per thread hop
 
@@ -97,6 +99,34 @@ class _StagedFile:
             self._tmp = None
 
 
+class _GrowingFile:
+    """A resumable write's file, opened at its durable offset (anything past it was never acknowledged and
+    goes); its methods run in a worker thread, one at a time."""
+
+    def __init__(self, path: str, offset: int) -> None:
+        self._path = path
+        self._offset = offset
+        self._fd = -1
+
+    def write(self, data: list[bytes]) -> None:
+        if self._fd < 0:
+            os.makedirs(os.path.dirname(self._path), exist_ok=True)
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            os.ftruncate(self._fd, self._offset)
+            os.lseek(self._fd, self._offset, os.SEEK_SET)
+        _write_all(self._fd, data)
+
+    def sync(self, data: list[bytes]) -> None:
+        self.write(data)
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+
 class FileStorage:
     """Objects as files under one directory; writes land atomically by rename."""
 
@@ -149,6 +179,53 @@ class FileStorage:
             await staged.abort_after(writing)
             raise
         return size
+
+    async def append(
+        self, write: Resumable, chunks: AsyncIterator[bytes], checkpoint: Checkpoint | None = None
+    ) -> Resumable:
+        """Write at the write's offset in its file, batched as ``write_stream`` does (one thread hop in flight
+        while the next batch arrives); every ``part_size`` bytes (with ``checkpoint``) and at the end, the hop
+        also syncs the file to disk: only then are its bytes counted as stored."""
+        loop = asyncio.get_running_loop()
+        growing = _GrowingFile(self._file(write.key), write.offset)
+        batch: list[bytes] = []
+        batched = 0
+        written = synced = write.offset
+        writing: asyncio.Future[None] | None = None  # the hop in flight, at most one
+        syncing_to: int | None = None  # the offset the hop in flight makes durable, if it syncs
+        try:
+            async for chunk in chunks:
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched < WRITE_BATCH:
+                    continue
+                if writing is not None:
+                    await writing
+                if syncing_to is not None and checkpoint is not None:
+                    await checkpoint(msgspec.structs.replace(write, offset=syncing_to))
+                written += batched
+                syncing_to = written if checkpoint is not None and written - synced >= write.part_size else None
+                if syncing_to is not None:
+                    synced = syncing_to
+                writing = loop.run_in_executor(None, growing.sync if syncing_to else growing.write, batch)
+                batch, batched = [], 0
+            if writing is not None:
+                await writing
+            writing = loop.run_in_executor(None, growing.sync, batch)
+            await writing
+            return msgspec.structs.replace(write, offset=written + batched)
+        finally:
+            if writing is not None and not writing.done():
+                await asyncio.wait([writing])
+            growing.close()
+
+    async def finish(self, write: Resumable) -> None:
+        """The file is the object already; an empty upload never made one."""
+        if write.offset == 0 and await self.size(write.key) is None:
+            await self.put_bytes(write.key, b"")
+
+    async def abort(self, write: Resumable) -> None:
+        await self.delete(write.key)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         staged = _StagedFile(self._file(key))
@@ -258,9 +335,10 @@ class FileStorage:
         for obj in await asyncio.to_thread(walk):
             yield obj
 
-    async def remove_partials(self, prefix: str, older_than: float) -> int:
+    async def remove_partials(self, prefix: str, older_than: float, keep: Collection[str] = ()) -> int:
         """Remove writes that never finished (``.part-`` files of a killed process) last touched before
-        ``older_than`` (a Unix time), and the directories they leave empty; how many files went."""
+        ``older_than`` (a Unix time), and the directories they leave empty; how many files went. (A resumable
+        write grows its file in place, making no ``.part-`` file: ``keep`` has nothing to spare here.)"""
         base = self._path(prefix)
 
         def sweep() -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
-from services.core.storage import CHUNK, SizeLimitExceeded, StoredObject
+import msgspec
+
+from services.core.storage import CHUNK, Checkpoint, Resumable, SizeLimitExceeded, StoredObject
 
 S3_PART = 8 << 20  # S3 parts must be >= 5 MiB except the last
 
@@ -88,6 +90,95 @@ class S3Storage:
                     )
             raise
 
+    async def append(
+        self, write: Resumable, chunks: AsyncIterator[bytes], checkpoint: Checkpoint | None = None
+    ) -> Resumable:
+        """Continue the write: its tail object and the chunks, cut into ``part_size`` parts of one multipart
+        upload (each checkpointed once uploaded); what is left, fewer than ``part_size`` bytes, becomes the
+        new tail object. At most one part is held in memory.
+
+        A part uploaded but never recorded (the process died, or the caller dropped the chunk) is overwritten
+        by the next one of its number; a tail object is never overwritten, as its key names its end offset.
+        """
+        full_key = self._key(write.key)
+        buf = bytearray()
+        if write.tail_size:
+            assert write.tail_key is not None  # a tail has its object
+            buf += await self.get_bytes(write.tail_key)
+            if len(buf) != write.tail_size:
+                raise RuntimeError(f"the tail of {write.key} holds {len(buf)} bytes, not {write.tail_size}")
+        progress = write
+        async for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                take = min(len(view), write.part_size - len(buf))
+                buf += view[:take]
+                view = view[take:]
+                if len(buf) < write.part_size:
+                    continue
+                multipart_id = progress.multipart_id
+                if multipart_id is None:
+                    created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=full_key)
+                    multipart_id = created["UploadId"]
+                number = len(progress.parts) + 1
+                part = await self._client.upload_part(  # the buffer itself: no second copy of a part
+                    Bucket=self.bucket, Key=full_key, UploadId=multipart_id, PartNumber=number, Body=buf
+                )
+                buf = bytearray()
+                progress = msgspec.structs.replace(
+                    progress,
+                    multipart_id=multipart_id,
+                    parts=(*progress.parts, part["ETag"]),
+                    offset=number * write.part_size,
+                    tail_key=None,
+                )
+                if checkpoint is not None:
+                    await checkpoint(progress)
+        if not buf:
+            return progress
+        end = len(progress.parts) * write.part_size + len(buf)  # the tail holds the bytes from the last part on
+        tail_key = f"{write.key}.tail-{end}"
+        await self._client.put_object(Bucket=self.bucket, Key=self._key(tail_key), Body=buf)
+        return msgspec.structs.replace(progress, offset=end, tail_key=tail_key)
+
+    async def finish(self, write: Resumable) -> None:
+        """Assemble the object in S3 itself: the parts and the tail (copied as the last part), or the tail
+        alone (copied); no byte goes through this process. Done again, it does nothing."""
+        full_key = self._key(write.key)
+        tail = None if not write.tail_size else {"Bucket": self.bucket, "Key": self._key(write.tail_key or "")}
+        if not write.parts:
+            if tail is None:
+                await self._client.put_object(Bucket=self.bucket, Key=full_key, Body=b"")
+            else:
+                await self._client.copy_object(Bucket=self.bucket, Key=full_key, CopySource=tail)
+            return
+        parts = [{"PartNumber": i + 1, "ETag": etag} for i, etag in enumerate(write.parts)]
+        try:
+            if tail is not None:
+                copied = await self._client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    UploadId=write.multipart_id,
+                    PartNumber=len(parts) + 1,
+                    CopySource=tail,
+                )
+                parts.append({"PartNumber": len(parts) + 1, "ETag": copied["CopyPartResult"]["ETag"]})
+            await self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full_key, UploadId=write.multipart_id, MultipartUpload={"Parts": parts}
+            )
+        except self._client.exceptions.NoSuchUpload:
+            if await self.size(write.key) != write.offset:  # not completed by an earlier try: lost
+                raise
+
+    async def abort(self, write: Resumable) -> None:
+        """Abort the multipart upload (S3 bills its parts until then) and delete the object and its tails."""
+        if write.multipart_id is not None:
+            with contextlib.suppress(self._client.exceptions.NoSuchUpload):
+                await self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self._key(write.key), UploadId=write.multipart_id
+                )
+        await self.delete_prefix(write.key)
+
     async def put_bytes(self, key: str, data: bytes) -> None:
         await self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
@@ -162,14 +253,16 @@ class S3Storage:
             for item in page.get("Contents", []):
                 yield StoredObject(item["Key"][strip:], item["Size"], item["LastModified"].timestamp())
 
-    async def remove_partials(self, prefix: str, older_than: float) -> int:
-        """Abort multipart uploads under ``prefix`` begun before ``older_than`` (a Unix time): a killed
-        writer's parts are billed until then; how many."""
+    async def remove_partials(self, prefix: str, older_than: float, keep: Collection[str] = ()) -> int:
+        """Abort multipart uploads under ``prefix`` begun before ``older_than`` (a Unix time), but those of
+        the ``keep`` keys (resumable writes still going on): a killed writer's parts are billed until then;
+        how many."""
+        kept = {self._key(key) for key in keep}
         aborted = 0
         paginator = self._client.get_paginator("list_multipart_uploads")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             for upload in page.get("Uploads", []):
-                if upload["Initiated"].timestamp() < older_than:
+                if upload["Initiated"].timestamp() < older_than and upload["Key"] not in kept:
                     with contextlib.suppress(self._client.exceptions.NoSuchUpload):
                         await self._client.abort_multipart_upload(
                             Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
