@@ -21,6 +21,9 @@ from typing import Any
 
 import schemathesis
 
+# A tus chunk is raw bytes, as an octet-stream body is.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
+
 LOOPBACK_URL = "http://127.0.0.1:9/fuzzed"
 VALID_UPLOAD = {
     "data": base64.b64encode(b"fuzzed by schemathesis\n").decode(),

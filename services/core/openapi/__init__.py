@@ -76,6 +76,14 @@ def _error_responses() -> dict[str, Any]:
     return out
 
 
+def _with_unmatched(responses: dict[str, Any], route: Route) -> dict[str, Any]:
+    """A path parameter that does not match the route's pattern is the router's 404."""
+    if not route.patterns or "404" in responses:
+        return responses
+    answer = {"description": ERRORS[404]} if route.method == "HEAD" else {"$ref": "#/components/responses/Error404"}
+    return dict(sorted({**responses, "404": answer}.items()))
+
+
 METHOD_ORDER = ("get", "head", "post", "put", "patch", "delete", "options")
 
 
@@ -104,6 +112,7 @@ def document(routes: Iterable[Route], settings: Settings, *, version: str) -> di
         item[route.method.lower()] = {
             **op,
             "parameters": params + op.get("parameters", []),
+            "responses": _with_unmatched(op["responses"], route),
             "x-attachd-app": route.app,
         }
     return {
