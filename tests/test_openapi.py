@@ -324,6 +324,12 @@ async def test_real_answers_are_valid_against_the_document(service):
     assert resp.status == 201 and link["file"] == {"original": None, "thumbnail": None, "small": None}
     assert_valid("Attachment", link)
 
+    for variant, status, extra in (("", 200, {}), ("/thumbnail", 206, {"Range": "bytes=0-9"})):
+        got = await service.client.get(f"/v1/attachments/{photo['id']}/file{variant}", headers={**auth, **extra})
+        assert got.status == status
+        assert documented_headers(
+            "get", f"/v1/attachments/{{id}}/file{'/{variant}' if variant else ''}", status
+        ) <= names(got.headers)
     changed = await service.client.patch(f"/v1/attachments/{photo['id']}", json={"status": "pending"}, headers=auth)
     assert_valid("Attachment", await changed.json())
     lists = await service.client.get("/v1/attachments?target_type=Ticket&target_id=7&limit=2", headers=auth)
@@ -362,3 +368,50 @@ async def test_real_answers_are_valid_against_the_document(service):
     ):
         assert resp.status in (400, 401, 404)
         assert_valid("Error", await resp.json())
+
+
+def documented_headers(method: str, path: str, status: int) -> set[str]:
+    """The headers the document says every such answer carries."""
+    headers = DOC["paths"][path][method]["responses"][str(status)].get("headers", {})
+    return {name.lower() for name, spec in headers.items() if spec.get("required")}
+
+
+def names(headers: Any) -> set[str]:
+    return {name.lower() for name in headers}
+
+
+async def test_a_resumable_upload_answers_with_the_documented_headers(service):
+    auth = {**service.auth(), "Tus-Resumable": "1.0.0"}
+    options = await service.client.options("/v1/uploads/tus")
+    assert options.status == 204
+    assert documented_headers("options", "/v1/uploads/tus", 204) <= names(options.headers)
+
+    body = b"resumed\n"
+    meta = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}"
+        for k, v in {"target_type": "Ticket", "target_id": "9", "filename": "r.txt"}.items()
+    )
+    created = await service.client.post(
+        "/v1/uploads/tus", headers={**auth, "Upload-Length": str(len(body)), "Upload-Metadata": meta}
+    )
+    assert created.status == 201
+    assert documented_headers("post", "/v1/uploads/tus", 201) <= names(created.headers)
+    upload = "/v1/uploads/tus/" + created.headers["Location"].rsplit("/", 1)[1]
+    head = await service.client.head(upload, headers=auth)
+    assert head.status == 200 and head.headers["Upload-Offset"] == "0"
+    assert documented_headers("head", "/v1/uploads/tus/{id}", 200) == {"tus-resumable", "upload-offset"}
+    assert documented_headers("head", "/v1/uploads/tus/{id}", 200) <= names(head.headers)
+    sent = await service.client.patch(
+        upload, data=body, headers={**auth, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    )
+    assert sent.status == 204 and sent.headers["Upload-Offset"] == str(len(body))
+    assert documented_headers("patch", "/v1/uploads/tus/{id}", 204) <= names(sent.headers)
+    status = await service.finished_upload(f"/v1/uploads/{upload.rsplit('/', 1)[1]}")
+    assert_valid("UploadStatus", status)
+    assert status["status"] == "complete" and status["attachment"]["filename"] == "r.txt"
+
+    stale = await service.client.patch(
+        upload, data=b"x", headers={**auth, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    )
+    assert str(stale.status) in DOC["paths"]["/v1/uploads/tus/{id}"]["patch"]["responses"]
+    assert_valid("Error", await stale.json())

@@ -136,7 +136,7 @@ ATTACHMENT_LINKS = {
 ACCEPTED = {
     "202": {
         "description": "Queued (Prefer: respond-async, or not done within the synchronous wait).",
-        "headers": {"Location": {"schema": {"type": "string"}, "description": "The status URL."}},
+        "headers": {"Location": {"schema": {"type": "string"}, "description": "The status URL.", "required": True}},
         "content": {JSON: {"schema": ref("Accepted")}},
         "links": UPLOAD_LINK,
     }
@@ -198,16 +198,16 @@ def _download_params() -> list[dict[str, Any]]:
 
 def _file_answers() -> dict[str, Any]:
     headers = {
-        "ETag": {"schema": {"type": "string"}},
-        "Content-Disposition": {"schema": {"type": "string"}},
-        "Accept-Ranges": {"schema": {"const": "bytes"}},
+        "ETag": {"schema": {"type": "string"}, "required": True},
+        "Content-Disposition": {"schema": {"type": "string"}, "required": True},
+        "Accept-Ranges": {"schema": {"const": "bytes"}, "required": True},
     }
     binary = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
     return {
         "200": {"description": "The bytes.", "headers": headers, "content": binary},
         "206": {
             "description": "The requested range of the bytes.",
-            "headers": {**headers, "Content-Range": {"schema": {"type": "string"}}},
+            "headers": {**headers, "Content-Range": {"schema": {"type": "string"}, "required": True}},
             "content": binary,
         },
         "304": {"description": "Not modified (If-None-Match).", "headers": headers},

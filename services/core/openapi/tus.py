@@ -17,6 +17,13 @@ from services.core.validation import CREATE_FIELDS, SOURCES
 PATH = "/v1/uploads/tus"
 UPLOAD = PATH + "/{id}"
 OFFSET = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+
+
+def always(header: dict[str, Any]) -> dict[str, Any]:
+    """A response header every such answer carries."""
+    return {**header, "required": True}
+
+
 RESUMABLE = header("Tus-Resumable", {"enum": [tus.VERSION]}, "The protocol version this client speaks.") | {
     "required": True
 }
@@ -26,7 +33,7 @@ CHECKSUM = header(
     "The chunk's digest, `<algorithm> <base64 digest>`: a chunk that does not match is dropped (460).",
 )
 # What every tus answer carries, errors included.
-ANSWER_HEADERS = {"Tus-Resumable": {"schema": {"const": tus.VERSION}}}
+ANSWER_HEADERS = {"Tus-Resumable": always({"schema": {"const": tus.VERSION}})}
 CHUNK = {
     "content": {tus.OFFSET_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
 }
@@ -40,7 +47,7 @@ def _answer(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
 
 def _options(op_id: str) -> dict[str, Any]:
     discovery = {
-        name: {"schema": {"type": "string"}}
+        name: always({"schema": {"type": "string"}})
         for name in ("Tus-Version", "Tus-Extension", "Tus-Checksum-Algorithm", "Tus-Max-Size")
     }
     return operation(
@@ -57,7 +64,7 @@ def _options(op_id: str) -> dict[str, Any]:
 def operations(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
     metadata_keys = sorted((CREATE_FIELDS - set(SOURCES)) | set(tus.ALIASES))
     expires = {"Upload-Expires": {"schema": {"type": "string"}, "description": "When an unfinished upload expires."}}
-    offset = {"Upload-Offset": {"schema": OFFSET}}
+    offset = {"Upload-Offset": always({"schema": OFFSET})}
     return {
         ("OPTIONS", PATH): _options("tusOptions"),
         ("OPTIONS", UPLOAD): _options("tusUploadOptions"),
@@ -82,9 +89,9 @@ def operations(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
             ok={
                 "201": _answer(
                     "Created.",
-                    Location={"schema": {"type": "string"}, "description": "The upload's URL."},
-                    **expires,
-                    **offset,
+                    Location=always({"schema": {"type": "string"}, "description": "The upload's URL."}),
+                    **{"Upload-Expires": always(expires["Upload-Expires"])},
+                    **{"Upload-Offset": {"schema": OFFSET, "description": "With a body: the offset reached."}},
                 )
             },
             errors=(*REFUSALS, *READS_BODY, 415, 460),
