@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from attachd_client import cli as client_commands
 from services.core import db, logs
 from services.core.auth import READ, WRITE, mint_token
 from services.core.settings import SPECS, Settings, load_settings
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("attachd")
 DEFAULT_DATA_DIR = ".attachd"
 # Commands people run at a terminal log plain text unless ATTACHD_LOG_FORMAT says otherwise.
-TEXT_LOG_COMMANDS = frozenset({"dev", "token", "limits", "keys"})
+TEXT_LOG_COMMANDS = frozenset({"dev", "token", "limits", "keys", "upload", "ls", "get", "rm"})
 
 WORKER_HEALTH_PORT = 8081
 
@@ -633,6 +634,7 @@ def parser() -> argparse.ArgumentParser:
     limits.set_defaults(run=cmd_limits)
 
     _add_keys_parser(sub)
+    client_commands.add_parsers(sub)  # upload, ls, get, rm: the client library at a terminal
     return p
 
 

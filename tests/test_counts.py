@@ -170,10 +170,11 @@ async def test_counts_follow_links_unlinks_and_the_purge(make_service):
         resp = await svc.client.put(path, json={"ids": [ups[0]["id"], ups[2]["id"]]}, headers=svc.auth())
         assert resp.status == 200, await resp.text()
         await assert_exact(svc, {"": 4, "target_type=Note&target_id=n1": 2})
-        # b (unlinked) and d (never linked) are past the TTL: the purge deletes their rows.
+        # b (unlinked) and d (never linked) are past the TTL: the purge deletes their rows (and any other
+        # test's waiting uploads: the purge is for every account, and the TTL here is 0).
         wctx = await WorkerContext.open(svc.settings)
         try:
-            assert await purge_unlinked({"attachd": wctx}) == 2
+            assert await purge_unlinked({"attachd": wctx}) >= 2
         finally:
             await wctx.close()
         await assert_exact(svc, {"": 2, "target_type=Note&target_id=n1": 2})

@@ -99,7 +99,7 @@ async def test_the_sweeper_re_enqueues_a_staged_upload_whose_job_was_lost(servic
     finally:
         await wctx.close()
         await redis.aclose()
-    assert result == {"requeued": 1, "deleted": 0}
+    assert result == {"requeued": 1, "deleted": 0, "expired": 0}
     outcome = await wait_outcome(service, job_id)
     assert outcome is not None and outcome.state == "complete"
     [row] = await service.rows()

@@ -66,7 +66,7 @@ async def test_a_job_stuck_before_its_commit_is_retried_then_answers_failed_and_
         assert len(runs) == runner.MAX_TRIES
         assert await svc.rows() == []
         assert await svc.stored_keys() == []  # neither the staged input nor the objects a run wrote
-        assert await sweep(svc) == {"requeued": 0, "deleted": 0}
+        assert await sweep(svc) == {"requeued": 0, "deleted": 0, "expired": 0}
 
 
 async def test_a_commit_cut_by_the_deadline_rolls_back_and_the_retry_commits_once(make_service, monkeypatch):
@@ -88,7 +88,7 @@ async def test_a_commit_cut_by_the_deadline_rolls_back_and_the_retry_commits_onc
         assert await svc.storage.get_bytes(row["storage_key"]) == body
         assert len(await svc.events()) == 1 and len(calls) == 2
         assert [k for k in await svc.stored_keys() if k.startswith("staging/")] == []
-        assert await sweep(svc) == {"requeued": 0, "deleted": 0}
+        assert await sweep(svc) == {"requeued": 0, "deleted": 0, "expired": 0}
 
 
 async def test_a_job_cut_after_its_commit_answers_complete_and_keeps_its_bytes(make_service, monkeypatch):

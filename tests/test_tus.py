@@ -355,6 +355,7 @@ async def test_bad_metadata_is_refused_at_creation_naming_the_field_and_nothing_
         (task_metadata("x.txt", colour="red"), "colour", "unknown_field"),
         ({"filename": "x.txt"}, "target_type", "missing_field"),
         (task_metadata("x.txt", url="https://example.com/x"), "url", "too_many_sources"),
+        (task_metadata("x.exe"), "filename", "invalid_extension"),  # never allowed: no byte need be sent
     ]
     for metadata, field, code in cases:
         up = uploader(svc, path, metadata)

@@ -158,12 +158,9 @@ def _sniff_markup(text: str) -> str | None:
     return None
 
 
-def check_content(extension: str, sniffed: str, *, allowed: frozenset[str], field: str = "filename") -> None:
-    """Refuse a file whose extension is not allowed or does not match its content.
-
-    ``extension`` is the name's final suffix, without the dot. An allowed extension
-    with no known family (an operator's addition) accepts any inert content.
-    """
+def check_extension(extension: str, *, allowed: frozenset[str], field: str = "filename") -> None:
+    """Refuse a name whose extension (its final suffix, without the dot) is not allowed: before any byte
+    arrives when the name is known first (a tus upload's metadata), else with the content."""
     extension = extension.lower()
     if not extension or extension not in allowed:
         named = f"the extension .{extension} is" if extension else "a file without an extension is"
@@ -173,6 +170,16 @@ def check_content(extension: str, sniffed: str, *, allowed: frozenset[str], fiel
             field=field,
             status=400,
         )
+
+
+def check_content(extension: str, sniffed: str, *, allowed: frozenset[str], field: str = "filename") -> None:
+    """Refuse a file whose extension is not allowed or does not match its content.
+
+    ``extension`` is the name's final suffix, without the dot. An allowed extension
+    with no known family (an operator's addition) accepts any inert content.
+    """
+    extension = extension.lower()
+    check_extension(extension, allowed=allowed, field=field)
     family = EXTENSION_FAMILIES.get(extension)
     if sniffed in ACTIVE_TYPES or (family is not None and sniffed not in family):
         raise ApiError(

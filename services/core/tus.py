@@ -19,6 +19,8 @@ from typing import Any
 
 from services.core.contract import NewAttachment
 from services.core.errors import ApiError
+from services.core.filenames import extension_of
+from services.core.sniff import check_extension
 from services.core.validation import coerce_form, parse_new_attachment
 
 VERSION = "1.0.0"
@@ -141,6 +143,18 @@ def new_attachment(metadata: dict[str, str]) -> NewAttachment:
     except ApiError as exc:
         exc.headers = headers()
         raise
+
+
+def check_named_extension(fields: NewAttachment, metadata: dict[str, str], allowed: frozenset[str]) -> None:
+    """A file name given with an extension that is never allowed is refused at creation, not after its
+    last byte (a name without an extension waits for the content, which may name one)."""
+    name = fields.filename or metadata.get("filename")
+    if name and (extension := extension_of(name)):
+        try:
+            check_extension(extension, allowed=allowed)
+        except ApiError as exc:
+            exc.headers = headers()
+            raise
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ async def create(request: web.Request) -> web.Response:
     who = await principal(request, WRITE)
     metadata = tus.parse_metadata(request.headers.get("Upload-Metadata"))
     fields = tus.new_attachment(metadata)  # a bad field: refused before any byte is sent
+    tus.check_named_extension(fields, metadata, request.app[SETTINGS].allowed_extensions)
     length = tus.parse_length(request.headers.get("Upload-Length"))
     with_body = request.content_type == tus.OFFSET_CONTENT_TYPE
     checksum = tus.parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None

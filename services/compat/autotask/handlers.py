@@ -17,14 +17,13 @@ from aiohttp import web
 
 from services.compat.autotask import entities, paging, translate
 from services.compat.autotask.entities import Parent
-from services.compat.common import profile_errors
+from services.compat.common import finished, profile_errors
 from services.core import budget, hierarchy, listing, querylang, repository
 from services.core.auth import READ, WRITE, Principal
-from services.core.contract import Canceled, CancelJob, Failed, Ingested
+from services.core.contract import Canceled, CancelJob, Ingested
 from services.core.errors import ApiError
 from services.core.records import COLUMNS
 from services.ingress.handlers import CreateOptions, accept_create, job_base, submit_mutation
-from services.ingress.writes import outcome_of
 from services.web import credentials
 from services.web.engines import POOL, STORAGE
 from services.web.http import SETTINGS, authenticate, base_url, json_response, read_json
@@ -278,7 +277,7 @@ async def child_create(request: web.Request) -> web.Response:
         parent, parent_id, await read_json(request, max_bytes=request.app[SETTINGS].max_json_bytes)
     )
     job_id = await accept_create(request, who, create_options(translate.native_create(new), integration))
-    outcome = await _outcome(request, job_id)
+    outcome = await finished(request, job_id)
     assert isinstance(outcome, Ingested)
     return json_response({"itemId": outcome.attachments[0].seq})
 
@@ -294,24 +293,9 @@ async def child_delete(request: web.Request) -> web.Response:
     if node not in (row["ancestors"] or ()):
         raise translate.error(f"No attachment with id {seq} was found", status=404)
     job = CancelJob(**job_base(request, who), attachment_id=row["id"])
-    outcome = await _outcome(request, await submit_mutation(request, job))
+    outcome = await finished(request, await submit_mutation(request, job))
     assert isinstance(outcome, Canceled)
     return json_response({"itemId": outcome.attachment.seq})
-
-
-async def _outcome(request: web.Request, job_id: str) -> Any:
-    """The job's outcome; a failed job is its error, one not done in time a 503 to retry."""
-    outcome = await outcome_of(request, job_id)
-    if outcome is None:
-        raise ApiError(
-            "autotask",
-            "The request is still being processed; retry it shortly",
-            status=503,
-            headers={"Retry-After": "5"},
-        )
-    if isinstance(outcome, Failed):
-        raise ApiError.from_info(outcome.error)
-    return outcome
 
 
 # -- what Autotask refuses -------------------------------------------------------------------------------

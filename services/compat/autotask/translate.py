@@ -26,6 +26,7 @@ from services.compat.autotask.entities import (
     PUBLISH_CODES,
     Parent,
 )
+from services.core import querylang
 from services.core.errors import ApiError
 
 MAX_RECORDS = 500
@@ -402,24 +403,7 @@ def prefer_entity(nodes: list[Any]) -> list[Any]:
 
 
 _ENTITY_FIELDS = frozenset(name.lower() for name in BY_ID_FIELD)
-_OPS = {
-    op.lower(): op
-    for op in (
-        "eq",
-        "noteq",
-        "gt",
-        "gte",
-        "lt",
-        "lte",
-        "beginsWith",
-        "endsWith",
-        "contains",
-        "exist",
-        "notExist",
-        "in",
-        "notIn",
-    )
-}
+_OPS = {op.lower(): op for op in querylang.OPERATORS}  # Autotask reads its operators in any case
 _NEGATIVE = frozenset({"noteq", "notIn", "notExist"})
 _MAX_DEPTH = 16
 

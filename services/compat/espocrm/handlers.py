@@ -9,18 +9,17 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.compat.common import profile_errors
+from services.compat.common import finished, profile_errors
 from services.compat.espocrm import translate
 from services.compat.espocrm.credentials import credential
 from services.compat.espocrm.fields import ATTACHMENT_FIELDS
 from services.core import listing, repository
 from services.core.auth import READ, WRITE, Principal
-from services.core.contract import AnyOutcome, AttachmentRef, Failed, Ingested, LinksSet, PutTargetJob, SetLinksJob
+from services.core.contract import AttachmentRef, Ingested, LinksSet, PutTargetJob, SetLinksJob
 from services.core.errors import ApiError, bad_request, not_found
 from services.core.repository import targets
 from services.core.validation import parse_parent
 from services.ingress.handlers import CreateOptions, accept_create, job_base, submit_mutation
-from services.ingress.writes import outcome_of
 from services.query.downloads import serve
 from services.web.engines import POOL
 from services.web.http import SETTINGS, authenticate, json_response, read_json
@@ -45,28 +44,13 @@ async def _caller(request: web.Request, scope: str) -> Principal:
     return await authenticate(request, credential(request.headers), scope, profile=PROFILE)
 
 
-async def _finished(request: web.Request, job_id: str) -> AnyOutcome:
-    """The job's outcome; its failure as the error it answers with."""
-    outcome = await outcome_of(request, job_id)
-    if outcome is None:
-        raise ApiError(
-            "still_processing",
-            "the request is still being processed; it will complete without being sent again",
-            status=503,
-            headers={"Retry-After": "5"},
-        )
-    if isinstance(outcome, Failed):
-        raise ApiError.from_info(outcome.error)
-    return outcome
-
-
 @espo_errors
 async def upload(request: web.Request) -> web.Response:
     """``POST Attachment``: the upload waits, unlinked, for the record that names it."""
     who = await _caller(request, WRITE)
     body = await read_json(request, max_bytes=request.app[SETTINGS].max_json_bytes)
     native = translate.upload_body(body)
-    outcome = await _finished(request, await accept_create(request, who, CreateOptions(json_body=native)))
+    outcome = await finished(request, await accept_create(request, who, CreateOptions(json_body=native)))
     assert isinstance(outcome, Ingested)  # a create's job answers with its attachments
     return json_response(translate.attachment_attributes(msgspec.structs.asdict(outcome.attachments[0])))
 
@@ -155,7 +139,7 @@ async def update_record(request: web.Request) -> web.Response:
 async def _place(request: web.Request, who: Principal, entity_type: str, record_id: str) -> None:
     """Register the record as a target of the account, so that it stays known with no attachment on it."""
     job = PutTargetJob(**job_base(request, who), target_type=entity_type, target_id=record_id)
-    await _finished(request, await submit_mutation(request, job))
+    await finished(request, await submit_mutation(request, job))
 
 
 async def _link_and_answer(
@@ -212,7 +196,7 @@ async def _set_links(
         **job_base(request, who), target_type=entity_type, target_id=record_id, field=target_field, ids=refs
     )
     try:
-        outcome = await _finished(request, await submit_mutation(request, job))
+        outcome = await finished(request, await submit_mutation(request, job))
     except ApiError as exc:  # the job names the list it was given as ids
         if exc.field is not None and exc.field.startswith("ids"):
             exc.field = key + exc.field[len("ids") :]

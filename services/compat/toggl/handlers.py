@@ -8,16 +8,15 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.compat.common import profile_errors
+from services.compat.common import JobFailed, finished, profile_errors
 from services.compat.toggl import translate
 from services.compat.toggl.translate import PROFILE, TaskPath
 from services.core import listing, logs, repository
 from services.core.auth import READ, WRITE, Principal
-from services.core.contract import AnyOutcome, CancelJob, Failed, Ingested, UpdateJob
+from services.core.contract import AnyOutcome, CancelJob, Ingested, UpdateJob
 from services.core.errors import ApiError
 from services.core.records import COLUMNS
 from services.ingress.handlers import CreateOptions, accept_create, job_base, submit_mutation
-from services.ingress.writes import outcome_of
 from services.web.engines import POOL
 from services.web.http import authenticate, json_response, list_params, read_json
 
@@ -52,16 +51,11 @@ async def _attachment_on_task(request: web.Request, who: Principal, path: TaskPa
 
 
 async def _finished(request: web.Request, job_id: str) -> AnyOutcome:
-    """The job's outcome; a failure raised as the error it answers with."""
-    outcome = await outcome_of(request, job_id)
-    if outcome is None:  # Toggl has no "accepted, still working" answer: ask the client to come back
-        raise ApiError(
-            "timeout", "the request is still being processed; retry it", status=503, headers={"Retry-After": "5"}
-        )
-    if isinstance(outcome, Failed):
-        error = ApiError.from_info(outcome.error)
-        raise translate.with_file_errors(error, ((e.index, e.filename, e.message) for e in outcome.errors))
-    return outcome
+    """The job's outcome; a failure raised as the error it answers with, naming the files it refused."""
+    try:
+        return await finished(request, job_id)
+    except JobFailed as failed:
+        raise translate.with_file_errors(failed, ((e.index, e.filename, e.message) for e in failed.errors)) from None
 
 
 def _items(outcome: AnyOutcome) -> list[dict[str, Any]]:
