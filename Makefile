@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml requirements/dev.txt
 	$(BIN)/python -m pip check
 	touch $@
 
-.PHONY: dev test check install docs lock deploy-check console
+.PHONY: dev test check install docs docs-viewer lock deploy-check console
 install: $(BIN)/.installed
 
 dev: $(BIN)/.installed
@@ -42,6 +42,18 @@ docs: $(BIN)/.installed
 # commit what it writes: the package ships it, so nobody else needs npm (tests/test_console.py fails when stale).
 console:
 	cd console && npm ci --no-audit --no-fund && npm run build
+
+# The /docs page's viewer: Swagger UI's dist files from the npm registry, copied into the package (the page loads
+# nothing from elsewhere; its source map reference is dropped, as the map is not shipped).
+SWAGGER_UI = 5.35.0
+VIEWER = services/web/static/docs
+docs-viewer:
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI) >/dev/null \
+	  && tar xzf swagger-ui-dist-$(SWAGGER_UI).tgz && cd package \
+	  && cp swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt favicon-32x32.png LICENSE NOTICE $(CURDIR)/$(VIEWER)/ \
+	  && grep -v sourceMappingURL swagger-ui.css > $(CURDIR)/$(VIEWER)/swagger-ui.css \
+	  && echo "swagger-ui-dist@$(SWAGGER_UI) $$(npm view --silent swagger-ui-dist@$(SWAGGER_UI) dist.integrity)" \
+	    > $(CURDIR)/$(VIEWER)/VERSION && rm -r $$tmp
 
 # requirements/*.txt from pyproject.toml and requirements/*.in (a test fails when a lock misses a dependency).
 lock: $(BIN)/.installed

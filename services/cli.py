@@ -51,6 +51,7 @@ def combined_app(settings: Settings) -> web.Application:
     from services.compat import app as compat
     from services.ingress import app as ingress
     from services.query import app as query
+    from services.web import openapi
     from services.web.engines import pool_ctx, redis_ctx, storage_ctx
     from services.web.http import base_app
 
@@ -59,6 +60,7 @@ def combined_app(settings: Settings) -> web.Application:
     query.add_routes(app)
     ingress.add_routes(app)
     compat.add_routes(app)
+    openapi.add_routes(app)
     if settings.console:
         from services.console import app as console
 

@@ -18,11 +18,19 @@ from services.console import app as console_app
 from services.core.settings import Settings
 from services.ingress import app as ingress_app
 from services.query import app as query_app
+from services.web import openapi
 from services.web.http import base_app
 
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 BACKENDS = {"ingress": "attachd-ingress", "query": "attachd-query", "compat": "attachd-compat"}
-SAMPLES = {"id": str(uuid.UUID(int=7)), "variant": "thumbnail", "token": "tok-1", "type": "Ticket", "field": "files"}
+SAMPLES = {
+    "id": str(uuid.UUID(int=7)),
+    "variant": "thumbnail",
+    "token": "tok-1",
+    "type": "Ticket",
+    "field": "files",
+    "name": "swagger-ui.css",
+}
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -87,15 +95,19 @@ ROUTES = (
     + [("compat", m, p) for m, p in app_routes(compat_app.add_routes)]
     + [("ingress", m, p) for m, p in app_routes(console_app.add_routes)]  # when ATTACHD_CONSOLE is on
 )
+# /v1/openapi.json and /docs, which both apps serve (services/web/openapi.py): the gateway sends them to reads.
+DOCS_ROUTES = [("query", m, p) for m, p in app_routes(openapi.add_routes)]
 
 
-@pytest.mark.parametrize(("app", "method", "path"), ROUTES, ids=[f"{a}:{m} {p}" for a, m, p in ROUTES])
+@pytest.mark.parametrize(
+    ("app", "method", "path"), ROUTES + DOCS_ROUTES, ids=[f"{a}:{m} {p}" for a, m, p in ROUTES + DOCS_ROUTES]
+)
 def test_the_httproute_sends_every_route_to_the_app_that_serves_it(app, method, path):
     assert route_to(HTTPROUTE, method, path) == BACKENDS[app]
 
 
 def test_every_httproute_match_serves_some_route_and_nothing_else_is_exposed():
-    served = {(m, p) for _, m, p in ROUTES}
+    served = {(m, p) for _, m, p in ROUTES + DOCS_ROUTES}
     for rule in HTTPROUTE["spec"]["rules"]:
         for match in rule["matches"]:
             assert any(m == match.get("method", m) and path_matches(match, p) is not None for m, p in served), (

@@ -105,6 +105,7 @@ async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_datab
     assert "services/core/migrations/0001_initial.sql" in names
     console = {f"services/console/static/{n}" for n in ("index.html", "console.js", "console.css")}
     assert console <= set(names), "the upload console's bundle ships in the wheel"
+    assert {"services/web/static/docs/index.html", "services/web/static/docs/swagger-ui-bundle.js"} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
 
     run(sys.executable, "-m", "venv", venv, cwd=work)

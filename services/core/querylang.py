@@ -43,6 +43,8 @@ from services.core.sqlparams import Params
 MAX_DEPTH = 16
 MAX_CONDITIONS = 200
 MAX_LIST = 500
+# A query page's most records, and its size when max_records is not given.
+MAX_RECORDS = 500
 
 OPERATORS = (
     "eq",
@@ -313,7 +315,7 @@ def prefer_entity(items: Any) -> Any:
 
 
 def parse_query_request(
-    body: Any, params: Params | None = None, *, default_max: int = 500, limit: int = 500
+    body: Any, params: Params | None = None, *, default_max: int = MAX_RECORDS, limit: int = MAX_RECORDS
 ) -> QueryRequest:
     """Check a query body; its filter is compiled into ``params`` (as ``compile_filter``)."""
     if not isinstance(body, dict):

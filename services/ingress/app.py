@@ -7,6 +7,7 @@ from aiohttp import web
 
 from services.core.settings import Settings
 from services.ingress import handlers, tus
+from services.web import openapi
 from services.web.engines import lazy_pool_ctx, redis_ctx, storage_ctx
 from services.web.http import base_app
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app = base_app("ingress", settings)
     add_engines(app)
     add_routes(app)
+    openapi.add_routes(app)
     if settings.console:  # the upload console: a page whose uploads come here
         from services.console import app as console
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.core.settings import Settings
 from services.query import downloads, handlers
+from services.web import openapi
 from services.web.engines import pool_ctx, storage_ctx
 from services.web.http import base_app
 
@@ -36,4 +37,5 @@ def create_app(settings: Settings) -> web.Application:
     app = base_app("query", settings)
     add_engines(app)
     add_routes(app)
+    openapi.add_routes(app)
     return app
