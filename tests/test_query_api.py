@@ -60,6 +60,13 @@ async def test_max_records_pages_with_a_cursor_and_include_fields_projects(servi
     assert sorted(seen) == [f"f{i}.txt" for i in range(5)]
 
 
+async def test_include_fields_of_the_creator_keep_the_created_by_object(service):
+    mine = await upload_text(service, "mine.txt")
+    body = {"filter": [{"field": "id", "op": "eq", "value": mine["id"]}], "include_fields": ["created_by_type"]}
+    page = await (await query(service, body)).json()
+    assert page["attachments"] == [{"id": mine["id"], "created_by": mine["created_by"]}]
+
+
 async def test_query_is_scoped_to_the_account_and_hides_canceled(service):
     await upload_text(service, "mine.txt")
     gone = await upload_text(service, "gone.txt")

@@ -32,9 +32,9 @@ CHECKS = (
     "response_schema_conformance",
 )
 # The budget: examples per operation and phase. A fixed seed makes a failure reproducible; set
-# ATTACHD_FUZZ_SEED to explore further (and ATTACHD_FUZZ_EXAMPLES for a longer run).
-EXAMPLES = os.environ.get("ATTACHD_FUZZ_EXAMPLES", "8")
-SEED = os.environ.get("ATTACHD_FUZZ_SEED", "20240501")
+# ATTACHD_TEST_FUZZ_SEED to explore further (and ATTACHD_TEST_FUZZ_EXAMPLES for a longer run).
+EXAMPLES = os.environ.get("ATTACHD_TEST_FUZZ_EXAMPLES", "8")
+SEED = os.environ.get("ATTACHD_TEST_FUZZ_SEED", "20240501")
 
 
 def token_in(log: Path, proc: subprocess.Popen, timeout: float = 90) -> str:

@@ -13,15 +13,15 @@ from services.core.fields import COLUMN_FIELDS
 # Selected everywhere a row is read, so every reader sees the same shape.
 COLUMNS = ", ".join(spec.select for spec in COLUMN_FIELDS)
 
+
 # The API record's fields, in order: the public columns, with created_by_type and created_by_id as one
 # created_by object ({type, id}) where the first of them is.
-API_FIELDS = tuple(
-    dict.fromkeys(
-        "created_by" if spec.name.startswith("created_by_") else spec.name
-        for spec in COLUMN_FIELDS
-        if not spec.internal
-    )
-)
+def record_key(field: str) -> str:
+    """The key of the API record that shows a field: created_by_type and created_by_id are in created_by."""
+    return "created_by" if field.startswith("created_by_") else field
+
+
+API_FIELDS = tuple(dict.fromkeys(record_key(spec.name) for spec in COLUMN_FIELDS if not spec.internal))
 _BEFORE_CREATED_BY = API_FIELDS[: API_FIELDS.index("created_by")]
 _AFTER_CREATED_BY = API_FIELDS[API_FIELDS.index("created_by") + 1 :]
 

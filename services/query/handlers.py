@@ -148,7 +148,7 @@ async def query_attachments(request: web.Request) -> web.Response:
         )
     rendered = render(request, rows)
     if query.include_fields:
-        keep = ("id", *query.include_fields)
+        keep = tuple(dict.fromkeys(("id", *map(records.record_key, query.include_fields))))
         rendered = [{k: r[k] for k in keep if k in r} for r in rendered]
     return json_response({"attachments": rendered, "next_cursor": next_cursor})
 
