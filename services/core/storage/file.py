@@ -1,4 +1,7 @@
-"""Objects as files under one directory; writes land atomically by rename."""
+"""Objects as files under one directory; writes land atomically by rename, and durably: an object's bytes
+are synced before it takes its name, and the name is synced in its directory before the write returns. A
+write attachd has returned from (an upload it has acknowledged, or a file a worker committed a row for)
+survives a crash of the machine, not only of the process."""
 
 from __future__ import annotations
 
@@ -32,6 +35,23 @@ def _write_all(fd: int, data: list[bytes]) -> None:
 
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _sync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_dir(path: str | Path) -> None:
+    """Make the names in a directory (a rename into it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _StagedFile:
@@ -72,10 +92,14 @@ class _StagedFile:
     def commit(self, data: list[bytes]) -> None:
         self.write(data)
         fd, self._fd = self._fd, -1
-        os.close(fd)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
         assert self._tmp is not None  # opened by write()
         os.replace(self._tmp, self._path)
         self._tmp = None
+        _sync_dir(self._dir)
 
     async def abort_after(self, writing: asyncio.Future[None] | None) -> None:
         """Remove the temporary file once no thread touches it (a hop in flight finishes first)."""
@@ -107,6 +131,7 @@ class _GrowingFile:
         self._path = path
         self._offset = offset
         self._fd = -1
+        self._named = False
 
     def write(self, data: list[bytes]) -> None:
         if self._fd < 0:
@@ -119,6 +144,9 @@ class _GrowingFile:
     def sync(self, data: list[bytes]) -> None:
         self.write(data)
         os.fdatasync(self._fd)
+        if self._offset == 0 and not self._named:  # a new file: its name must outlast a crash too
+            _sync_dir(os.path.dirname(self._path))
+            self._named = True
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -243,7 +271,9 @@ class FileStorage:
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".part-{dst.name}")
             shutil.copyfile(path, tmp)
+            _sync_file(tmp)
             os.replace(tmp, dst)
+            _sync_dir(dst.parent)
 
         await asyncio.to_thread(copy)
 
@@ -287,10 +317,12 @@ class FileStorage:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             try:
-                os.link(source, tmp)  # objects are immutable, so a second name is a copy
+                os.link(source, tmp)  # objects are immutable, so a second name is a copy (of synced bytes)
             except OSError:
                 shutil.copyfile(source, tmp)
+                _sync_file(tmp)
             os.replace(tmp, target)
+            _sync_dir(target.parent)
             # Renaming one hard link over another of the same file does nothing (POSIX): a re-run's temp
             # name would stay.
             with contextlib.suppress(FileNotFoundError):
