@@ -20,9 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import FormData
 from yarl import URL
 
@@ -33,7 +31,6 @@ from services.core import apikeys
 from services.core.auth import READ, WRITE, mint_token
 from services.core.repository import apikeys as key_store
 from services.core.settings import load_settings
-from services.embedded import free_port
 from services.ingress.app import create_app as ingress_app
 from tests.conftest import JWT_SECRET, jpeg_bytes
 
@@ -399,58 +396,39 @@ async def test_console_through_the_gateway_in_front_of_the_separate_parts(
     (tus, in chunks, S3 parts), its list and its thumbnails all pass through that gateway."""
     from playwright.async_api import expect
 
-    from tests.test_cli import wait_ready
-    from tests.test_gateway_stack import gateway
-    from tests.test_operations import spawn_logged, stop_all
+    from tests.test_gateway_stack import separate_parts
 
-    flush = aioredis.from_url(redis_url)
-    await flush.flushdb()  # no job left over from another test for this worker
-    await flush.aclose()
-    bucket = f"console-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    common = {
-        "ATTACHD_DATABASE_URL": pg_url,
-        "ATTACHD_REDIS_URL": redis_url,
-        "ATTACHD_STORAGE_URL": f"s3://{bucket}/attachd",
-        "ATTACHD_S3_ENDPOINT_URL": s3_endpoint,
-        "ATTACHD_JWT_SECRET": JWT_SECRET,
-        "ATTACHD_HOST": "127.0.0.1",
-    }
-    parts = {part: free_port() for part in ("ingress", "query", "worker")}
-    procs = []
-    for part, port in parts.items():
-        own = tmp_path / part
-        own.mkdir()
-        env = {**common, "ATTACHD_TMP_DIR": str(own), "ATTACHD_CONSOLE": "true" if part == "ingress" else "false"}
-        procs.append(spawn_logged(part, port, env, tmp_path)[0])
     account = f"gw-{uuid.uuid4().hex[:8]}"
     token = mint_token(JWT_SECRET, account=account, sub="7", scope=f"{READ} {WRITE}")
     photo = jpeg_bytes(800, 600)
     lines = (11 * MiB) // len(b"00000000 site survey reading\n")  # three chunks through the gateway
-    try:
-        await asyncio.gather(*(wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=45) for port in parts.values()))
-        backends = {f"attachd-{part}": f"http://127.0.0.1:{port}" for part, port in parts.items() if part != "worker"}
-        async with gateway(backends) as base, _browser() as browser:
-            page = await browser.new_page()
-            blocked: list[str] = []
-            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
-            page.on("pageerror", lambda e: blocked.append(str(e)))
-            await page.goto(f"{base}/console")
-            await page.fill("#credential", token)
-            await page.click("#signin-form button[type=submit]")
-            await expect(page.locator("#who-name")).to_have_text(f"account {account} as 7")
-            await page.fill("#target-id", "gw")
-            await page.click("#target-form button[type=submit]")
-            photo_file = {"name": "door.jpg", "type": "image/jpeg", "base64": base64.b64encode(photo).decode()}
-            await _drop(page, [photo_file, {"name": "survey.log", "type": "text/plain", "lines": lines}])
-            await expect(page.locator("#grid .card")).to_have_count(2, timeout=45_000)
-            await expect(page.locator("#grid .card img.thumb")).to_have_js_property("naturalWidth", 72)
-            assert blocked == []
-        rows = await db.fetch("SELECT name, sha256, target_id FROM attachments WHERE account_id = $1", account)
-        assert {(r["name"], r["sha256"].hex(), r["target_id"]) for r in rows} == {
-            ("door.jpg", hashlib.sha256(photo).hexdigest(), "gw"),
-            ("survey.log", hashlib.sha256(_survey_log(lines)).hexdigest(), "gw"),
-        }
-    finally:
-        codes = stop_all(procs)
-    assert codes == [0] * len(procs)
+    stack = separate_parts(
+        ("ingress", "query", "worker"),
+        pg_url=pg_url,
+        redis_url=redis_url,
+        s3_endpoint=s3_endpoint,
+        tmp_path=tmp_path,
+        env={"ATTACHD_CONSOLE": "false"},
+        part_env={"ingress": {"ATTACHD_CONSOLE": "true"}},
+    )
+    async with stack as base, _browser() as browser:
+        page = await browser.new_page()
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda e: blocked.append(str(e)))
+        await page.goto(f"{base}/console")
+        await page.fill("#credential", token)
+        await page.click("#signin-form button[type=submit]")
+        await expect(page.locator("#who-name")).to_have_text(f"account {account} as 7")
+        await page.fill("#target-id", "gw")
+        await page.click("#target-form button[type=submit]")
+        photo_file = {"name": "door.jpg", "type": "image/jpeg", "base64": base64.b64encode(photo).decode()}
+        await _drop(page, [photo_file, {"name": "survey.log", "type": "text/plain", "lines": lines}])
+        await expect(page.locator("#grid .card")).to_have_count(2, timeout=45_000)
+        await expect(page.locator("#grid .card img.thumb")).to_have_js_property("naturalWidth", 72)
+        assert blocked == []
+    rows = await db.fetch("SELECT name, sha256, target_id FROM attachments WHERE account_id = $1", account)
+    assert {(r["name"], r["sha256"].hex(), r["target_id"]) for r in rows} == {
+        ("door.jpg", hashlib.sha256(photo).hexdigest(), "gw"),
+        ("survey.log", hashlib.sha256(_survey_log(lines)).hexdigest(), "gw"),
+    }

@@ -75,13 +75,23 @@ async def gateway(backends: dict[str, str]) -> AsyncIterator[str]:
         await session.close()
 
 
-async def test_every_client_works_through_the_gateway_in_front_of_the_separate_parts(
-    pg_url, redis_url, s3_endpoint, tmp_path: Path, db
-):
+@asynccontextmanager
+async def separate_parts(
+    parts: tuple[str, ...],
+    *,
+    pg_url: str,
+    redis_url: str,
+    s3_endpoint: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    part_env: dict[str, dict[str, str]] | None = None,
+) -> AsyncIterator[str]:
+    """``parts`` as processes of their own on the test Postgres and Redis and a new S3 bucket, each with its
+    own local disk, behind ``gateway``: yields the gateway's base URL. Each part must exit 0 once stopped."""
     flush = aioredis.from_url(redis_url)
-    await flush.flushdb()  # no job left over from another test for this worker
+    await flush.flushdb()  # no job left over from another test for these workers
     await flush.aclose()
-    bucket = f"gateway-{uuid.uuid4().hex[:12]}"
+    bucket = f"parts-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     common = {
         "ATTACHD_DATABASE_URL": pg_url,
@@ -90,14 +100,28 @@ async def test_every_client_works_through_the_gateway_in_front_of_the_separate_p
         "ATTACHD_S3_ENDPOINT_URL": s3_endpoint,
         "ATTACHD_JWT_SECRET": JWT_SECRET,
         "ATTACHD_HOST": "127.0.0.1",
-        "ATTACHD_TUS_PART_BYTES": str(5 << 20),
+        **(env or {}),
     }
-    parts = {part: free_port() for part in ("ingress", "query", "compat", "worker")}
+    ports = {part: free_port() for part in parts}
     procs = []
-    for part, port in parts.items():
-        own = tmp_path / part
-        own.mkdir()
-        procs.append(spawn_logged(part, port, {**common, "ATTACHD_TMP_DIR": str(own)}, tmp_path)[0])
+    try:
+        for part, port in ports.items():
+            own = tmp_path / part
+            own.mkdir()
+            extra = {"ATTACHD_TMP_DIR": str(own), **(part_env or {}).get(part, {})}
+            procs.append(spawn_logged(part, port, {**common, **extra}, tmp_path)[0])
+        await asyncio.gather(*(wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=45) for port in ports.values()))
+        backends = {f"attachd-{part}": f"http://127.0.0.1:{port}" for part, port in ports.items() if part != "worker"}
+        async with gateway(backends) as base:
+            yield base
+    finally:
+        codes = stop_all(procs)
+    assert codes == [0] * len(procs)
+
+
+async def test_every_client_works_through_the_gateway_in_front_of_the_separate_parts(
+    pg_url, redis_url, s3_endpoint, tmp_path: Path, db
+):
     account = f"gw-{uuid.uuid4().hex[:8]}"
     token = jwt.encode(
         {"account": account, "sub": "7", "scope": "attachments:read attachments:write"}, JWT_SECRET, algorithm="HS256"
@@ -106,85 +130,86 @@ async def test_every_client_works_through_the_gateway_in_front_of_the_separate_p
     small, large = tmp_path / "door.jpg", tmp_path / "survey.bin.txt"
     small.write_bytes(jpeg_bytes(640, 480))
     large.write_bytes(b"survey line\n" * (1 << 20))  # 12 MiB: over tus, in 5 MiB chunks
-    try:
-        await asyncio.gather(*(wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=45) for port in parts.values()))
-        backends = {f"attachd-{part}": f"http://127.0.0.1:{port}" for part, port in parts.items() if part != "worker"}
-        async with gateway(backends) as base:
-            # The Python client: multipart under its threshold, tus above it; reads and the bytes back.
-            async with AsyncClient(base, token, tus_threshold=1 << 20, chunk_size=5 << 20) as attachd:
-                photo = await attachd.upload(small, task, name="Front door")
-                survey = await attachd.upload(large, task)
-                assert (photo.width, photo.height, survey.size) == (640, 480, large.stat().st_size)
-                assert sorted(a.id for a in [x async for x in attachd.list(task)]) == sorted([photo.id, survey.id])
-                await attachd.download(survey.id, tmp_path / "back.txt")
-                assert (tmp_path / "back.txt").read_bytes() == large.read_bytes()
-                thumbnail = b"".join([c async for c in attachd.iter_file(photo.id, "thumbnail")])
-                assert thumbnail[:3] == b"\xff\xd8\xff"
+    async with separate_parts(
+        ("ingress", "query", "compat", "worker"),
+        pg_url=pg_url,
+        redis_url=redis_url,
+        s3_endpoint=s3_endpoint,
+        tmp_path=tmp_path,
+        env={"ATTACHD_TUS_PART_BYTES": str(5 << 20)},
+    ) as base:
+        # The Python client: multipart under its threshold, tus above it; reads and the bytes back.
+        async with AsyncClient(base, token, tus_threshold=1 << 20, chunk_size=5 << 20) as attachd:
+            photo = await attachd.upload(small, task, name="Front door")
+            survey = await attachd.upload(large, task)
+            assert (photo.width, photo.height, survey.size) == (640, 480, large.stat().st_size)
+            assert sorted(a.id for a in [x async for x in attachd.list(task)]) == sorted([photo.id, survey.id])
+            await attachd.download(survey.id, tmp_path / "back.txt")
+            assert (tmp_path / "back.txt").read_bytes() == large.read_bytes()
+            thumbnail = b"".join([c async for c in attachd.iter_file(photo.id, "thumbnail")])
+            assert thumbnail[:3] == b"\xff\xd8\xff"
 
-            # tuspy, a tus client written by others, over the same gateway.
-            uploader = tus_client.TusClient(
-                f"{base}/v1/uploads/tus", headers={"Authorization": f"Bearer {token}"}
-            ).uploader(
-                file_path=str(large),
-                chunk_size=5 << 20,
-                metadata={"target_type": "Task", "target_id": "gw", "filename": "copy.txt"},
-            )
-            await asyncio.to_thread(uploader.upload)
-            assert uploader.url is not None and uploader.url.startswith(base)
-            upload_id = uploader.url.rsplit("/", 1)[1]
+        # tuspy, a tus client written by others, over the same gateway.
+        uploader = tus_client.TusClient(
+            f"{base}/v1/uploads/tus", headers={"Authorization": f"Bearer {token}"}
+        ).uploader(
+            file_path=str(large),
+            chunk_size=5 << 20,
+            metadata={"target_type": "Task", "target_id": "gw", "filename": "copy.txt"},
+        )
+        await asyncio.to_thread(uploader.upload)
+        assert uploader.url is not None and uploader.url.startswith(base)
+        upload_id = uploader.url.rsplit("/", 1)[1]
 
-            async with aiohttp.ClientSession() as http:
-                auth = {"Authorization": f"Bearer {token}"}
-                for _ in range(150):
-                    async with http.get(f"{base}/v1/uploads/{upload_id}", headers=auth) as resp:
-                        status = await resp.json()
-                    if status["status"] in ("complete", "failed"):
-                        break
-                    await asyncio.sleep(0.2)
-                assert status["status"] == "complete", status
-                assert status["attachment"]["sha256"] == hashlib.sha256(large.read_bytes()).hexdigest()
+        async with aiohttp.ClientSession() as http:
+            auth = {"Authorization": f"Bearer {token}"}
+            for _ in range(150):
+                async with http.get(f"{base}/v1/uploads/{upload_id}", headers=auth) as resp:
+                    status = await resp.json()
+                if status["status"] in ("complete", "failed"):
+                    break
+                await asyncio.sleep(0.2)
+            assert status["status"] == "complete", status
+            assert status["attachment"]["sha256"] == hashlib.sha256(large.read_bytes()).hexdigest()
 
-                # Autotask: create through a ticket's child collection, then find it with AttachmentInfo.
-                root = f"{base}/compat/autotask/atservicesrest/v1.0"
-                autotask = {"ApiIntegrationCode": "GW", "UserName": "api@example.com", "Secret": token}
-                body = {
-                    "id": 0,
-                    "title": "notes.txt",
-                    "fullPath": "notes.txt",
-                    "attachmentType": "FILE_ATTACHMENT",
-                    "publish": 1,
-                    "data": base64.b64encode(b"through the gateway").decode(),
-                }
-                async with http.post(f"{root}/Tickets/77/Attachments", json=body, headers=autotask) as resp:
-                    assert resp.status == 200, await resp.text()
-                    item_id = (await resp.json())["itemId"]
-                query = {"filter": [{"op": "eq", "field": "ticketID", "value": 77}]}
-                async with http.post(f"{root}/AttachmentInfo/query", json=query, headers=autotask) as resp:
-                    assert resp.status == 200, await resp.text()
-                    assert [i["id"] for i in (await resp.json())["items"]] == [item_id]
+            # Autotask: create through a ticket's child collection, then find it with AttachmentInfo.
+            root = f"{base}/compat/autotask/atservicesrest/v1.0"
+            autotask = {"ApiIntegrationCode": "GW", "UserName": "api@example.com", "Secret": token}
+            body = {
+                "id": 0,
+                "title": "notes.txt",
+                "fullPath": "notes.txt",
+                "attachmentType": "FILE_ATTACHMENT",
+                "publish": 1,
+                "data": base64.b64encode(b"through the gateway").decode(),
+            }
+            async with http.post(f"{root}/Tickets/77/Attachments", json=body, headers=autotask) as resp:
+                assert resp.status == 200, await resp.text()
+                item_id = (await resp.json())["itemId"]
+            query = {"filter": [{"op": "eq", "field": "ticketID", "value": 77}]}
+            async with http.post(f"{root}/AttachmentInfo/query", json=query, headers=autotask) as resp:
+                assert resp.status == 200, await resp.text()
+                assert [i["id"] for i in (await resp.json())["items"]] == [item_id]
 
-                # EspoCRM: the upload, then its bytes.
-                espo = {"X-Api-Key": token}
-                upload = {
-                    "name": "espo.txt",
-                    "type": "text/plain",
-                    "role": "Attachment",
-                    "parentType": "Note",
-                    "field": "attachments",
-                    "file": "data:text/plain;base64," + base64.b64encode(b"espo bytes").decode(),
-                }
-                async with http.post(f"{base}/compat/espocrm/api/v1/Attachment", json=upload, headers=espo) as resp:
-                    assert resp.status == 200, await resp.text()
-                    espo_id = (await resp.json())["id"]
-                async with http.get(f"{base}/compat/espocrm/api/v1/Attachment/file/{espo_id}", headers=espo) as resp:
-                    assert resp.status == 200 and await resp.read() == b"espo bytes"
+            # EspoCRM: the upload, then its bytes.
+            espo = {"X-Api-Key": token}
+            upload = {
+                "name": "espo.txt",
+                "type": "text/plain",
+                "role": "Attachment",
+                "parentType": "Note",
+                "field": "attachments",
+                "file": "data:text/plain;base64," + base64.b64encode(b"espo bytes").decode(),
+            }
+            async with http.post(f"{base}/compat/espocrm/api/v1/Attachment", json=upload, headers=espo) as resp:
+                assert resp.status == 200, await resp.text()
+                espo_id = (await resp.json())["id"]
+            async with http.get(f"{base}/compat/espocrm/api/v1/Attachment/file/{espo_id}", headers=espo) as resp:
+                assert resp.status == 200 and await resp.read() == b"espo bytes"
 
-                # What no rule routes is the gateway's, whichever part would serve it.
-                for path in ("/metrics", "/healthz", "/v2/attachments"):
-                    async with http.get(f"{base}{path}") as resp:
-                        assert (resp.status, await resp.text()) == (404, "no route")
-        rows = await db.fetch("SELECT name, target_type, target_id FROM attachments WHERE account_id = $1", account)
-        assert len(rows) == 5
-    finally:
-        codes = stop_all(procs)
-    assert codes == [0] * len(procs)
+            # What no rule routes is the gateway's, whichever part would serve it.
+            for path in ("/metrics", "/healthz", "/v2/attachments"):
+                async with http.get(f"{base}{path}") as resp:
+                    assert (resp.status, await resp.text()) == (404, "no route")
+    rows = await db.fetch("SELECT name, target_type, target_id FROM attachments WHERE account_id = $1", account)
+    assert len(rows) == 5
