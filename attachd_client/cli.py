@@ -360,7 +360,9 @@ def cmd_rm(args: argparse.Namespace) -> None:
 # -- the parsers -------------------------------------------------------------------------------------------
 
 
-def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` that prints the parser's own message when a value is refused."""
+
     def convert(text: str) -> Any:
         try:
             return parse(text)
@@ -386,29 +388,29 @@ def add_parsers(sub: Any) -> None:
     """``upload``, ``ls``, ``get`` and ``rm`` on the ``attachd`` command (services/cli.py)."""
     upload = sub.add_parser("upload", help="upload files and folders to a target, resumably, with progress")
     upload.add_argument("paths", nargs="+", metavar="PATH", help="files, and folders (uploaded recursively)")
-    upload.add_argument("--target", required=True, type=_typed(Target.parse), help="TYPE:ID, like Task:42")
+    upload.add_argument("--target", required=True, type=argument_type(Target.parse), help="TYPE:ID, like Task:42")
     upload.add_argument("--name", default=None, help="the attachment's name (one file only)")
     upload.add_argument(
         "--again", action="store_true", help="upload files an earlier run uploaded too (default: leave them)"
     )
-    upload.add_argument("--parallel", type=_typed(_positive), default=2, help="files at a time (default 2)")
+    upload.add_argument("--parallel", type=argument_type(_positive), default=2, help="files at a time (default 2)")
     upload.add_argument(
         "--tus-threshold",
-        type=_typed(parse_size),
+        type=argument_type(parse_size),
         default=DEFAULT_TUS_THRESHOLD,
         help="files larger than this go over tus, resumably (default 8M)",
     )
     upload.add_argument(
-        "--chunk-size", type=_typed(parse_size), default=tus.DEFAULT_CHUNK, help="tus chunk size (default 8M)"
+        "--chunk-size", type=argument_type(parse_size), default=tus.DEFAULT_CHUNK, help="tus chunk size (default 8M)"
     )
     upload.add_argument(
-        "--limit-rate", type=_typed(parse_size), default=None, help="bytes per second per file, like 2M"
+        "--limit-rate", type=argument_type(parse_size), default=None, help="bytes per second per file, like 2M"
     )
     _connection_options(upload)
     upload.set_defaults(run=cmd_upload)
 
     ls = sub.add_parser("ls", help="list a target's attachments")
-    ls.add_argument("--target", required=True, type=_typed(Target.parse), help="TYPE:ID, like Task:42")
+    ls.add_argument("--target", required=True, type=argument_type(Target.parse), help="TYPE:ID, like Task:42")
     ls.add_argument("--order-by", default="-created_at", help="as the API's order_by (default -created_at)")
     ls.add_argument("--all-versions", action="store_true", help="older versions too")
     _connection_options(ls)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from attachd_client import cli as client_commands
+from attachd_client.cli import argument_type
 from services.core import db, logs
 from services.core.auth import READ, WRITE, mint_token
 from services.core.settings import SPECS, Settings, load_settings
@@ -373,18 +374,6 @@ def cmd_limits(args: argparse.Namespace) -> None:
 # -- attachd keys ------------------------------------------------------------------------------------------
 
 
-def _parsed_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse ``type`` that prints the parser's own message when a value is refused."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
 def _account(text: str) -> str:
     from services.core.errors import ApiError
     from services.core.validation import parse_account_id
@@ -557,21 +546,26 @@ def _add_keys_parser(sub: Any) -> None:
     dev_dir = "use the database of `attachd dev --data-dir DIR` (the default without ATTACHD_DATABASE_URL: .attachd)"
 
     create = commands.add_parser("create", help="create a key and print it, once (its last line is the key)")
-    create.add_argument("--account", required=True, type=_parsed_by(_account))
-    create.add_argument("--scope", default=f"{READ} {WRITE}", type=_parsed_by(apikeys.parse_scopes))
-    create.add_argument("--actor-type", default="Application", type=_parsed_by(apikeys.parse_actor_type))
+    create.add_argument("--account", required=True, type=argument_type(_account))
+    create.add_argument("--scope", default=f"{READ} {WRITE}", type=argument_type(apikeys.parse_scopes))
+    create.add_argument("--actor-type", default="Application", type=argument_type(apikeys.parse_actor_type))
     create.add_argument("--actor-id", default=None, help="who the key acts as (default: its name, else its prefix)")
-    create.add_argument("--profile", default=None, type=_parsed_by(apikeys.parse_profile), help="limit it to one")
+    create.add_argument("--profile", default=None, type=argument_type(apikeys.parse_profile), help="limit it to one")
     create.add_argument(
-        "--bind", default=None, type=_parsed_by(apikeys.parse_bindings), help="the profile's path values: org=1,..."
+        "--bind",
+        default=None,
+        type=argument_type(apikeys.parse_bindings),
+        help="the profile's path values: org=1,...",
     )
-    create.add_argument("--expires", default=None, type=_parsed_by(_expiry), help="90d, 12h, or 2027-01-01T00:00:00Z")
-    create.add_argument("--name", default=None, type=_parsed_by(apikeys.parse_name))
+    create.add_argument(
+        "--expires", default=None, type=argument_type(_expiry), help="90d, 12h, or 2027-01-01T00:00:00Z"
+    )
+    create.add_argument("--name", default=None, type=argument_type(apikeys.parse_name))
     create.add_argument("--data-dir", default=None, help=dev_dir)
     create.set_defaults(run=cmd_keys_create)
 
     listing = commands.add_parser("list", help="an account's keys (never the keys themselves)")
-    listing.add_argument("--account", required=True, type=_parsed_by(_account))
+    listing.add_argument("--account", required=True, type=argument_type(_account))
     listing.add_argument("--json", action="store_true", help="as a JSON array")
     listing.add_argument("--data-dir", default=None, help=dev_dir)
     listing.set_defaults(run=cmd_keys_list)
