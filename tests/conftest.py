@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.cli import combined_app
 from services.core import db as dbmod
+from services.core import logs
 from services.core.auth import READ, WRITE, mint_token
 from services.core.settings import Settings, load_settings
 from services.core.storage import Storage, open_storage
@@ -36,6 +38,21 @@ from tests.s3server import MotoS3
 from workers.settings import create_worker, stop_worker
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """``attachd`` commands run in-process point the root logger at the captured stderr of the test's call;
+    put it back as it was once the call ends, or the logging of its teardown and of every later test writes to
+    a closed file."""
+    root = logging.getLogger()
+    level = root.level
+    try:
+        return (yield)
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == logs.HANDLER_NAME]:
+            root.removeHandler(handler)
+        root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
@@ -159,6 +176,15 @@ class Service:
         keys = [o.key async for o in self.storage.list(f"objects/{self.account}/")]
         keys += [o.key async for o in self.storage.list("staging/")]
         return sorted(keys)
+
+    async def settled_keys(self, timeout: float = 5.0) -> list[str]:
+        """``stored_keys()`` once no staged input is left, or the timeout has passed. A worker that refuses
+        an upload answers first and drops its staged input just after (a crash in between leaves the input
+        to the sweeper, never an upload without an answer), so a test that saw the refusal waits for that."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while [o async for o in self.storage.list("staging/")] and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return await self.stored_keys()
 
     async def finished_upload(self, status_url: str, timeout: float = 10.0) -> dict[str, Any]:
         """Poll a write's status URL until it is complete or failed, as an async client would."""

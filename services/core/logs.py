@@ -117,9 +117,13 @@ def parse_format(text: str) -> str:
     return value
 
 
+HANDLER_NAME = "attachd"
+
+
 def configure(log_format: str, level: str | int = "INFO", stream: TextIO | None = None) -> None:
     """Every logger of the process writes to ``stream`` (stderr) in ``log_format``, from ``level`` up."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if parse_format(log_format) == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
