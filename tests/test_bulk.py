@@ -61,7 +61,7 @@ async def test_atomic_bulk_with_one_bad_file_creates_nothing(service):
     assert body["error"]["code"] == "upload_refused"
     assert [(e["index"], e["code"]) for e in body["errors"]] == [(1, "content_mismatch"), (3, "invalid_extension")]
     assert await service.rows() == []
-    assert await service.stored_keys() == []
+    assert await service.settled_keys() == []
 
 
 async def test_multipart_atomic_bulk_refuses_an_oversized_file_and_keeps_nothing(make_service):
@@ -75,7 +75,7 @@ async def test_multipart_atomic_bulk_refuses_an_oversized_file_and_keeps_nothing
         errors = (await resp.json())["errors"]
         assert [(e["index"], e["code"], e["filename"]) for e in errors] == [(1, "size_exceeded", "huge.jpg")]
         assert await svc.rows() == []
-        assert await svc.stored_keys() == []
+        assert await svc.settled_keys() == []
 
 
 async def test_more_files_than_the_limit_is_a_400_before_any_work(make_service):

@@ -136,7 +136,7 @@ async def native_count(service: Service, task: int, **auth: Any) -> int:
 
 async def nothing_stored(service: Service) -> None:
     assert await service.rows() == []
-    assert await service.stored_keys() == []
+    assert await service.settled_keys() == []
 
 
 # --- the document's example, its answer's shape ------------------------------------------------------------

@@ -101,7 +101,7 @@ async def created_item(svc: Service, **kw: Any) -> dict[str, Any]:
 
 async def nothing_stored(svc: Service) -> None:
     assert await svc.rows() == []
-    assert await svc.stored_keys() == []
+    assert await svc.settled_keys() == []
 
 
 # -- the pure translation ---------------------------------------------------------------------------

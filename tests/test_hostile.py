@@ -1021,12 +1021,7 @@ async def assert_refused(resp, *, status: int | None = None, code: str | None = 
 async def assert_nothing_stored(svc) -> None:
     assert await svc.rows() == []
     assert await svc.events() == []
-    # A worker that refused an upload publishes its answer first, then drops the staged bytes (so a crash in
-    # between leaves them to the sweeper, never an upload without an answer): give it a moment.
-    deadline = time.monotonic() + 5
-    while (keys := await svc.stored_keys()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert keys == []
+    assert await svc.settled_keys() == []
 
 
 def _token_parts(headers: dict[str, str]) -> list[str]:

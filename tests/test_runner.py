@@ -65,7 +65,7 @@ async def test_a_job_stuck_before_its_commit_is_retried_then_answers_failed_and_
         assert status["status"] == "failed" and status["error"]["code"] == "internal_error", status
         assert len(runs) == runner.MAX_TRIES
         assert await svc.rows() == []
-        assert await svc.stored_keys() == []  # neither the staged input nor the objects a run wrote
+        assert await svc.settled_keys() == []  # neither the staged input nor the objects a run wrote
         assert await sweep(svc) == {"requeued": 0, "deleted": 0, "expired": 0}
 
 

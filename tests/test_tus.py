@@ -324,18 +324,20 @@ async def test_termination_deletes_the_bytes_and_aborts_the_s3_multipart_upload(
 
 
 async def test_an_expired_upload_is_gone_and_the_sweeper_takes_its_bytes(make_service, s3_endpoint):
-    async with make_service(backend="s3", s3_endpoint=s3_endpoint, tus_expiry_s=1) as svc:
+    expiry_s = 4  # long enough for the sweep below to come while it is live, on a busy machine too
+    async with make_service(backend="s3", s3_endpoint=s3_endpoint, tus_expiry_s=expiry_s) as svc:
         url = await create_upload(svc, length=9 * MiB, metadata=task_metadata("slow.txt", "late"))
         async with svc.client.patch(url, data=b"y" * (6 * MiB), headers=patch_headers(svc, 0)) as r:
             assert r.status == 204
             expires = r.headers["Upload-Expires"]
+        expired_at = time.monotonic() + expiry_s
         assert expires.endswith(" GMT")
         s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
         bucket = svc.settings.storage_url.split("/")[2]
         # A sweep while it is live leaves its multipart upload alone (moto dates every one 2010: "old").
         assert (await sweep(svc))["expired"] == 0
         assert len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(expired_at + 0.2 - time.monotonic())
         async with svc.client.patch(url, data=b"y", headers=patch_headers(svc, 6 * MiB)) as r:
             assert r.status == 410 and (await r.json())["error"]["code"] == "upload_expired"
 
