@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 import uuid_utils
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,13 +27,14 @@ def key_name(svc: Service, key: str) -> str:
 async def test_a_key_whose_request_died_mid_stream_is_free_once_its_claim_lapses(service):
     redis = await jobs.connect(service.settings.redis_url)
     try:  # what an ingress killed while receiving the first request leaves behind
-        await redis.set(key_name(service, "k-dead"), f"{writes.PENDING}{uuid_utils.uuid7()}", ex=1)
+        lapses = time.monotonic() + 3  # time for the first request to find it held, on a busy machine
+        await redis.set(key_name(service, "k-dead"), f"{writes.PENDING}{uuid_utils.uuid7()}", ex=3)
         early = await service.upload_json(body(b"retry's bytes"), headers={"Idempotency-Key": "k-dead"})
         assert early.status == 409, await early.text()
         error = (await early.json())["error"]
         assert (error["code"], error["field"]) == ("idempotency_key_in_use", "Idempotency-Key")
         assert early.headers["Retry-After"] == str(writes.PENDING_TTL_S)
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(lapses + 0.2 - time.monotonic())
         retry = await service.upload_json(body(b"retry's bytes"), headers={"Idempotency-Key": "k-dead"})
         assert retry.status == 201, await retry.text()
         [row] = await service.rows()
