@@ -21,6 +21,7 @@ from packaging.version import Version
 
 from services import cli
 from services.embedded import free_port
+from tests.image_context import image_source_tree
 from tests.test_cli import read_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +88,18 @@ def attachd_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def test_the_image_build_receives_every_package_the_wheel_ships_and_nothing_else(tmp_path):
+    """deploy/Dockerfile builds the wheel from what .dockerignore and its COPYs let in: every package
+    pyproject.toml ships must be there (`attachd` imports them all), and no bytecode, test or checkout."""
+    tree = image_source_tree(tmp_path)
+    packages = [p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+    for package in packages:
+        assert (tree / package / "__init__.py").is_file(), f"the image's build never receives {package}/"
+    files = [p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()]
+    assert not [f for f in files if "__pycache__" in f or f.startswith(("tests/", ".venv", ".git/"))]
+    assert {"pyproject.toml", "README.md", "requirements/runtime.txt"} <= set(files)
+
+
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
     done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
@@ -94,12 +107,15 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
 
 
 async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_database):
-    """Built, installed as deploy/Dockerfile installs it (requirements/runtime.txt with its hashes, then the
-    wheel alone), it knows its version, refuses `attachd dev` without the extra, migrates a database, and,
-    with the extra, runs `attachd dev` until SIGTERM, all from outside the checkout."""
+    """Built from what deploy/Dockerfile's build stage receives and installed as it installs it
+    (requirements/runtime.txt with its hashes, then the wheel alone), it knows its version, refuses
+    `attachd dev` without the extra, migrates a database, and, with the extra, runs `attachd dev` until
+    SIGTERM, all from outside the checkout."""
     dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
     work.mkdir()
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, ROOT, cwd=work)
+    # From the files the image's build stage has (.dockerignore, then its COPYs), not the whole checkout.
+    source = image_source_tree(tmp_path / "src")
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, source, cwd=work)
     (wheel,) = dist.glob("attachd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "services/core/migrations/0001_initial.sql" in names
