@@ -13,6 +13,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from attachd_client import AsyncClient, Target
 from services.compat import app as compat_app
 from services.console import app as console_app
 from services.core.settings import Settings
@@ -21,7 +22,8 @@ from services.query import app as query_app
 from services.web import openapi
 from services.web.http import base_app
 
-K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
 BACKENDS = {"ingress": "attachd-ingress", "query": "attachd-query", "compat": "attachd-compat"}
 SAMPLES = {
     "id": str(uuid.UUID(int=7)),
@@ -200,3 +202,25 @@ def test_probes_hit_the_routes_the_part_serves_on_the_port_it_listens_on(part):
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert base_config()["ATTACHD_TMP_DIR"] == "/tmp"
     assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+
+
+def compose_environment() -> dict[str, str]:
+    """The settings compose.yaml gives every attachd container."""
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())["x-attachd"]["environment"]
+
+
+async def test_a_tus_upload_stays_on_the_ingress_when_the_public_url_names_the_query_service(make_service, tmp_path):
+    """compose.yaml and the dev overlay publish the ingress and the query service on two ports, with
+    ATTACHD_PUBLIC_URL on the query service's (where the signed links are served). A tus upload sent to the
+    ingress's port must go on there: its upload URL is the ingress's, not the query service's."""
+    public_url = compose_environment()["ATTACHD_PUBLIC_URL"]
+    dev_overlay = yaml.safe_load((K8S / "overlays" / "dev" / "kustomization.yaml").read_text())
+    assert f"ATTACHD_PUBLIC_URL={public_url}" in dev_overlay["configMapGenerator"][0]["literals"]
+    big = tmp_path / "survey.log"
+    big.write_bytes(b"a line of the survey\n" * 4096)
+    async with make_service(public_url=public_url) as svc:
+        ingress = str(svc.client.make_url("/"))
+        async with AsyncClient(ingress, svc.token(), tus_threshold=1024, chunk_size=32 * 1024) as attachd:
+            record = await attachd.upload(big, Target("Task", "42"))
+    assert record.size == big.stat().st_size
+    assert record.file.original and record.file.original.startswith(f"{public_url}/v1/files/")
