@@ -14,9 +14,10 @@ import yaml
 from aiohttp import web
 
 from attachd_client import AsyncClient, Target
+from services import cli
 from services.compat import app as compat_app
 from services.console import app as console_app
-from services.core.settings import Settings
+from services.core.settings import KNOWN_VARIABLES, Settings
 from services.ingress import app as ingress_app
 from services.query import app as query_app
 from services.web import openapi
@@ -202,6 +203,62 @@ def test_probes_hit_the_routes_the_part_serves_on_the_port_it_listens_on(part):
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert base_config()["ATTACHD_TMP_DIR"] == "/tmp"
     assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+
+
+def attachd_containers(node: Any) -> list[dict[str, Any]]:
+    """Every container running the attachd image in ``node`` (a manifest, or a patch's operations)."""
+    if isinstance(node, list):
+        return [c for item in node for c in attachd_containers(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node] if node.get("image") == "attachd" and "args" in node else []
+    return here + [c for value in node.values() for c in attachd_containers(value)]
+
+
+def manifest_commands() -> list[list[str]]:
+    """The ``attachd`` arguments every deployment runs: the Deployments' containers and init containers (the
+    overlays' patches included), compose.yaml's services and the image's HEALTHCHECK."""
+    commands = []
+    for path in sorted(K8S.rglob("*.yaml")):
+        for doc in documents(path):
+            commands += [c["args"] for c in attachd_containers(doc)]
+            for patch in doc.get("patches", []):
+                commands += [c["args"] for c in attachd_containers(yaml.safe_load(patch["patch"]))]
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    commands += [s["command"] for s in compose["services"].values() if s["image"].startswith("attachd:")]
+    healthcheck = re.search(r"^HEALTHCHECK .* CMD (\[.*\])$", (ROOT / "deploy" / "Dockerfile").read_text(), re.M)
+    assert healthcheck, "deploy/Dockerfile has a HEALTHCHECK"
+    assert yaml.safe_load(healthcheck[1])[0] == "attachd"
+    commands.append(yaml.safe_load(healthcheck[1])[1:])
+    return commands
+
+
+def test_every_attachd_command_the_deployments_run_exists_with_those_options():
+    commands = manifest_commands()
+    assert {c[0] for c in commands} >= {
+        "ingress",
+        "query",
+        "compat",
+        "worker",
+        "migrate",
+        "create-bucket",
+        "healthcheck",
+    }
+    for args in commands:
+        parsed = cli.parser().parse_args(args)  # an unknown command or option: SystemExit
+        assert parsed.run, args
+
+
+def test_every_attachd_variable_the_deployments_name_is_one_attachd_reads():
+    """A misspelt ATTACHD_* variable is only a warning in the log, and the setting keeps its default."""
+    texts = {
+        path: path.read_text() for path in [*(ROOT / "deploy").rglob("*"), ROOT / "compose.yaml"] if path.is_file()
+    }
+    named = {
+        (path.relative_to(ROOT), name) for path, text in texts.items() for name in re.findall(r"ATTACHD_\w+", text)
+    }
+    assert len(named) > 20
+    assert {(path, name) for path, name in named if name not in KNOWN_VARIABLES} == set()
 
 
 def compose_environment() -> dict[str, str]:
