@@ -281,3 +281,16 @@ async def test_a_tus_upload_stays_on_the_ingress_when_the_public_url_names_the_q
             record = await attachd.upload(big, Target("Task", "42"))
     assert record.size == big.stat().st_size
     assert record.file.original and record.file.original.startswith(f"{public_url}/v1/files/")
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["create-bucket", "--wait", "1"]], ids=lambda args: args[0])
+def test_an_init_container_says_what_setting_is_wrong_in_one_line(args, monkeypatch, caplog):
+    """Every pod runs `attachd migrate` (and the dev overlay `create-bucket`) before its part: a setting that
+    does not parse stops them as it stops the parts, in one line naming it (exit code 2), not a traceback."""
+    monkeypatch.setattr(cli.logs, "configure", lambda *args, **kwargs: None)
+    monkeypatch.setenv("ATTACHD_TUS_PART_BYTES", "1024")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert line.startswith(f"attachd {args[0]} cannot start: ATTACHD_TUS_PART_BYTES: must be at least")
