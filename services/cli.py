@@ -273,14 +273,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    database_url = load_settings().database_url
+    database_url = _settings().database_url
     for migration in asyncio.run(db.migrate(database_url)):
         print(f"applied {migration.name}", flush=True)
     print(f"schema is up to date: version {asyncio.run(db.schema_version(database_url))}")
 
 
 def cmd_create_bucket(args: argparse.Namespace) -> None:
-    settings = load_settings()
+    settings = _settings()
     parsed = urllib.parse.urlparse(settings.storage_url)
     if parsed.scheme != "s3":
         print(f"{settings.storage_url} is not s3://bucket/prefix: no bucket to create")

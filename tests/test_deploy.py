@@ -13,15 +13,18 @@ import pytest
 import yaml
 from aiohttp import web
 
+from attachd_client import AsyncClient, Target
+from services import cli
 from services.compat import app as compat_app
 from services.console import app as console_app
-from services.core.settings import Settings
+from services.core.settings import KNOWN_VARIABLES, Settings
 from services.ingress import app as ingress_app
 from services.query import app as query_app
 from services.web import openapi
 from services.web.http import base_app
 
-K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
 BACKENDS = {"ingress": "attachd-ingress", "query": "attachd-query", "compat": "attachd-compat"}
 SAMPLES = {
     "id": str(uuid.UUID(int=7)),
@@ -200,3 +203,94 @@ def test_probes_hit_the_routes_the_part_serves_on_the_port_it_listens_on(part):
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert base_config()["ATTACHD_TMP_DIR"] == "/tmp"
     assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+
+
+def attachd_containers(node: Any) -> list[dict[str, Any]]:
+    """Every container running the attachd image in ``node`` (a manifest, or a patch's operations)."""
+    if isinstance(node, list):
+        return [c for item in node for c in attachd_containers(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node] if node.get("image") == "attachd" and "args" in node else []
+    return here + [c for value in node.values() for c in attachd_containers(value)]
+
+
+def manifest_commands() -> list[list[str]]:
+    """The ``attachd`` arguments every deployment runs: the Deployments' containers and init containers (the
+    overlays' patches included), compose.yaml's services and the image's HEALTHCHECK."""
+    commands = []
+    for path in sorted(K8S.rglob("*.yaml")):
+        for doc in documents(path):
+            commands += [c["args"] for c in attachd_containers(doc)]
+            for patch in doc.get("patches", []):
+                commands += [c["args"] for c in attachd_containers(yaml.safe_load(patch["patch"]))]
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    commands += [s["command"] for s in compose["services"].values() if s["image"].startswith("attachd:")]
+    healthcheck = re.search(r"^HEALTHCHECK .* CMD (\[.*\])$", (ROOT / "deploy" / "Dockerfile").read_text(), re.M)
+    assert healthcheck, "deploy/Dockerfile has a HEALTHCHECK"
+    assert yaml.safe_load(healthcheck[1])[0] == "attachd"
+    commands.append(yaml.safe_load(healthcheck[1])[1:])
+    return commands
+
+
+def test_every_attachd_command_the_deployments_run_exists_with_those_options():
+    commands = manifest_commands()
+    assert {c[0] for c in commands} >= {
+        "ingress",
+        "query",
+        "compat",
+        "worker",
+        "migrate",
+        "create-bucket",
+        "healthcheck",
+    }
+    for args in commands:
+        parsed = cli.parser().parse_args(args)  # an unknown command or option: SystemExit
+        assert parsed.run, args
+
+
+def test_every_attachd_variable_the_deployments_name_is_one_attachd_reads():
+    """A misspelt ATTACHD_* variable is only a warning in the log, and the setting keeps its default."""
+    texts = {
+        path: path.read_text() for path in [*(ROOT / "deploy").rglob("*"), ROOT / "compose.yaml"] if path.is_file()
+    }
+    named = {
+        (path.relative_to(ROOT), name) for path, text in texts.items() for name in re.findall(r"ATTACHD_\w+", text)
+    }
+    assert len(named) > 20
+    assert {(path, name) for path, name in named if name not in KNOWN_VARIABLES} == set()
+
+
+def compose_environment() -> dict[str, str]:
+    """The settings compose.yaml gives every attachd container."""
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())["x-attachd"]["environment"]
+
+
+async def test_a_tus_upload_stays_on_the_ingress_when_the_public_url_names_the_query_service(make_service, tmp_path):
+    """compose.yaml and the dev overlay publish the ingress and the query service on two ports, with
+    ATTACHD_PUBLIC_URL on the query service's (where the signed links are served). A tus upload sent to the
+    ingress's port must go on there: its upload URL is the ingress's, not the query service's."""
+    public_url = compose_environment()["ATTACHD_PUBLIC_URL"]
+    dev_overlay = yaml.safe_load((K8S / "overlays" / "dev" / "kustomization.yaml").read_text())
+    assert f"ATTACHD_PUBLIC_URL={public_url}" in dev_overlay["configMapGenerator"][0]["literals"]
+    big = tmp_path / "survey.log"
+    big.write_bytes(b"a line of the survey\n" * 4096)
+    async with make_service(public_url=public_url) as svc:
+        ingress = str(svc.client.make_url("/"))
+        async with AsyncClient(ingress, svc.token(), tus_threshold=1024, chunk_size=32 * 1024) as attachd:
+            record = await attachd.upload(big, Target("Task", "42"))
+    assert record.size == big.stat().st_size
+    assert record.file.original and record.file.original.startswith(f"{public_url}/v1/files/")
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["create-bucket", "--wait", "1"]], ids=lambda args: args[0])
+def test_an_init_container_says_what_setting_is_wrong_in_one_line(args, monkeypatch, caplog):
+    """Every pod runs `attachd migrate` (and the dev overlay `create-bucket`) before its part: a setting that
+    does not parse stops them as it stops the parts, in one line naming it (exit code 2), not a traceback."""
+    monkeypatch.setattr(cli.logs, "configure", lambda *args, **kwargs: None)
+    monkeypatch.setenv("ATTACHD_TUS_PART_BYTES", "1024")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert line.startswith(f"attachd {args[0]} cannot start: ATTACHD_TUS_PART_BYTES: must be at least")

@@ -4,11 +4,13 @@ as the image installs it (the locked versions, then the wheel, no source tree), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -21,8 +23,10 @@ from packaging.version import Version
 
 from services import cli
 from services.embedded import free_port
+from tests.conftest import JWT_SECRET
 from tests.image_context import image_source_tree
 from tests.test_cli import read_until
+from tests.test_deploy import K8S, base_config, find
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -106,11 +110,57 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_database):
+def deployment_part(part: str, port: int, stores: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """A part's arguments and environment as its Deployment in deploy/k8s/base gives them (the ConfigMap, then
+    its own env), on ``port`` and with ``stores`` (ATTACHD_DATABASE_URL...) for the Secret's."""
+    (container,) = find("Deployment", f"attachd-{part}", K8S / "base")["spec"]["template"]["spec"]["containers"]
+    args = list(container["args"])
+    args[args.index("--port") + 1] = str(port)
+    env = {**base_config(), **{e["name"]: e["value"] for e in container.get("env", [])}, **stores}
+    return args, attachd_env(**env)
+
+
+async def runs_each_part_as_its_deployment_does(attachd: Path, work: Path, stores: dict[str, str]) -> None:
+    """`attachd create-bucket`, then the ingress, query service, compat profiles and a worker, each with its
+    Deployment's arguments and settings: each answers its probes' routes and the image's HEALTHCHECK command,
+    and stops cleanly on SIGTERM."""
+    made = run(attachd, "create-bucket", cwd=work, env=attachd_env(**{**base_config(), **stores}))
+    assert made.startswith("bucket ") and "created" in made
+    ports = {part: free_port() for part in ("ingress", "query", "compat", "worker")}
+    procs = {}
+    for part, port in ports.items():
+        args, env = deployment_part(part, port, stores)
+        procs[part] = subprocess.Popen(
+            [attachd, *args], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for part, port in ports.items():
+                for _ in range(300):
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                            if resp.status == 200:
+                                break
+                    assert procs[part].poll() is None, f"attachd {part} stopped:\n{procs[part].communicate()[0]}"
+                    await asyncio.sleep(0.1)
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    assert resp.status == 200, part
+                healthcheck = [attachd, "healthcheck", "--port", str(port)]
+                assert subprocess.run(healthcheck, cwd=work, capture_output=True).returncode == 0, part
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        outputs = {part: proc.communicate(timeout=60)[0] for part, proc in procs.items()}
+    for part, proc in procs.items():
+        assert proc.returncode == 0, f"attachd {part}: exit {proc.returncode}\n{outputs[part]}"
+        assert "ignoring unknown environment variables" not in outputs[part]
+
+
+async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_database, redis_url, s3_endpoint):
     """Built from what deploy/Dockerfile's build stage receives and installed as it installs it
     (requirements/runtime.txt with its hashes, then the wheel alone), it knows its version, refuses
-    `attachd dev` without the extra, migrates a database, and, with the extra, runs `attachd dev` until
-    SIGTERM, all from outside the checkout."""
+    `attachd dev` without the extra, migrates a database, runs each part as deploy/k8s runs it (on S3), and,
+    with the extra, runs `attachd dev` until SIGTERM, all from outside the checkout."""
     dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
     work.mkdir()
     # From the files the image's build stage has (.dockerignore, then its COPYs), not the whole checkout.
@@ -142,6 +192,18 @@ async def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path, new_datab
     database = await new_database()
     migrated = run(attachd, "migrate", cwd=work, env=attachd_env(ATTACHD_DATABASE_URL=database))
     assert "applied 0001_initial" in migrated and "schema is up to date" in migrated
+    stores = {
+        "ATTACHD_DATABASE_URL": database,
+        # Another Redis database than the other tests': this worker takes nobody else's jobs.
+        "ATTACHD_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/7",
+        "ATTACHD_STORAGE_URL": f"s3://image-{os.getpid()}-{time.monotonic_ns()}/files",
+        "ATTACHD_S3_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "ATTACHD_JWT_SECRET": JWT_SECRET,
+        "ATTACHD_HOST": "127.0.0.1",
+    }
+    await runs_each_part_as_its_deployment_does(attachd, work, stores)
 
     # The extra at the versions requirements/dev.txt pins (as constraints: hashes are for whole locks).
     constraints = tmp_path / "constraints.txt"
