@@ -21,7 +21,7 @@ from services.core.settings import KNOWN_VARIABLES, Settings
 from services.ingress import app as ingress_app
 from services.query import app as query_app
 from services.web import openapi
-from services.web.http import base_app
+from services.web.http import base_app, reached_by
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -281,6 +281,59 @@ async def test_a_tus_upload_stays_on_the_ingress_when_the_public_url_names_the_q
             record = await attachd.upload(big, Target("Task", "42"))
     assert record.size == big.stat().st_size
     assert record.file.original and record.file.original.startswith(f"{public_url}/v1/files/")
+
+
+@pytest.mark.parametrize(
+    ("public_url", "scheme", "host", "expected"),
+    [
+        ("", "http", "127.0.0.1:8082", "http://127.0.0.1:8082"),
+        ("http://127.0.0.1:8081", "http", "127.0.0.1:8082", "http://127.0.0.1:8082"),  # compose: another part
+        ("http://127.0.0.1:8081/", "http", "127.0.0.1:8081", "http://127.0.0.1:8081"),
+        ("https://files.example.com", "http", "files.example.com", "https://files.example.com"),  # the gateway
+        ("https://files.example.com", "http", "files.example.com:443", "https://files.example.com"),
+        ("https://files.example.com/att", "http", "files.example.com", "https://files.example.com/att"),
+        ("https://files.example.com", "http", "files.example.com:8443", "http://files.example.com:8443"),
+        ("https://files.example.com", "http", "not a host", "http://not a host"),
+    ],
+)
+def test_links_back_to_a_part_use_the_public_url_only_for_requests_that_came_by_it(public_url, scheme, host, expected):
+    assert reached_by(public_url, scheme, host) == expected
+
+
+async def test_the_profiles_pages_stay_on_the_compat_part_when_the_public_url_names_the_query_service(
+    make_service,
+):
+    """compose.yaml publishes the compat profiles on a port of their own, with ATTACHD_PUBLIC_URL on the query
+    service's: a profile's next page is where the client reached it, its signed file links are the query
+    service's."""
+    public_url = compose_environment()["ATTACHD_PUBLIC_URL"]
+    async with make_service(public_url=public_url) as svc:
+        own = str(svc.client.make_url("/")).rstrip("/")
+        account = "7001"
+        auth = svc.auth(account, sub="5")
+        bookingsync = "/compat/bookingsync/api/v3/task_management/attachments"
+        for name in ("a.txt", "b.txt"):
+            item = {
+                "target_type": "TaskManagement::Task",
+                "target_id": str(uuid.uuid4()),
+                "remote_file": "aGk=",
+                "name": name,
+            }
+            resp = await svc.client.post(bookingsync, json={"attachments": [item]}, headers=auth)
+            assert resp.status == 201, await resp.text()
+        resp = await svc.client.get(bookingsync, params={"per_page": "1"}, headers=auth)
+        assert resp.status == 200
+        links = [part.split(">")[0].lstrip(" <") for part in resp.headers["Link"].split(",")]
+        assert links and all(link.startswith(f"{own}/compat/bookingsync/") for link in links), links
+        [item] = (await resp.json(content_type=None))["attachments"]
+        assert item["file"]["original"].startswith(f"{public_url}/v1/files/")
+
+        autotask = "/compat/autotask/atservicesrest/v1.0"
+        credential = {"ApiIntegrationCode": "C", "UserName": "u@example.com", "Secret": svc.token(account)}
+        search = {"filter": [{"op": "exist", "field": "id"}], "MaxRecords": 1}
+        resp = await svc.client.post(f"{autotask}/AttachmentInfo/query", json=search, headers=credential)
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["pageDetails"]["nextPageUrl"].startswith(f"{own}{autotask}/AttachmentInfo/")
 
 
 @pytest.mark.parametrize("args", [["migrate"], ["create-bucket", "--wait", "1"]], ids=lambda args: args[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
@@ -15,6 +16,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from yarl import URL
 
 from services.core import apikeys, logs
 from services.core.auth import Principal, TokenVerifier, unauthorized
@@ -317,8 +319,27 @@ async def read_json(
 
 
 def base_url(request: web.Request) -> str:
+    """Where the signed links in a response point: ATTACHD_PUBLIC_URL, else the request's own origin."""
     configured = request.app[SETTINGS].public_url
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+def own_url(request: web.Request) -> str:
+    """Where links back to the part that answers point (a profile's next page)."""
+    return reached_by(request.app[SETTINGS].public_url, request.scheme, request.host)
+
+
+def reached_by(public_url: str, scheme: str, host: str) -> str:
+    """The base URL a client reached a request by: ATTACHD_PUBLIC_URL when the request came by its host (behind
+    the gateway, whose TLS the app never sees), else the request's own scheme and host (a part published on a
+    port of its own, as compose.yaml publishes them, while ATTACHD_PUBLIC_URL names the query service's)."""
+    if public_url:
+        public = URL(public_url)
+        with contextlib.suppress(ValueError):  # a Host header that is no host: the request's own, as given
+            reached = URL(f"{public.scheme}://{host}")
+            if (reached.host, reached.port) == (public.host, public.port):
+                return public_url.rstrip("/")
+    return f"{scheme}://{host}"
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ from services.core.records import COLUMNS
 from services.ingress.handlers import CreateOptions, accept_create, job_base, submit_mutation
 from services.web import credentials
 from services.web.engines import POOL, STORAGE
-from services.web.http import SETTINGS, authenticate, base_url, json_response, read_json
+from services.web.http import SETTINGS, authenticate, json_response, own_url, read_json
 
 ROOT = "/atservicesrest/v1.0"
 _MAX_QUERY_BYTES = 256 * 1024
@@ -93,7 +93,7 @@ def _entity(request: web.Request) -> Parent:
 def _page_url(request: web.Request, tail: str) -> str:
     """The absolute URL of ``tail`` under the root this request came in by (the profile's mount point)."""
     root = request.path[: request.path.index(ROOT) + len(ROOT)]
-    return f"{base_url(request)}{root}/{tail}"
+    return f"{own_url(request)}{root}/{tail}"
 
 
 # -- reads -----------------------------------------------------------------------------------------------

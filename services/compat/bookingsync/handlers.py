@@ -25,7 +25,7 @@ from services.ingress.handlers import CreateOptions, accept_create, job_base, su
 from services.query.handlers import render
 from services.web import credentials
 from services.web.engines import POOL
-from services.web.http import SETTINGS, authenticate, base_url, read_json
+from services.web.http import SETTINGS, authenticate, own_url, read_json
 
 PROFILE = "bookingsync"
 # More than any account has deleted between two syncs in practice; the list stays one statement.
@@ -69,7 +69,7 @@ async def list_attachments(request: web.Request) -> web.Response:
             deleted, _ = await repository.query_attachments(conn, gone, MAX_DELETED_IDS, None, columns="id")
             meta["deleted_ids"] = [str(r["id"]) for r in deleted]
     items = [answers.attachment(r, account, params.fields) for r in render(request, rows)]
-    here = URL(base_url(request) + request.rel_url.path_qs)  # as the client reached it, behind any proxy
+    here = URL(own_url(request) + request.rel_url.path_qs)  # as the client reached it, behind any proxy
     headers = answers.pagination_headers(here, params.page, params.per_page, total)
     headers["X-Updated-Since-Request-Synced-At"] = answers.synced_at(now)
     return respond(answers.envelope(items, meta), headers=headers)
