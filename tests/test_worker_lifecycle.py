@@ -4,6 +4,7 @@ its temp directories do not outlive it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 
@@ -133,3 +134,21 @@ def test_a_worker_removes_the_temp_dirs_of_workers_that_died(settings, tmp_path)
     mine = worker_context.make_tmp_dir(settings)
     assert not dead.exists() and alive.exists()
     assert worker_context.make_tmp_dir(settings) != mine and os.path.isdir(mine)  # this process's stay
+
+
+def test_a_worker_logs_no_line_for_each_cron_run_and_every_line_for_a_job(settings):
+    """arq writes two lines per job; for the crons (close_idle runs every 10 s) they are noise: a cron logs
+    what it did itself. A job's lines stay."""
+    create_worker(settings, handle_signals=False)
+    arq_log = logging.getLogger("arq.worker")
+
+    def line(msg: str, *args: object) -> logging.LogRecord:
+        return arq_log.makeRecord("arq.worker", logging.INFO, "worker.py", 1, msg, args, None)
+
+    cron_run = "cron:close_idle:1764676815000:cron:close_idle"
+    job_run = "01a236e1-aa00-7000-8000-000000000000:ingest"
+    assert not arq_log.filter(line("%6.2fs → %s(%s)%s", 0.01, cron_run, "", ""))
+    assert not arq_log.filter(line("%6.2fs ← %s ● %s", 0.02, cron_run, "{'state': 'complete'}"))
+    assert arq_log.filter(line("%6.2fs → %s(%s)%s", 0.01, job_run, "{...}", ""))
+    assert arq_log.filter(line("%6.2fs ← %s ● %s", 0.02, job_run, "{'state': 'complete'}"))
+    assert arq_log.filter(line("Starting worker for %d functions: %s", 10, "ingest, cron:close_idle"))

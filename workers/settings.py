@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any, cast
 
 from arq import cron
@@ -71,9 +72,16 @@ def worker_options(settings: Settings, context: WorkerContext | None = None) -> 
     }
 
 
+def not_a_cron_run(record: logging.LogRecord) -> bool:
+    """False for arq's lines about a cron's run (two every 10 s, for close_idle); the crons log what they did."""
+    args = record.args
+    return not (isinstance(args, tuple) and len(args) > 1 and str(args[1]).startswith("cron:"))
+
+
 def create_worker(
     settings: Settings, *, handle_signals: bool = True, context: WorkerContext | None = None, **overrides: Any
 ) -> Worker:
+    logging.getLogger("arq.worker").addFilter(not_a_cron_run)
     worker = Worker(**{**worker_options(settings, context), "handle_signals": handle_signals, **overrides})
     # arq marks a job in progress for its longest timeout; the runner renews a shorter mark instead, so the
     # job of a worker that died runs again within IN_PROGRESS_S (not after five minutes).
