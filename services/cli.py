@@ -26,7 +26,7 @@ from attachd_client.cli import argument_type
 from services.core import db, logs
 from services.core.auth import READ, WRITE, mint_token
 from services.core.settings import SPECS, Settings, load_settings
-from services.core.startup import CONFIG_EXIT, StartupError, check_secrets
+from services.core.startup import CONFIG_EXIT, StartupError, check_secrets, unreachable
 
 if TYPE_CHECKING:
     from arq.worker import Worker
@@ -273,10 +273,27 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
+    import asyncpg
+
     database_url = _settings().database_url
-    for migration in asyncio.run(db.migrate(database_url)):
+
+    async def migrate() -> tuple[list[db.Migration], int]:
+        return await db.migrate(database_url), await db.schema_version(database_url)
+
+    try:
+        applied, version = asyncio.run(migrate())
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.InvalidAuthorizationSpecificationError,  # a wrong user or password
+        asyncpg.InvalidCatalogNameError,  # no such database
+    ) as exc:
+        raise unreachable("Postgres", database_url, exc) from None
+    for migration in applied:
         print(f"applied {migration.name}", flush=True)
-    print(f"schema is up to date: version {asyncio.run(db.schema_version(database_url))}")
+    print(f"schema is up to date: version {version}")
 
 
 def cmd_create_bucket(args: argparse.Namespace) -> None:
@@ -353,7 +370,8 @@ def cmd_limits(args: argparse.Namespace) -> None:
 
     key = budget.limits_key(args.account)
     changes = {name: value for name in budget.LIMIT_MINIMUMS if (value := getattr(args, name)) is not None}
-    client = redis.Redis.from_url(load_settings().redis_url)
+    settings = _settings()
+    client = redis.Redis.from_url(settings.redis_url)
     try:
         with client.pipeline(transaction=True) as pipe:
             if args.clear:
@@ -365,7 +383,7 @@ def cmd_limits(args: argparse.Namespace) -> None:
     finally:
         client.close()
     own = {name.decode() for name in overrides}
-    limits = budget.merge_limits(load_settings(), overrides)
+    limits = budget.merge_limits(settings, overrides)
     print(f"account {args.account}")
     for name in budget.LIMIT_MINIMUMS:
         print(f"{name:<22}{getattr(limits, name):>12}  ({'account' if name in own else 'default'})")

@@ -18,6 +18,7 @@ from services import cli
 from services.compat import app as compat_app
 from services.console import app as console_app
 from services.core.settings import KNOWN_VARIABLES, Settings
+from services.embedded import free_port
 from services.ingress import app as ingress_app
 from services.query import app as query_app
 from services.web import openapi
@@ -347,3 +348,21 @@ def test_an_init_container_says_what_setting_is_wrong_in_one_line(args, monkeypa
     assert exited.value.code == 2
     (line,) = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
     assert line.startswith(f"attachd {args[0]} cannot start: ATTACHD_TUS_PART_BYTES: must be at least")
+
+
+@pytest.mark.parametrize("where", ["no server", "no database"])
+def test_migrate_says_in_one_line_which_postgres_it_cannot_reach(where, pg_url, monkeypatch, caplog):
+    """The init container's `attachd migrate` against a Postgres that is not there (yet), or a database that
+    is not: one line naming it, its password left out (exit code 1; Kubernetes starts it again), no traceback."""
+    monkeypatch.setattr(cli.logs, "configure", lambda *args, **kwargs: None)
+    if where == "no server":
+        url = f"postgresql://attachd:s3cret@127.0.0.1:{free_port()}/attachd"
+    else:
+        url = f"{pg_url.rsplit('/', 1)[0]}/missing_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("ATTACHD_DATABASE_URL", url)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["migrate"])
+    assert exited.value.code == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert line.startswith("attachd migrate cannot start: cannot reach Postgres at postgresql://")
+    assert "s3cret" not in line and "\n" not in line
