@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import boto3
+import hypothesis
 import pytest
 import pyvips
 import redis.asyncio as aioredis
@@ -38,6 +39,11 @@ from tests.s3server import MotoS3
 from workers.settings import create_worker, stop_worker
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+# Hypothesis fails a test whose example takes over 200 ms, then fails it as flaky when the retry is quick: on a
+# busy machine a cheap example sometimes does. The properties are what these tests check, not their speed.
+hypothesis.settings.register_profile("attachd", deadline=None)
+hypothesis.settings.load_profile("attachd")
 
 
 @pytest.hookimpl(wrapper=True)
