@@ -1430,7 +1430,7 @@ async def test_another_tenant_reaches_nothing_of_account_a(service, case: Cross)
     await assert_refused(resp, status=case.status, secrets=[*_token_parts(headers), a["secret"]])
     assert await _state(service, service.account) == before  # nothing of A's changed
     assert await service.events() == events_before
-    assert await service.stored_keys() == keys_before
+    assert await service.settled_keys() == keys_before
     if b:
         assert await service.rows(b) == []
         assert await service.events(b) == []
