@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import boto3
+import hypothesis
 import pytest
 import pyvips
 import redis.asyncio as aioredis
@@ -38,6 +39,11 @@ from tests.s3server import MotoS3
 from workers.settings import create_worker, stop_worker
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+# Hypothesis fails a test whose example takes over 200 ms, then fails it as flaky when the retry is quick: on a
+# busy machine a cheap example sometimes does. The properties are what these tests check, not their speed.
+hypothesis.settings.register_profile("attachd", deadline=None)
+hypothesis.settings.load_profile("attachd")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -232,7 +238,9 @@ async def running_service(
     )
     client = TestClient(ServiceTestServer(combined_app(settings), settings))
     await client.start_server()
-    worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
+    # No crons: they fire on the clock's seconds (a sweep at :00 and :30), so one could run in the middle of
+    # a test and take what the test's own sweep, purge or close is about to count. A test runs them itself.
+    worker = create_worker(settings, handle_signals=False, poll_delay=0.01, cron_jobs=[])
     worker_task = asyncio.create_task(worker.async_run())
     storage = await open_storage(storage_url, s3_endpoint_url=s3_endpoint)
     pool = await dbmod.create_pool(pg_url, max_size=4)

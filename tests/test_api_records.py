@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import time
 
+import jwt
 import orjson
 import pytest
 from hypothesis import given
@@ -158,13 +159,14 @@ def test_a_verified_token_is_cached_and_still_expires() -> None:
 
     secret = "s" * 32
     verifier = auth.TokenVerifier(secret, leeway_s=0)
-    token = auth.mint_token(secret, account="acct-1", sub="u1", ttl_s=2)
+    token = auth.mint_token(secret, account="acct-1", sub="u1", ttl_s=3)  # 2-3 s to use it, on a busy machine
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
     first = verifier.verify(token)
     assert verifier.verify(token) is first and first.account_id == "acct-1"
     with pytest.raises(ApiError) as tampered:
         verifier.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
     assert tampered.value.status == 401
-    time.sleep(2.2)
+    time.sleep(expires + 0.2 - time.time())
     with pytest.raises(ApiError) as expired:
         verifier.verify(token)
     assert expired.value.status == 401 and "expired" in expired.value.message

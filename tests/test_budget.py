@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import math
+import time
 import uuid
 
 import aiohttp
@@ -157,22 +159,26 @@ async def test_a_declared_length_is_charged_as_it_is_and_an_unknown_one_needs_no
 
 async def test_exactly_the_budget_is_allowed_and_one_byte_more_is_not(redis, account):
     gate = ByteBudget(redis)
+    sent = time.monotonic()
     await gate.admit(rule(), account, "a", 60)
     assert (await gate.admit(rule(), account, "b", 40)).limits.byte_budget == 100
     assert await used(redis, account) == 100
     retry = await over_budget(gate, rule(), account, "c", 1)
-    assert 59 <= retry <= 60  # no lockout: until the oldest charge leaves the window
+    # no lockout: until the oldest charge leaves the window (a minute after it, less the time since)
+    assert 60 - math.ceil(time.monotonic() - sent) <= retry <= 60
     assert await used(redis, account) == 100
 
 
 async def test_charges_slide_out_of_the_window(redis, account):
-    gate, window = ByteBudget(redis), rule(window_s=2)
+    window_s = 5  # t1 comes half-way through t0's window: each check below is 2.5 s from the edge it tests
+    gate, window = ByteBudget(redis), rule(window_s=window_s)
     await gate.admit(window, account, "t0", 50)
-    await asyncio.sleep(1.0)
+    t0_charged = time.monotonic()
+    await asyncio.sleep(window_s / 2)
     await gate.admit(window, account, "t1", 50)
     assert await used(redis, account) == 100
     await over_budget(gate, window, account, "full", 1)
-    await asyncio.sleep(1.2)  # t0 has left the window, t1 has not
+    await asyncio.sleep(t0_charged + window_s + 0.2 - time.monotonic())  # t0 has left the window, t1 has not
     await gate.admit(window, account, "t2", 50)
     assert await used(redis, account) == 100
     await over_budget(gate, window, account, "over", 1)
@@ -180,17 +186,23 @@ async def test_charges_slide_out_of_the_window(redis, account):
     members = await redis.zrange(charges, 0, -1)
     assert sorted(m.decode() for m in members) == ["t1:50", "t2:50"]
     assert int(await redis.get(total)) == 100
-    assert 0 < await redis.pttl(charges) <= 2000  # idle accounts leave nothing behind
+    assert 0 < await redis.pttl(charges) <= window_s * 1000  # idle accounts leave nothing behind
 
 
 async def test_the_lockout_outlasts_the_window_and_then_clears(redis, account):
-    gate, lockout = ByteBudget(redis), rule(window_s=1, lockout_s=2)
+    lockout_s = 4  # 2.8 s of it left to see when the 1 s window is empty, on a busy machine too
+    gate, lockout = ByteBudget(redis), rule(window_s=1, lockout_s=lockout_s)
     await gate.admit(lockout, account, "a", 100)
-    assert await over_budget(gate, lockout, account, "b", 1) == 2
-    await asyncio.sleep(1.2)  # the window is empty now, but the lockout holds
-    assert await over_budget(gate, lockout, account, "c", 0) == 1
+    b_sent = time.monotonic()
+    assert await over_budget(gate, lockout, account, "b", 1) == lockout_s
+    b_answered = time.monotonic()
+    await asyncio.sleep(1.2)  # the window is empty now, but the lockout holds: Retry-After is what is left of it
+    c_sent = time.monotonic()
+    retry = await over_budget(gate, lockout, account, "c", 0)
+    least, most = lockout_s - (time.monotonic() - b_sent), lockout_s - (c_sent - b_answered)
+    assert math.ceil(least) <= retry <= math.ceil(most)
     assert await used(redis, account) == 0
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(b_answered + lockout_s + 0.2 - time.monotonic())
     await gate.admit(lockout, account, "d", 100)
     assert await used(redis, account) == 100
 
@@ -393,10 +405,12 @@ async def test_admission_charges_and_refuses_with_the_accounts_own_limits(redis,
         await gate.admit(settings, account, "d", 101)
     _, total, lockout = budget.budget_keys(account)
     assert int(await redis.get(total)) == 60 and not await redis.exists(lockout)
+    sent = time.monotonic()
     with pytest.raises(budget.BudgetExceeded) as caught:  # does not fit now: 429 and the lockout
         await gate.admit(settings, account, "e", 41)
     assert caught.value.status == 429 and caught.value.headers == {"Retry-After": "30"}
-    assert 29_000 < await redis.pttl(lockout) <= 30_000
+    left_ms = await redis.pttl(lockout)
+    assert 30_000 - 1000 * (time.monotonic() - sent) - 1 <= left_ms <= 30_000
     with pytest.raises(budget.BudgetExceeded):  # locked out: even nothing
         await gate.admit(settings, account, "f", 0)
 

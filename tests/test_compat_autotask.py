@@ -453,7 +453,7 @@ async def test_bad_input_is_a_clear_error_and_stores_nothing(service):
     resp = await service.client.get(f"{ROOT}/Tickets/1/Attachment", headers=headers(service))
     assert "No resource at" in await refused(resp, 404)
     assert await service.rows() == []
-    assert await service.stored_keys() == []
+    assert await service.settled_keys() == []
 
 
 async def test_credentials_are_autotasks_headers(service):

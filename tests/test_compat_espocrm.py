@@ -537,7 +537,7 @@ async def test_bad_uploads_are_espocrm_errors_and_store_nothing(service, body, f
         assert response.headers["X-Status-Reason"] == reason
     assert (await response.json())["messageTranslation"]["data"]["field"] == field
     assert await svc.rows() == []
-    assert await svc.stored_keys() == []
+    assert await svc.settled_keys() == []
 
 
 async def test_a_body_that_is_not_json_is_a_400(service):
@@ -701,7 +701,7 @@ async def test_a_name_that_lies_about_the_bytes_is_refused_by_the_native_checks(
     assert response.headers["X-Status-Reason"] == "file content is application/pdf but the name ends in .txt"
     assert (await response.json())["messageTranslation"]["data"] == {"field": "file", "type": "valid"}
     assert await svc.rows() == []
-    assert await svc.stored_keys() == []
+    assert await svc.settled_keys() == []
 
 
 async def test_the_standalone_compat_app_serves_the_profile(service):

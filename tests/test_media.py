@@ -360,6 +360,12 @@ def test_decode_bytes_counts_what_cannot_shrink_on_load(tmp_path: Path) -> None:
     assert decode_bytes(header(png), "image/png") == media.SHRINKING_DECODE_BYTES
 
 
+def settle(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class BudgetProbe:
     """Threads that each reserve some bytes of a DecodeBudget and hold them until told to let go."""
 
@@ -367,7 +373,7 @@ class BudgetProbe:
         self.budget = DecodeBudget(budget)
         self.inside: list[str] = []
         self._release: dict[str, threading.Event] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
 
     def arrive(self, name: str, nbytes: int) -> None:
         self._release[name] = threading.Event()
@@ -378,18 +384,30 @@ class BudgetProbe:
                 self._release[name].wait(10)
             self.inside.remove(name)
 
-        self._threads.append(threading.Thread(target=hold, daemon=True))
-        self._threads[-1].start()
-        time.sleep(0.05)  # in the order given
+        self._threads[name] = threading.Thread(target=hold, daemon=True)
+        self._threads[name].start()
+        settle(self._everyone_placed)  # in the order given: in, or in line, before the next one comes
+
+    def _everyone_placed(self) -> bool:
+        # Under the budget's lock: a thread leaves the line under it, and only then goes in.
+        with self.budget._changed:
+            placed = len(self.inside) + len(self.budget._waiting)
+        return placed == sum(thread.is_alive() for thread in self._threads.values())
 
     def leave(self, name: str) -> None:
         self._release[name].set()
-        time.sleep(0.05)
+        self._threads[name].join(10)
+        time.sleep(0.05)  # for the checks that nobody else came in
+
+    def once_inside(self, *names: str) -> list[str]:
+        """Who is inside once ``names`` are (or 10 s have passed): those let in come in a moment later."""
+        settle(lambda: sorted(self.inside) == sorted(names))
+        return self.inside
 
     def finish(self) -> None:
         for event in self._release.values():
             event.set()
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(10)
 
 
@@ -403,17 +421,17 @@ def test_decodes_share_the_budget_first_come_first_served() -> None:
         probe.arrive("small", 5)
         assert probe.inside == ["a", "b"]  # big does not fit yet, and small waits its turn
         probe.leave("a")
-        assert sorted(probe.inside) == ["b", "big", "small"]
+        assert sorted(probe.once_inside("b", "big", "small")) == ["b", "big", "small"]
         probe.arrive("huge", 10_000)  # more than the whole budget
         probe.leave("b")
         probe.leave("big")
         assert probe.inside == ["small"]
         probe.leave("small")
-        assert probe.inside == ["huge"]  # alone
+        assert probe.once_inside("huge") == ["huge"]  # alone
         probe.arrive("after", 1)
         assert probe.inside == ["huge"]
         probe.leave("huge")
-        assert probe.inside == ["after"]
+        assert probe.once_inside("after") == ["after"]
     finally:
         probe.finish()
 
@@ -429,6 +447,7 @@ def test_make_variants_keeps_its_decodes_within_the_budget(tmp_path: Path, monke
     lock = threading.Lock()
     in_flight: list[int] = []
     most = 0
+    side_by_side = threading.Event()
     real_decode = media._decode_small
 
     def observed(path: str) -> pyvips.Image:
@@ -437,6 +456,9 @@ def test_make_variants_keeps_its_decodes_within_the_budget(tmp_path: Path, monke
         with lock:
             in_flight.append(cost)
             most = max(most, sum(in_flight))
+            if len(in_flight) > 1:
+                side_by_side.set()
+        side_by_side.wait(5)  # the first decodes wait for another to join them (the budget lets two in)
         time.sleep(0.05)  # long enough for the other threads to arrive
         try:
             return real_decode(path)

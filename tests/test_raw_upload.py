@@ -23,7 +23,7 @@ async def error_of(resp, status: int) -> dict:
 
 async def assert_nothing_stored(svc) -> None:
     assert await svc.rows() == []
-    assert await svc.stored_keys() == []
+    assert await svc.settled_keys() == []
 
 
 async def test_raw_jpeg_is_stored_thumbnailed_and_readable(any_backend_service):

@@ -27,7 +27,7 @@ def form(name: str, body: bytes, content_type: str = "application/octet-stream")
 async def assert_nothing_stored(svc) -> None:
     assert await svc.rows() == []
     assert await svc.events() == []
-    assert await svc.stored_keys() == []
+    assert await svc.settled_keys() == []
 
 
 async def error_of(resp, status: int) -> dict:

@@ -495,7 +495,7 @@ async def test_an_upload_cut_mid_patch_resumes_from_another_ingress_process(
     data = base64.b64encode(os.urandom(48 * MiB))  # 64 MiB
     path = tmp_path / "big.txt"
     path.write_bytes(data)
-    proxy = await throttled_proxy(first_port, 24 * MiB)
+    proxy = await throttled_proxy(first_port, 16 * MiB)  # 3 s at least from the cut point (16 MiB) to the end
     try:
         await asyncio.gather(*(wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=60) for _, port in parts))
         proxy_port = proxy.sockets[0].getsockname()[1]

@@ -199,7 +199,7 @@ async def test_bad_create_requests_name_the_field(service, body, field):
     assert error["field"] == field
     assert error["message"]
     assert await service.rows() == []
-    assert await service.stored_keys() == []
+    assert await service.settled_keys() == []
 
 
 async def test_multipart_with_file_and_data_is_refused(service):
@@ -212,7 +212,7 @@ async def test_multipart_with_file_and_data_is_refused(service):
     )
     assert resp.status == 400
     assert (await resp.json())["error"]["field"] == "url"
-    assert await service.stored_keys() == []
+    assert await service.settled_keys() == []
 
 
 async def test_respond_async_gives_202_and_a_status_url(service):
