@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.cli import combined_app
+from services.cli import main as cli_main
 from services.core import db as dbmod
 from services.core import logs
 from services.core.auth import READ, WRITE, mint_token
@@ -269,6 +270,30 @@ async def any_backend_service(request, pg_url, redis_url, tmp_path) -> AsyncIter
     endpoint = request.getfixturevalue("s3_endpoint") if request.param == "s3" else None
     async with running_service(pg_url, redis_url, tmp_path, backend=request.param, s3_endpoint=endpoint) as svc:
         yield svc
+
+
+class CommandFailed(Exception):
+    """An `attachd` command exited non-zero: its exit code and stderr."""
+
+
+@pytest.fixture
+def attachd_keys(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
+    """``await attachd_keys("create", "--account", A, ...)``: `attachd keys ...` against the test database, in a
+    thread (it runs its own event loop); its stdout lines (a created key is the last), or CommandFailed."""
+    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
+
+    def run(argv: tuple[str, ...]) -> list[str]:
+        capsys.readouterr()
+        try:
+            cli_main(["keys", *argv])
+        except SystemExit as exc:
+            raise CommandFailed(f"{exc.code}\n{capsys.readouterr().err}") from None
+        return capsys.readouterr().out.splitlines()
+
+    async def run_in_thread(*argv: str) -> list[str]:
+        return await asyncio.to_thread(run, argv)
+
+    return run_in_thread
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import base64
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -16,7 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.cli import main
 from services.core import apikeys
 from services.core.apikeys import StoredKey
 from services.core.auth import READ, WRITE, mint_token
@@ -27,7 +25,7 @@ from services.query.app import create_app as query_app
 from services.web import credentials
 from services.web.engines import pool_ctx
 from services.web.http import authenticate, base_app, json_response
-from tests.conftest import JWT_SECRET
+from tests.conftest import JWT_SECRET, CommandFailed
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 TEXT = {"target_type": "Ticket", "target_id": "7", "filename": "notes.txt", "data": base64.b64encode(b"hi").decode()}
@@ -161,43 +159,19 @@ def test_a_key_limited_to_a_profile_works_there_only_and_carries_its_bindings():
 # -- the command and the routes --------------------------------------------------------------------------
 
 
-class CommandFailed(Exception):
-    """`attachd keys` exited non-zero: its message and stderr."""
-
-
-@pytest.fixture
-def keys_cli(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
-    """``await keys_cli("create", "--account", A)``: `attachd keys ...` against the test database, in a thread
-    (it runs its own event loop); its stdout lines, or CommandFailed."""
-    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
-
-    def run(argv: tuple[str, ...]) -> list[str]:
-        capsys.readouterr()
-        try:
-            main(["keys", *argv])
-        except SystemExit as exc:
-            raise CommandFailed(f"{exc.code}\n{capsys.readouterr().err}") from None
-        return capsys.readouterr().out.splitlines()
-
-    async def run_in_thread(*argv: str) -> list[str]:
-        return await asyncio.to_thread(run, argv)
-
-    return run_in_thread
-
-
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def create_key(keys_cli, account: str, *options: str) -> str:
-    lines = await keys_cli("create", "--account", account, *options)
+async def create_key(attachd_keys, account: str, *options: str) -> str:
+    lines = await attachd_keys("create", "--account", account, *options)
     key = lines[-1]
     assert apikeys.well_formed(key), lines
     return key
 
 
-async def listed(keys_cli, account: str) -> list[dict]:
-    return orjson.loads("\n".join(await keys_cli("list", "--account", account, "--json")))
+async def listed(attachd_keys, account: str) -> list[dict]:
+    return orjson.loads("\n".join(await attachd_keys("list", "--account", account, "--json")))
 
 
 async def refused(resp, status: int = 401, code: str = "unauthorized") -> str:
@@ -207,10 +181,10 @@ async def refused(resp, status: int = 401, code: str = "unauthorized") -> str:
     return body["error"]["message"]
 
 
-async def test_a_key_made_by_the_cli_reads_and_writes_natively(service, keys_cli):
+async def test_a_key_made_by_the_cli_reads_and_writes_natively(service, attachd_keys):
     svc = service
     key = await create_key(
-        keys_cli,
+        attachd_keys,
         svc.account,
         "--scope",
         f"{READ} {WRITE}",
@@ -240,15 +214,15 @@ async def test_a_key_made_by_the_cli_reads_and_writes_natively(service, keys_cli
     assert (await svc.client.get(f"/v1/attachments/{record['id']}", headers=svc.auth())).status == 200
 
 
-async def test_the_list_shows_every_key_of_the_account_but_never_a_key(service, keys_cli):
+async def test_the_list_shows_every_key_of_the_account_but_never_a_key(service, attachd_keys):
     svc = service
-    plain = await create_key(keys_cli, svc.account, "--name", "reader", "--scope", READ)
+    plain = await create_key(attachd_keys, svc.account, "--name", "reader", "--scope", READ)
     toggl = await create_key(
-        keys_cli, svc.account, "--profile", "toggl", "--bind", "org=1,workspace=2", "--expires", "90d"
+        attachd_keys, svc.account, "--profile", "toggl", "--bind", "org=1,workspace=2", "--expires", "90d"
     )
-    await create_key(keys_cli, svc.other_account())
+    await create_key(attachd_keys, svc.other_account())
 
-    keys = await listed(keys_cli, svc.account)
+    keys = await listed(attachd_keys, svc.account)
     assert [set(k) for k in keys] == [LISTED_KEYS, LISTED_KEYS]
     first, second = keys
     assert first["id"] < second["id"]
@@ -276,7 +250,7 @@ async def test_the_list_shows_every_key_of_the_account_but_never_a_key(service, 
     expires = dt.datetime.fromisoformat(second["expires_at"])
     assert abs(expires - created - dt.timedelta(days=90)) < dt.timedelta(minutes=1)
 
-    table = await keys_cli("list", "--account", svc.account)
+    table = await attachd_keys("list", "--account", svc.account)
     header = ["ID", "NAME", "PREFIX", "SCOPES", "PROFILE", "BINDINGS", "CREATED", "EXPIRES", "REVOKED"]
     assert table[0].split() == header
     assert len(table) == 3 and "org=1,workspace=2" in table[2]
@@ -284,9 +258,9 @@ async def test_the_list_shows_every_key_of_the_account_but_never_a_key(service, 
     assert plain not in shown and toggl not in shown and plain[12:20] not in shown
 
 
-async def test_the_stored_row_holds_the_hash_and_never_the_key(service, keys_cli):
+async def test_the_stored_row_holds_the_hash_and_never_the_key(service, attachd_keys):
     svc = service
-    key = await create_key(keys_cli, svc.account, "--name", "stored")
+    key = await create_key(attachd_keys, svc.account, "--name", "stored")
     [row] = await svc.pool.fetch("SELECT * FROM api_keys WHERE account_id = $1", svc.account)
     assert bytes(row["key_hash"]) == hashlib.sha256(key.encode()).digest()
     secret_part = key[12:]
@@ -294,9 +268,9 @@ async def test_the_stored_row_holds_the_hash_and_never_the_key(service, keys_cli
         assert secret_part not in str(value) and secret_part.encode() not in repr(value).encode(), column
 
 
-async def test_a_revoked_key_is_refused_at_once_by_every_replica(service, keys_cli):
+async def test_a_revoked_key_is_refused_at_once_by_every_replica(service, attachd_keys):
     svc = service
-    key = await create_key(keys_cli, svc.account)
+    key = await create_key(attachd_keys, svc.account)
     replicas = [TestClient(TestServer(ingress_app(svc.settings))), TestClient(TestServer(query_app(svc.settings)))]
     for replica in replicas:
         await replica.start_server()
@@ -307,8 +281,8 @@ async def test_a_revoked_key_is_refused_at_once_by_every_replica(service, keys_c
         assert (await reads.get("/v1/attachments/count", headers=bearer(key))).status == 200
         assert (await svc.client.get("/v1/attachments/count", headers=bearer(key))).status == 200
 
-        [shown] = await listed(keys_cli, svc.account)
-        [line] = await keys_cli("revoke", str(shown["id"]))
+        [shown] = await listed(attachd_keys, svc.account)
+        [line] = await attachd_keys("revoke", str(shown["id"]))
         assert line.startswith(f"key {shown['id']} of account {svc.account} is revoked since ")
 
         for message in await asyncio.gather(
@@ -320,16 +294,16 @@ async def test_a_revoked_key_is_refused_at_once_by_every_replica(service, keys_c
     finally:
         for replica in replicas:
             await replica.close()
-    [after] = await listed(keys_cli, svc.account)
+    [after] = await listed(attachd_keys, svc.account)
     assert after["revoked_at"] is not None
-    assert await keys_cli("revoke", str(shown["id"])) == [line]  # revoking again keeps the first time
+    assert await attachd_keys("revoke", str(shown["id"])) == [line]  # revoking again keeps the first time
     assert len(await svc.rows()) == 1
 
 
-async def test_an_expired_key_is_refused(service, keys_cli):
+async def test_an_expired_key_is_refused(service, attachd_keys):
     svc = service
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)  # time to create it and use it, on a busy machine
-    key = await create_key(keys_cli, svc.account, "--expires", soon.isoformat())
+    key = await create_key(attachd_keys, svc.account, "--expires", soon.isoformat())
     assert (await svc.client.get("/v1/attachments/count", headers=bearer(key))).status == 200
     await asyncio.sleep((soon - dt.datetime.now(dt.UTC)).total_seconds() + 0.2)
     assert await refused(await svc.client.get("/v1/attachments/count", headers=bearer(key))) == (
@@ -339,9 +313,9 @@ async def test_an_expired_key_is_refused(service, keys_cli):
     assert await svc.rows() == []
 
 
-async def test_a_key_without_the_write_scope_reads_but_cannot_write(service, keys_cli):
+async def test_a_key_without_the_write_scope_reads_but_cannot_write(service, attachd_keys):
     svc = service
-    key = await create_key(keys_cli, svc.account, "--scope", "task_management_read")
+    key = await create_key(attachd_keys, svc.account, "--scope", "task_management_read")
     assert (await svc.client.get("/v1/attachments/count", headers=bearer(key))).status == 200
     resp = await svc.client.post("/v1/attachments", json=TEXT, headers=bearer(key))
     await refused(resp, 403, "insufficient_scope")
@@ -390,9 +364,11 @@ async def profile_probe(service) -> TestClient:
     await client.close()
 
 
-async def test_a_key_limited_to_a_profile_is_refused_natively_and_by_other_profiles(service, keys_cli, profile_probe):
+async def test_a_key_limited_to_a_profile_is_refused_natively_and_by_other_profiles(
+    service, attachd_keys, profile_probe
+):
     svc = service
-    key = await create_key(keys_cli, svc.account, "--profile", "toggl", "--bind", "org=1,workspace=2")
+    key = await create_key(attachd_keys, svc.account, "--profile", "toggl", "--bind", "org=1,workspace=2")
     message = await refused(await svc.client.get("/v1/attachments/count", headers=bearer(key)))
     assert message == "this API key is limited to the toggl compatibility profile"
     assert await refused(await svc.upload_json(TEXT, headers=bearer(key))) == message
@@ -402,15 +378,15 @@ async def test_a_key_limited_to_a_profile_is_refused_natively_and_by_other_profi
     assert resp.status == 200
     assert await resp.json() == {"account": svc.account, "profile": "toggl", "bindings": {"org": "1", "workspace": "2"}}
 
-    unlimited = await create_key(keys_cli, svc.account)
+    unlimited = await create_key(attachd_keys, svc.account)
     resp = await profile_probe.get("/probe/espocrm", headers={"X-Api-Key": unlimited})
     assert await resp.json() == {"account": svc.account, "profile": None, "bindings": {}}
     assert await refused(await profile_probe.get("/probe/toggl")) == "credentials are required"
 
 
-async def test_the_ingress_takes_jwt_uploads_while_postgres_is_away_and_answers_keys_503(service, keys_cli):
+async def test_the_ingress_takes_jwt_uploads_while_postgres_is_away_and_answers_keys_503(service, attachd_keys):
     svc = service
-    key = await create_key(keys_cli, svc.account)
+    key = await create_key(attachd_keys, svc.account)
     away = svc.settings.__class__(
         **{**svc.settings.__dict__, "database_url": f"postgresql://127.0.0.1:{free_port()}/x"}
     )
@@ -430,7 +406,7 @@ async def test_the_ingress_takes_jwt_uploads_while_postgres_is_away_and_answers_
 # -- the command's own refusals and --data-dir -------------------------------------------------------------
 
 
-async def test_the_command_refuses_bad_options_before_touching_the_database(keys_cli):
+async def test_the_command_refuses_bad_options_before_touching_the_database(attachd_keys):
     for argv, says in (
         (["create", "--account", "a", "--bind", "org=1"], "--bind needs --profile"),
         (["create", "--account", "a", "--scope", "admin"], "unknown scope admin"),
@@ -440,16 +416,16 @@ async def test_the_command_refuses_bad_options_before_touching_the_database(keys
         (["revoke", "x"], "invalid int value"),
     ):
         with pytest.raises(CommandFailed, match=says):
-            await keys_cli(*argv)
+            await attachd_keys(*argv)
 
 
-async def test_revoking_an_unknown_key_says_so(keys_cli, db):
+async def test_revoking_an_unknown_key_says_so(attachd_keys, db):
     missing = (await db.fetchval("SELECT coalesce(max(id), 0) FROM api_keys")) + 1000
     with pytest.raises(CommandFailed, match=f"no key {missing}"):
-        await keys_cli("revoke", str(missing))
+        await attachd_keys("revoke", str(missing))
 
 
-async def test_data_dir_finds_the_postgres_of_a_running_attachd_dev(service, keys_cli, monkeypatch, tmp_path):
+async def test_data_dir_finds_the_postgres_of_a_running_attachd_dev(service, attachd_keys, monkeypatch, tmp_path):
     """`attachd dev --data-dir D` keeps Postgres in D/postgres: the command finds it there, as `attachd token`
     finds its secret (the test server stands in for it)."""
     if os.environ.get("ATTACHD_TEST_DATABASE_URL"):
@@ -458,7 +434,7 @@ async def test_data_dir_finds_the_postgres_of_a_running_attachd_dev(service, key
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "postgres").symlink_to(Path(await svc.pool.fetchval("SHOW data_directory")))
     monkeypatch.delenv("ATTACHD_DATABASE_URL")
-    lines = await keys_cli("create", "--account", svc.account, "--data-dir", str(tmp_path / "dev"))
+    lines = await attachd_keys("create", "--account", svc.account, "--data-dir", str(tmp_path / "dev"))
     assert (await svc.client.get("/v1/attachments/count", headers=bearer(lines[-1]))).status == 200
     with pytest.raises(CommandFailed, match="has no running Postgres"):
-        await keys_cli("list", "--account", svc.account, "--data-dir", str(tmp_path / "nothing"))
+        await attachd_keys("list", "--account", svc.account, "--data-dir", str(tmp_path / "nothing"))

@@ -3,13 +3,11 @@ clients call them (only the base URL and the credential changed), on the real co
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import io
 import json
 import urllib.parse
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -530,22 +528,12 @@ async def test_the_byte_window_and_its_lockout_are_per_integration(service):
 
 
 @pytest.fixture
-def make_key(monkeypatch, pg_url):
+def make_key(attachd_keys) -> Callable[..., Awaitable[str]]:
     """``await make_key(account, "--profile", "autotask", ...)``: a key made by `attachd keys create`."""
-    from services.cli import main
-
-    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
-
-    def run(argv: list[str]) -> str:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            main(["keys", "create", *argv])
-        return out.getvalue().splitlines()[-1]
 
     async def make(account: str, *options: str) -> str:
-        return await asyncio.to_thread(
-            run, ["--account", account, "--scope", "attachments:read attachments:write", "--name", "psa", *options]
-        )
+        scope = ("--scope", "attachments:read attachments:write")
+        return (await attachd_keys("create", "--account", account, *scope, "--name", "psa", *options))[-1]
 
     return make
 

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,7 +16,6 @@ import pytest
 import pyvips
 from yarl import URL
 
-from services.cli import main
 from services.compat.bookingsync import answers, errors, inputs
 from services.core.auth import READ, Principal
 from services.core.contract import ItemError
@@ -337,23 +335,6 @@ async def test_credentials_scopes_and_accounts(service):
     resp = await service.client.post(BASE, json={"attachments": [item]}, headers=service.auth())
     assert resp.status == 403 and "numeric" in (await body_of(resp))["error"]
     assert await service.rows() == []
-
-
-@pytest.fixture
-def attachd_keys(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
-    """``await attachd_keys("create", ...)``: `attachd keys ...` against the test database, in a thread (it runs
-    its own event loop); its stdout lines."""
-    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
-
-    def run(argv: tuple[str, ...]) -> list[str]:
-        capsys.readouterr()
-        main(["keys", *argv])
-        return capsys.readouterr().out.splitlines()
-
-    async def in_thread(*argv: str) -> list[str]:
-        return await asyncio.to_thread(run, argv)
-
-    return in_thread
 
 
 async def test_an_api_key_made_for_the_profile_with_its_account_bound(service, attachd_keys):

@@ -3,19 +3,16 @@ the pure translation both ways."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import pyvips
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.cli import main
 from services.compat.app import create_app as compat_app
 from services.compat.espocrm import translate
 from services.compat.espocrm.credentials import credential
@@ -631,23 +628,6 @@ async def test_an_idempotency_key_on_an_upload_replays_it_and_a_record_write_ign
 
 
 # -- real API keys, made as a user makes them ----------------------------------------------------------
-
-
-@pytest.fixture
-def attachd_keys(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
-    """``await attachd_keys("create", ...)``: the `attachd keys` command against the test database, in a
-    thread (it runs its own event loop); its output lines."""
-    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
-
-    def run(argv: tuple[str, ...]) -> list[str]:
-        capsys.readouterr()
-        main(["keys", *argv])
-        return capsys.readouterr().out.splitlines()
-
-    async def run_in_thread(*argv: str) -> list[str]:
-        return await asyncio.to_thread(run, argv)
-
-    return run_in_thread
 
 
 async def test_an_espocrm_api_key_runs_the_two_step_flow_until_it_is_revoked(service, attachd_keys):

@@ -9,12 +9,10 @@ thumbnails round trip.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import random
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -23,7 +21,6 @@ import pytest
 import pyvips
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.cli import main
 from services.compat.app import create_app as compat_app
 from services.compat.projectcor import shapes
 from services.core.contract import AttachmentRow, ErrorInfo, ItemError
@@ -401,23 +398,6 @@ async def test_the_standalone_compat_app_serves_the_profile(service: Service) ->
 
 
 # --- API keys -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def attachd_keys(monkeypatch, capsys, pg_url) -> Callable[..., Awaitable[list[str]]]:
-    """``await attachd_keys("create", ...)``: `attachd keys ...` against the test database, in a thread (it runs
-    its own event loop); its stdout lines."""
-    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
-
-    def run(argv: tuple[str, ...]) -> list[str]:
-        capsys.readouterr()
-        main(["keys", *argv])
-        return capsys.readouterr().out.splitlines()
-
-    async def in_thread(*argv: str) -> list[str]:
-        return await asyncio.to_thread(run, argv)
-
-    return in_thread
 
 
 async def test_an_api_key_made_for_the_profile(service: Service, attachd_keys) -> None:

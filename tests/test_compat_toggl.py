@@ -4,11 +4,8 @@ the pure translation first."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import datetime as dt
-import io
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +14,6 @@ import aiohttp
 import pytest
 import pyvips
 
-from services.cli import main
 from services.compat.toggl import translate
 from services.compat.toggl.translate import TaskPath
 from services.core.errors import ApiError
@@ -575,20 +571,13 @@ async def test_the_native_limits_hold(make_service):
 
 
 @pytest.fixture
-def make_key(monkeypatch, pg_url) -> Callable[..., Awaitable[str]]:
+def make_key(attachd_keys) -> Callable[..., Awaitable[str]]:
     """``await make_key(account, "--bind", "org=1,workspace=2")``: a toggl key made by `attachd keys create`
     against the test database; the key is its last line."""
-    monkeypatch.setenv("ATTACHD_DATABASE_URL", pg_url)
-
-    def run(argv: list[str]) -> str:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            main(argv)
-        return out.getvalue().splitlines()[-1]
 
     async def make(account: str, *options: str) -> str:
         scope = ("--scope", "attachments:read attachments:write")
-        return await asyncio.to_thread(run, ["keys", "create", "--account", account, *scope, *options])
+        return (await attachd_keys("create", "--account", account, *scope, *options))[-1]
 
     return make
 
