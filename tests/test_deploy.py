@@ -284,6 +284,20 @@ async def test_a_tus_upload_stays_on_the_ingress_when_the_public_url_names_the_q
     assert record.file.original and record.file.original.startswith(f"{public_url}/v1/files/")
 
 
+async def test_a_tus_upload_url_is_where_the_client_reached_the_ingress(make_service):
+    """Through the gateway (the request came by ATTACHD_PUBLIC_URL's host) an upload's URL is on the public URL,
+    its path prefix included; reached directly, on the ingress's own address."""
+    async with make_service(public_url="https://files.example.com/att") as svc:
+        own = str(svc.client.make_url("/")).rstrip("/")
+        metadata = "filename YS50eHQ=,target_type VGFzaw==,target_id MQ=="  # a.txt, Task, 1
+        created = {"Tus-Resumable": "1.0.0", "Upload-Length": "5", "Upload-Metadata": metadata}
+        for host, base in (("files.example.com", "https://files.example.com/att"), (None, own)):
+            headers = {**svc.auth(), **created, **({"Host": host} if host else {})}
+            async with svc.client.post("/v1/uploads/tus", headers=headers) as resp:
+                assert resp.status == 201, await resp.text()
+                assert resp.headers["Location"].startswith(f"{base}/v1/uploads/tus/"), resp.headers["Location"]
+
+
 @pytest.mark.parametrize(
     ("public_url", "scheme", "host", "expected"),
     [

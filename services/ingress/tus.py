@@ -29,7 +29,7 @@ from services.core.tus_uploads import Locked, LockLost, TusUpload, TusUploads
 from services.ingress import writes
 from services.ingress.handlers import new_id
 from services.web.engines import BUDGET, REDIS, STORAGE
-from services.web.http import SETTINGS, principal, request_id
+from services.web.http import SETTINGS, own_url, principal, request_id
 
 PATH = "/v1/uploads/tus"
 UPLOADS = web.AppKey("tus_uploads", TusUploads)
@@ -78,11 +78,10 @@ async def options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=tus.options_headers(request.app[SETTINGS].max_file_bytes))
 
 
-def _upload_url(upload_id: str) -> str:
-    """A path, which tus clients resolve against the URL they created the upload with: the upload goes on
-    where it began (ATTACHD_PUBLIC_URL is where the signed links are served, the query service's address
-    where the parts are published apart, as compose.yaml does)."""
-    return f"{PATH}/{upload_id}"
+def _upload_url(request: web.Request, upload_id: str) -> str:
+    """Where the client reached this ingress: the upload goes on where it began, not at ATTACHD_PUBLIC_URL when
+    that names another part (the query service, where compose.yaml publishes the parts apart)."""
+    return f"{own_url(request)}{PATH}/{upload_id}"
 
 
 @_tus
@@ -124,7 +123,7 @@ async def create(request: web.Request) -> web.Response:
     await uploads.create(upload)
     if claim is not None:  # a retry of this creation now finds this upload
         await request.app[REDIS].set(claim[0], upload_id, ex=UPLOAD_TTL_S)
-    answer = {"Location": _upload_url(upload_id), "Upload-Expires": tus.http_date(upload.expires)}
+    answer = {"Location": _upload_url(request, upload_id), "Upload-Expires": tus.http_date(upload.expires)}
     if with_body or length == 0:
         async with uploads.locked(upload_id) as token:
             upload = await _receive(request, upload, token, checksum) if with_body else upload
@@ -139,7 +138,7 @@ async def _replayed_creation(request: web.Request, who: Principal, earlier: str)
     upload = await _owned(request, who, earlier, allow_expired=True)
     return web.Response(
         status=201,
-        headers=tus.headers(Location=_upload_url(upload.id), **{"Upload-Offset": str(upload.offset)}),
+        headers=tus.headers(Location=_upload_url(request, upload.id), **{"Upload-Offset": str(upload.offset)}),
     )
 
 
