@@ -98,8 +98,9 @@ class Settings:
     )
     public_url: str = setting(
         "",
-        "Base URL of the signed links in responses (`https://files.example.com`), and of a profile's page links"
-        " when the request came by its host; empty: the request's own scheme and host.",
+        "Base URL of the signed links in responses (`https://files.example.com`), and of the links back to the"
+        " part that answers (a tus upload's URL, a profile's next page) when the request came by its host;"
+        " empty: the request's own scheme and host.",
     )
     max_file_bytes: int = setting(
         25 * 1024 * 1024,
