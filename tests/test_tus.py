@@ -205,17 +205,7 @@ async def test_a_multi_chunk_upload_is_stored_as_it_arrives_and_committed_whole(
     [row] = await svc.rows()
     assert bytes(row["sha256"]) == hashlib.sha256(data).digest()
     assert hashlib.sha256(await stored_bytes(svc, row["storage_key"])).digest() == hashlib.sha256(data).digest()
-    assert await staged_left(svc) == []
-
-
-async def staged_left(svc: Service, timeout: float = 10) -> list[str]:
-    """What is still staged once the worker has had time to clear it (it does, after answering)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [o.key async for o in svc.storage.list("staging/")]
-        if not left or time.monotonic() > deadline:
-            return left
-        await asyncio.sleep(0.1)
+    assert [k for k in await svc.settled_keys(timeout=10) if k.startswith("staging/")] == []
 
 
 async def test_sha256_checksums_are_checked_and_a_mismatch_drops_the_chunk(any_backend_service, tmp_path):
